@@ -1,0 +1,18 @@
+//! `vigil-shared`: what the agent and the collector must agree on.
+//!
+//! - [`proto`]: the gRPC wire protocol (`vigil.v1`), generated from `proto/`.
+//! - [`labels`]: Prometheus naming rules and the limits both sides enforce.
+//! - [`histogram`]: the HDR window codec and the exposition bucket ladders.
+//! - [`text_format`]: a parser for the Prometheus text exposition format.
+//! - [`config`]: durations, sizes, secrets and TOML loading with precise errors.
+
+pub mod config;
+pub mod histogram;
+pub mod labels;
+pub mod text_format;
+
+/// The generated wire protocol, `vigil.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("vigil.v1");
+}
