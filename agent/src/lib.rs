@@ -1,1 +1,176 @@
-//! stub
+//! `vigil-agent`: samples this host every `sample_interval`, closes windows
+//! every `flush_interval`, and ships them to a collector without ever letting
+//! the network slow the sampling down.
+//!
+//! ```text
+//! sources ──► Windows ──► (flush) Batch ──► Outbox ──► Shipper ──► collector
+//! ```
+//!
+//! [`run`] wires the stages and owns shutdown; `main.rs` only parses flags.
+
+pub mod config;
+pub mod ship;
+pub mod sources;
+pub mod window;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use vigil_shared::proto::PushRequest;
+
+use config::AgentConfig;
+use ship::client::{CollectorClient, ConnectError};
+use ship::queue::{Batch, MemoryQueue, Outbox};
+use ship::{ShipStats, Shipper};
+use sources::{Sampler, SourceError, unix_millis};
+use window::{FamilyKind, RecordError, Windows};
+
+/// The agent could not start.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// A source could not be set up.
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// The collector connection could not be set up.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The window encoder could not be set up.
+    #[error(transparent)]
+    Histogram(#[from] vigil_shared::histogram::HistogramError),
+}
+
+/// Runs the agent until `shutdown` is cancelled, then closes the last window
+/// and ships what it can within `shipper.shutdown_timeout`.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let mut sampler = Sampler::new(sources::build(&config)?);
+    let mut windows = Windows::new(&config.instance, &config.job, config.max_series)?;
+    let outbox: Arc<dyn Outbox> = Arc::new(MemoryQueue::new(config.shipper.max_queue_bytes));
+    let stats = Arc::new(ShipStats::default());
+    let client = CollectorClient::new(&config.collector)?;
+    info!(
+        instance = %config.instance,
+        job = %config.job,
+        collector = %config.collector.endpoint,
+        sample_interval = ?config.sample_interval,
+        flush_interval = ?config.flush_interval,
+        "agent started"
+    );
+    let finish = CancellationToken::new();
+    let shipper = tokio::spawn(
+        Shipper::new(client, Arc::clone(&outbox), Arc::clone(&stats), &config.shipper).run(finish.clone()),
+    );
+
+    let mut flusher = Flusher {
+        agent_id: config.instance.clone(),
+        epoch: fastrand::u64(1..),
+        sequence: 0,
+        flush_interval: config.flush_interval,
+        outbox: Arc::clone(&outbox),
+        stats: Arc::clone(&stats),
+        logged_refusals: (0, 0),
+    };
+    let mut ticks = tokio::time::interval(config.sample_interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut next_flush = Instant::now() + config.flush_interval;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => {
+                sampler.sample(&mut windows, SystemTime::now());
+                let now = Instant::now();
+                if now + Duration::from_millis(5) >= next_flush {
+                    flusher.flush(&sampler, &mut windows);
+                    next_flush += config.flush_interval;
+                    if next_flush < now {
+                        next_flush = now + config.flush_interval;
+                    }
+                }
+            }
+        }
+    }
+
+    info!("shutting down: closing the last window");
+    flusher.flush(&sampler, &mut windows);
+    finish.cancel();
+    match tokio::time::timeout(config.shipper.shutdown_timeout, shipper).await {
+        Ok(_) => info!("every batch delivered; agent stopped"),
+        Err(_) => warn!(
+            undelivered_batches = outbox.len(),
+            deadline = ?config.shipper.shutdown_timeout,
+            "shutdown deadline reached with batches undelivered"
+        ),
+    }
+    Ok(())
+}
+
+/// Closes windows into batches.
+struct Flusher {
+    agent_id: String,
+    epoch: u64,
+    sequence: u64,
+    flush_interval: Duration,
+    outbox: Arc<dyn Outbox>,
+    stats: Arc<ShipStats>,
+    logged_refusals: (u64, u64),
+}
+
+impl Flusher {
+    fn flush(&mut self, sampler: &Sampler, windows: &mut Windows) {
+        if let Err(e) = self.record_own_metrics(sampler, windows) {
+            error!(error = %e, "cannot record the agent's own metrics");
+        }
+        let families = match windows.close() {
+            Ok(f) => f,
+            Err(e) => {
+                error!(error = %e, "cannot close the window; its samples are lost");
+                return;
+            }
+        };
+        self.sequence += 1;
+        let request = PushRequest {
+            agent_id: self.agent_id.clone(),
+            epoch: self.epoch,
+            sequence: self.sequence,
+            timestamp_ms: unix_millis(SystemTime::now()),
+            flush_interval_ms: self.flush_interval.as_millis() as u64,
+            families,
+        };
+        self.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.outbox.enqueue(Batch::new(request));
+    }
+
+    fn record_own_metrics(&mut self, sampler: &Sampler, windows: &mut Windows) -> Result<(), RecordError> {
+        sampler.record_stats(windows)?;
+        self.stats.record(self.outbox.as_ref(), windows)?;
+        let refusals = windows.refusals();
+        if (refusals.invalid, refusals.over_limit) != self.logged_refusals {
+            warn!(
+                invalid = refusals.invalid,
+                over_max_series = refusals.over_limit,
+                "series refused since start (see vigil_agent_series_refused_total)"
+            );
+            self.logged_refusals = (refusals.invalid, refusals.over_limit);
+        }
+        let refused = windows.family(
+            "vigil_agent_series_refused_total",
+            "New series refused by the agent: invalid (a naming rule or label limit), or over max_series.",
+            FamilyKind::Counter,
+        )?;
+        windows.set(refused, &[("reason", "invalid")], refusals.invalid as f64)?;
+        windows.set(refused, &[("reason", "max_series")], refusals.over_limit as f64)?;
+        let series = windows.family("vigil_agent_series", "Series the agent holds.", FamilyKind::Gauge)?;
+        let count = windows.series_count() as f64;
+        windows.set(series, &[], count)?;
+        let info = windows.family(
+            "vigil_agent_build_info",
+            "The agent's version, always 1.",
+            FamilyKind::Gauge,
+        )?;
+        windows.set(info, &[("version", env!("CARGO_PKG_VERSION"))], 1.0)?;
+        Ok(())
+    }
+}

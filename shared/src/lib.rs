@@ -4,11 +4,13 @@
 //! - [`labels`]: Prometheus naming rules and the limits both sides enforce.
 //! - [`histogram`]: the HDR window codec and the exposition bucket ladders.
 //! - [`text_format`]: a parser for the Prometheus text exposition format.
+//! - [`logging`]: log set-up and shutdown signals for both binaries.
 //! - [`config`]: durations, sizes, secrets and TOML loading with precise errors.
 
 pub mod config;
 pub mod histogram;
 pub mod labels;
+pub mod logging;
 pub mod text_format;
 
 /// The generated wire protocol, `vigil.v1`.

@@ -1,0 +1,527 @@
+//! The agent's configuration: a raw serde struct read from TOML (every field
+//! with its default, unknown keys refused), then [`RawConfig::validate`],
+//! which checks every value at once and returns the typed [`AgentConfig`].
+//! No I/O happens here beyond reading the token file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_shared::config::{
+    ByteSize, ConfigError, ConfigProblem, ConfigSource, HumanDuration, Secret, SecretRef,
+};
+
+/// Default sample interval.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default flush interval.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The config file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The `instance` label and the agent's identity; empty means the host name.
+    #[serde(default)]
+    pub instance: String,
+    /// The `job` label.
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// How often the host is sampled.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: HumanDuration,
+    /// How often windows close and a batch is shipped.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: HumanDuration,
+    /// Most series the agent keeps; new series beyond it are refused and counted.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Where batches go.
+    #[serde(default)]
+    pub collector: RawCollector,
+    /// How batches wait and are retried.
+    #[serde(default)]
+    pub shipper: RawShipper,
+    /// What is sampled.
+    #[serde(default)]
+    pub sources: RawSources,
+}
+
+fn default_job() -> String {
+    "node".into()
+}
+fn default_sample_interval() -> HumanDuration {
+    HumanDuration(DEFAULT_SAMPLE_INTERVAL)
+}
+fn default_flush_interval() -> HumanDuration {
+    HumanDuration(DEFAULT_FLUSH_INTERVAL)
+}
+fn default_max_series() -> usize {
+    10_000
+}
+
+/// `[collector]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollector {
+    /// `http://host:9471`, or `https://` with TLS.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// Bearer token, written inline.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Deadline of one push.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// CA certificate (PEM) that signed the collector's certificate; needed for `https://`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM), for mutual TLS.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name expected in the collector's certificate, when not the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl Default for RawCollector {
+    fn default() -> Self {
+        Self {
+            endpoint: default_endpoint(),
+            token: None,
+            token_file: None,
+            token_env: None,
+            timeout: default_timeout(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+        }
+    }
+}
+
+fn default_endpoint() -> String {
+    "http://127.0.0.1:9471".into()
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+/// `[shipper]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShipper {
+    /// Most bytes of encoded batches held in memory while the collector is unreachable.
+    #[serde(default = "default_max_queue_bytes")]
+    pub max_queue_bytes: ByteSize,
+    /// First retry delay.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: HumanDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: HumanDuration,
+    /// How long a clean shutdown keeps trying to ship what is queued.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for RawShipper {
+    fn default() -> Self {
+        Self {
+            max_queue_bytes: default_max_queue_bytes(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_max_queue_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+fn default_retry_initial() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+/// `[sources]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSources {
+    /// `[sources.system]`
+    #[serde(default)]
+    pub system: SystemConfig,
+    /// `[sources.textfile]`
+    #[serde(default)]
+    pub textfile: TextfileConfig,
+}
+
+/// `[sources.system]`: the host's CPU, memory, load, filesystems, disks and network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemConfig {
+    /// Whether the system source runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where procfs is mounted (another path when the agent runs in a container).
+    #[serde(default = "default_proc_path")]
+    pub proc_path: PathBuf,
+    /// Prefix for mount points when taking filesystem statistics.
+    #[serde(default = "default_rootfs_path")]
+    pub rootfs_path: PathBuf,
+    /// Mount points to leave out (regular expression).
+    #[serde(default = "default_mount_points_exclude")]
+    pub filesystem_mount_points_exclude: String,
+    /// Filesystem types to leave out (regular expression).
+    #[serde(default = "default_fs_types_exclude")]
+    pub filesystem_fs_types_exclude: String,
+    /// How long one filesystem's statistics may take before its mount is
+    /// reported stuck and skipped until the call returns.
+    #[serde(default = "default_filesystem_timeout")]
+    pub filesystem_timeout: HumanDuration,
+    /// Block devices to leave out (regular expression); partitions by default.
+    #[serde(default = "default_disk_devices_exclude")]
+    pub disk_devices_exclude: String,
+    /// Network interfaces to leave out (regular expression); none by default.
+    #[serde(default)]
+    pub network_devices_exclude: String,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            proc_path: default_proc_path(),
+            rootfs_path: default_rootfs_path(),
+            filesystem_mount_points_exclude: default_mount_points_exclude(),
+            filesystem_fs_types_exclude: default_fs_types_exclude(),
+            filesystem_timeout: default_filesystem_timeout(),
+            disk_devices_exclude: default_disk_devices_exclude(),
+            network_devices_exclude: String::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_proc_path() -> PathBuf {
+    PathBuf::from("/proc")
+}
+fn default_rootfs_path() -> PathBuf {
+    PathBuf::from("/")
+}
+/// node_exporter 1.5's default.
+fn default_mount_points_exclude() -> String {
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into()
+}
+/// node_exporter 1.5's default.
+fn default_fs_types_exclude() -> String {
+    "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$".into()
+}
+fn default_filesystem_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+/// node_exporter 1.5's default: partitions, RAM disks, loop and floppy devices.
+fn default_disk_devices_exclude() -> String {
+    "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$".into()
+}
+
+/// `[sources.textfile]`: `*.prom` files in the Prometheus text format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextfileConfig {
+    /// The folder to read; empty turns the source off.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+}
+
+/// Where batches go, checked.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// The endpoint URI.
+    pub endpoint: String,
+    /// The bearer token, if any.
+    pub token: Option<Secret>,
+    /// Deadline of one push.
+    pub timeout: Duration,
+    /// TLS settings, when the endpoint is `https://`.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS files for the connection to the collector.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA certificate file.
+    pub ca_file: PathBuf,
+    /// Client certificate and key, for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Name to verify, when not the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+/// How batches wait and are retried, checked.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// Most bytes of batches held in memory.
+    pub max_queue_bytes: u64,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How long a clean shutdown keeps shipping.
+    pub shutdown_timeout: Duration,
+}
+
+/// The agent's validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The `instance` label and identity.
+    pub instance: String,
+    /// The `job` label.
+    pub job: String,
+    /// Sample interval.
+    pub sample_interval: Duration,
+    /// Flush interval.
+    pub flush_interval: Duration,
+    /// Most series kept.
+    pub max_series: usize,
+    /// Where batches go.
+    pub collector: CollectorConfig,
+    /// Queue and retries.
+    pub shipper: ShipperConfig,
+    /// The system source.
+    pub system: SystemConfig,
+    /// The textfile source.
+    pub textfile: TextfileConfig,
+}
+
+/// Reads and validates a config file, or the embedded defaults when `path` is `None`.
+pub fn load(path: Option<&std::path::Path>) -> Result<AgentConfig, ConfigError> {
+    let source = ConfigSource::read(path)?;
+    let raw: RawConfig = source.parse()?;
+    raw.validate().map_err(|problems| source.invalid(problems))
+}
+
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl RawConfig {
+    /// Checks every value; returns every problem found.
+    pub fn validate(self) -> Result<AgentConfig, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let instance = if self.instance.is_empty() {
+            host_name()
+        } else {
+            self.instance
+        };
+        if instance.is_empty() {
+            problems.push(ConfigProblem::new("instance", "the host has no name; set instance"));
+        }
+        if self.job.is_empty() {
+            problems.push(ConfigProblem::new("job", "must not be empty"));
+        }
+        let sample = self.sample_interval.0;
+        let flush = self.flush_interval.0;
+        if sample < Duration::from_millis(100) {
+            problems.push(ConfigProblem::new("sample_interval", "must be at least 100ms"));
+        }
+        if flush < sample {
+            problems.push(ConfigProblem::new(
+                "flush_interval",
+                format!("must be at least sample_interval ({})", self.sample_interval),
+            ));
+        }
+        if self.max_series == 0 {
+            problems.push(ConfigProblem::new("max_series", "must be at least 1"));
+        }
+        let c = self.collector;
+        let https = c.endpoint.starts_with("https://");
+        if !https && !c.endpoint.starts_with("http://") {
+            problems.push(ConfigProblem::new(
+                "collector.endpoint",
+                format!("{:?} must start with http:// or https://", c.endpoint),
+            ));
+        } else if c.endpoint.parse::<tonic::transport::Uri>().is_err() {
+            problems.push(ConfigProblem::new(
+                "collector.endpoint",
+                format!("{:?} is not a valid URI", c.endpoint),
+            ));
+        }
+        let secret = SecretRef {
+            token: c.token,
+            token_file: c.token_file,
+            token_env: c.token_env,
+        };
+        let token = match secret.resolve() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(ConfigProblem::new("collector.token", e));
+                None
+            }
+        };
+        if c.timeout.0.is_zero() {
+            problems.push(ConfigProblem::new("collector.timeout", "must be more than 0s"));
+        }
+        let identity = match (c.cert_file, c.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                problems.push(ConfigProblem::new(
+                    "collector.cert_file",
+                    "cert_file and key_file go together",
+                ));
+                None
+            }
+        };
+        let tls = match (https, c.ca_file) {
+            (true, Some(ca_file)) => Some(ClientTls {
+                ca_file,
+                identity,
+                server_name: c.server_name,
+            }),
+            (true, None) => {
+                problems.push(ConfigProblem::new(
+                    "collector.ca_file",
+                    "an https:// endpoint needs ca_file, the CA that signed the collector's certificate",
+                ));
+                None
+            }
+            (false, Some(_)) => {
+                problems.push(ConfigProblem::new(
+                    "collector.ca_file",
+                    "TLS files are set but the endpoint is http://; use https://",
+                ));
+                None
+            }
+            (false, None) => None,
+        };
+        let s = self.shipper;
+        if s.max_queue_bytes.0 < 64 * 1024 {
+            problems.push(ConfigProblem::new("shipper.max_queue_bytes", "must be at least 64KiB"));
+        }
+        if s.retry_initial.0.is_zero() || s.retry_max.0 < s.retry_initial.0 {
+            problems.push(ConfigProblem::new(
+                "shipper.retry_max",
+                "retry_initial must be more than 0s and retry_max at least retry_initial",
+            ));
+        }
+        for (key, pattern) in [
+            (
+                "sources.system.filesystem_mount_points_exclude",
+                &self.sources.system.filesystem_mount_points_exclude,
+            ),
+            (
+                "sources.system.filesystem_fs_types_exclude",
+                &self.sources.system.filesystem_fs_types_exclude,
+            ),
+            (
+                "sources.system.disk_devices_exclude",
+                &self.sources.system.disk_devices_exclude,
+            ),
+            (
+                "sources.system.network_devices_exclude",
+                &self.sources.system.network_devices_exclude,
+            ),
+        ] {
+            if let Err(e) = regex_lite::Regex::new(pattern) {
+                problems.push(ConfigProblem::new(key, format!("invalid regular expression: {e}")));
+            }
+        }
+        if let Some(dir) = &self.sources.textfile.directory
+            && dir.as_os_str().is_empty()
+        {
+            problems.push(ConfigProblem::new(
+                "sources.textfile.directory",
+                "is empty; leave it out to turn the textfile source off",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(AgentConfig {
+            instance,
+            job: self.job,
+            sample_interval: sample,
+            flush_interval: flush,
+            max_series: self.max_series,
+            collector: CollectorConfig {
+                endpoint: c.endpoint,
+                token,
+                timeout: c.timeout.0,
+                tls,
+            },
+            shipper: ShipperConfig {
+                max_queue_bytes: s.max_queue_bytes.0,
+                retry_initial: s.retry_initial.0,
+                retry_max: s.retry_max.0,
+                shutdown_timeout: s.shutdown_timeout.0,
+            },
+            system: self.sources.system,
+            textfile: self.sources.textfile,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<AgentConfig, String> {
+        let source = ConfigSource::from_text("agent.toml", text);
+        let raw: RawConfig = source.parse().map_err(|e| e.to_string())?;
+        raw.validate().map_err(|p| source.invalid(p).to_string())
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() -> Result<(), String> {
+        let c = check("")?;
+        assert_eq!(c.sample_interval, Duration::from_secs(1));
+        assert_eq!(c.flush_interval, Duration::from_secs(10));
+        assert_eq!(c.job, "node");
+        assert!(!c.instance.is_empty());
+        assert_eq!(c.collector.endpoint, "http://127.0.0.1:9471");
+        assert!(c.system.enabled);
+        assert!(c.textfile.directory.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let err = check("sample_interval = \"2s\"\nflush_interval = \"1s\"\n[collector]\nendpoint = \"ftp://x\"\n[sources.system]\ndisk_devices_exclude = \"(\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("line 2: key `flush_interval`"), "{err}");
+        assert!(err.contains("line 4: key `collector.endpoint`"), "{err}");
+        assert!(err.contains("line 6: key `sources.system.disk_devices_exclude`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = check("[collector]\nendpiont = \"x\"\n").err().unwrap_or_default();
+        assert!(err.contains("agent.toml:2:1") && err.contains("endpiont"), "{err}");
+    }
+
+    #[test]
+    fn https_needs_a_ca() {
+        let err = check("[collector]\nendpoint = \"https://c:9471\"\n").err().unwrap_or_default();
+        assert!(err.contains("collector.ca_file"), "{err}");
+    }
+}

@@ -1,0 +1,100 @@
+//! The agent's own footprint, so that "costs almost nothing on the host" can
+//! be checked on every host: resident memory and CPU seconds, from
+//! /proc/self. Always on.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{Source, SourceError};
+use crate::window::{FamilyKind, Windows};
+
+use super::system::procfs::USER_HZ;
+
+/// Reads /proc/self/status and /proc/self/stat.
+pub struct SelfProcessSource {
+    proc_path: PathBuf,
+}
+
+impl SelfProcessSource {
+    /// A source reading the agent's own entries under `proc_path`.
+    pub fn new(proc_path: PathBuf) -> Self {
+        Self { proc_path }
+    }
+}
+
+/// `VmRSS` of /proc/self/status, in bytes.
+pub fn parse_rss_bytes(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// utime + stime of /proc/self/stat, in seconds.
+pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_ascii_whitespace();
+    // After ')': state is field 3, so utime (14) and stime (15) are the 12th and 13th here.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+impl Source for SelfProcessSource {
+    fn name(&self) -> &'static str {
+        "self"
+    }
+
+    fn sample(&mut self, out: &mut Windows, _now: SystemTime) -> Result<(), SourceError> {
+        let status = std::fs::read_to_string(self.proc_path.join("self/status"))
+            .map_err(|e| SourceError(format!("self/status: {e}")))?;
+        let stat = std::fs::read_to_string(self.proc_path.join("self/stat"))
+            .map_err(|e| SourceError(format!("self/stat: {e}")))?;
+        if let Some(rss) = parse_rss_bytes(&status) {
+            let f = out.family(
+                "vigil_agent_resident_memory_bytes",
+                "Resident memory of the agent process.",
+                FamilyKind::Gauge,
+            )?;
+            out.set(f, &[], rss)?;
+        }
+        if let Some(cpu) = parse_cpu_seconds(&stat) {
+            let f = out.family(
+                "vigil_agent_cpu_seconds_total",
+                "CPU time (user and system) the agent process has used.",
+                FamilyKind::Counter,
+            )?;
+            out.set(f, &[], cpu)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rss_and_cpu_with_odd_command_names() {
+        assert_eq!(parse_rss_bytes("Name:\tx\nVmRSS:\t    5120 kB\n"), Some(5_242_880.0));
+        assert_eq!(parse_rss_bytes("Name:\tx\n"), None);
+        let stat = "4242 (vigil (a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 200";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_cpu_seconds("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn reads_this_process() -> anyhow::Result<()> {
+        let mut s = SelfProcessSource::new(PathBuf::from("/proc"));
+        let mut w = Windows::new("h", "node", 100)?;
+        w.begin_sample(1);
+        s.sample(&mut w, SystemTime::now())?;
+        let families = w.close()?;
+        let rss = families
+            .iter()
+            .find(|f| f.name == "vigil_agent_resident_memory_bytes")
+            .map(|f| f.series[0].value);
+        assert!(rss.is_some_and(|r| r > 100_000.0), "{rss:?}");
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! Per-series state between two flushes: the last value of every series and
+//! the raw samples of every windowed series. Sources write into it through
+//! [`Windows::family`], [`Windows::set`] and [`Windows::observe`]; every
+//! `flush_interval` [`Windows::close`] turns it into the families of one batch.
+//!
+//! Series are found by a key built in a reused buffer, so a sample of a known
+//! series allocates nothing. Each new series is validated once with the same
+//! rules the collector applies; what fails, or what exceeds `max_series`, is
+//! dropped and counted, never shipped.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use vigil_shared::histogram::{HistogramError, Ladder, WindowEncoder};
+use vigil_shared::labels::{self, SeriesLimits};
+use vigil_shared::proto;
+
+/// The kind of a family, as sources declare it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FamilyKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Unknown (text-format sources without a TYPE line).
+    Untyped,
+    /// A per-sample distribution, shipped as a window.
+    Histogram(Ladder),
+}
+
+/// A registered family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FamilyId(u32);
+
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: String,
+    kind: FamilyKind,
+}
+
+#[derive(Debug)]
+struct SeriesState {
+    family: FamilyId,
+    labels: Vec<proto::Label>,
+    value: f64,
+    timestamp_ms: i64,
+    samples: Vec<f64>,
+    touched: bool,
+}
+
+/// Why a sample was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The metric name is not a valid Prometheus name, or the family was
+    /// registered before with another kind.
+    #[error("family {name}: {reason}")]
+    Family {
+        /// The family name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The series breaks a naming rule or a limit.
+    #[error("series {series}: {source}")]
+    Invalid {
+        /// The series, formatted.
+        series: String,
+        /// The rule it breaks.
+        source: labels::LabelError,
+    },
+    /// The agent already has `max_series` series.
+    #[error("series {series}: the agent already has {limit} series (max_series)")]
+    TooManySeries {
+        /// The series, formatted.
+        series: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Counts of what [`Windows`] refused, for the agent's own metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Refusals {
+    /// Series refused for a naming rule or a limit on labels.
+    pub invalid: u64,
+    /// New series refused because `max_series` was reached.
+    pub over_limit: u64,
+}
+
+/// Every series' state since the last flush.
+#[derive(Debug)]
+pub struct Windows {
+    families: Vec<Family>,
+    family_index: HashMap<String, FamilyId>,
+    series: HashMap<String, SeriesState>,
+    instance: String,
+    job: String,
+    limits: SeriesLimits,
+    max_series: usize,
+    now_ms: i64,
+    window_start_ms: i64,
+    key: String,
+    scratch: Vec<(String, String)>,
+    encoder: WindowEncoder,
+    refusals: Refusals,
+}
+
+impl Windows {
+    /// Empty windows for an agent named `instance` in `job`.
+    pub fn new(instance: &str, job: &str, max_series: usize) -> Result<Self, HistogramError> {
+        Ok(Self {
+            families: Vec::new(),
+            family_index: HashMap::new(),
+            series: HashMap::new(),
+            instance: instance.to_string(),
+            job: job.to_string(),
+            limits: SeriesLimits::default(),
+            max_series,
+            now_ms: 0,
+            window_start_ms: 0,
+            key: String::with_capacity(256),
+            scratch: Vec::with_capacity(8),
+            encoder: WindowEncoder::new()?,
+            refusals: Refusals::default(),
+        })
+    }
+
+    /// Sets the time of the samples that follow, milliseconds since the Unix epoch.
+    pub fn begin_sample(&mut self, now_ms: i64) {
+        if self.window_start_ms == 0 {
+            self.window_start_ms = now_ms;
+        }
+        self.now_ms = now_ms;
+    }
+
+    /// What has been refused so far.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
+    }
+
+    /// How many series are live.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Finds or registers a family. Cheap for a known name.
+    pub fn family(&mut self, name: &str, help: &str, kind: FamilyKind) -> Result<FamilyId, RecordError> {
+        if let Some(&id) = self.family_index.get(name) {
+            let family = &self.families[id.0 as usize];
+            if std::mem::discriminant(&family.kind) != std::mem::discriminant(&kind) {
+                return Err(RecordError::Family {
+                    name: name.to_string(),
+                    reason: format!("already recorded as {:?}, now as {:?}", family.kind, kind),
+                });
+            }
+            return Ok(id);
+        }
+        labels::validate_metric_name(name, &self.limits).map_err(|e| RecordError::Family {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        let id = FamilyId(self.families.len() as u32);
+        self.families.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+        });
+        self.family_index.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// Records the current value of a counter, gauge or untyped series.
+    pub fn set(&mut self, family: FamilyId, labels: &[(&str, &str)], value: f64) -> Result<(), RecordError> {
+        let now = self.now_ms;
+        let state = self.series_state(family, labels)?;
+        state.value = value;
+        state.timestamp_ms = now;
+        state.touched = true;
+        Ok(())
+    }
+
+    /// Records one sample of a windowed (histogram) series.
+    pub fn observe(&mut self, family: FamilyId, labels: &[(&str, &str)], value: f64) -> Result<(), RecordError> {
+        let now = self.now_ms;
+        let state = self.series_state(family, labels)?;
+        state.value = value;
+        state.timestamp_ms = now;
+        state.samples.push(value);
+        state.touched = true;
+        Ok(())
+    }
+
+    fn series_state(&mut self, family: FamilyId, labels: &[(&str, &str)]) -> Result<&mut SeriesState, RecordError> {
+        self.key.clear();
+        let _ = write!(self.key, "{}", family.0);
+        for (k, v) in labels {
+            self.key.push('\u{1}');
+            self.key.push_str(k);
+            self.key.push('\u{2}');
+            self.key.push_str(v);
+        }
+        if !self.series.contains_key(self.key.as_str()) {
+            let state = self.new_series(family, labels)?;
+            self.series.insert(self.key.clone(), state);
+        }
+        self.series
+            .get_mut(self.key.as_str())
+            .ok_or_else(|| RecordError::Family {
+                name: String::new(),
+                reason: "internal: series vanished".into(),
+            })
+    }
+
+    fn new_series(&mut self, family: FamilyId, labels: &[(&str, &str)]) -> Result<SeriesState, RecordError> {
+        self.scratch.clear();
+        self.scratch
+            .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.scratch
+            .push(("instance".to_string(), self.instance.clone()));
+        self.scratch.push(("job".to_string(), self.job.clone()));
+        self.scratch.sort();
+        let name = &self.families[family.0 as usize].name;
+        if let Err(source) = labels::validate_labels(
+            self.scratch.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.limits,
+        ) {
+            self.refusals.invalid += 1;
+            return Err(RecordError::Invalid {
+                series: labels::describe_series(name, labels.iter().copied()),
+                source,
+            });
+        }
+        if self.series.len() >= self.max_series {
+            self.refusals.over_limit += 1;
+            return Err(RecordError::TooManySeries {
+                series: labels::describe_series(name, labels.iter().copied()),
+                limit: self.max_series,
+            });
+        }
+        Ok(SeriesState {
+            family,
+            labels: self
+                .scratch
+                .drain(..)
+                .map(|(name, value)| proto::Label { name, value })
+                .collect(),
+            value: 0.0,
+            timestamp_ms: 0,
+            samples: Vec::new(),
+            touched: false,
+        })
+    }
+
+    /// Closes the window: every series touched since the last close, grouped
+    /// by family. Series not touched since the last close are forgotten
+    /// (a device or file that went away).
+    pub fn close(&mut self) -> Result<Vec<proto::Family>, HistogramError> {
+        let end_ms = self.now_ms;
+        let start_ms = self.window_start_ms;
+        let mut out: Vec<Option<proto::Family>> = (0..self.families.len()).map(|_| None).collect();
+        self.series.retain(|_, s| s.touched);
+        for state in self.series.values_mut() {
+            let family = &self.families[state.family.0 as usize];
+            let slot = out[state.family.0 as usize].get_or_insert_with(|| proto::Family {
+                name: family.name.clone(),
+                help: family.help.clone(),
+                kind: match family.kind {
+                    FamilyKind::Counter => proto::Kind::Counter,
+                    FamilyKind::Gauge => proto::Kind::Gauge,
+                    FamilyKind::Untyped => proto::Kind::Untyped,
+                    FamilyKind::Histogram(_) => proto::Kind::Histogram,
+                } as i32,
+                bucket_bounds: match family.kind {
+                    FamilyKind::Histogram(l) => l.bounds.to_vec(),
+                    _ => Vec::new(),
+                },
+                series: Vec::new(),
+            });
+            let window = match family.kind {
+                FamilyKind::Histogram(ladder) => {
+                    let w = self.encoder.encode(&state.samples, &ladder, start_ms, end_ms)?;
+                    state.samples.clear();
+                    Some(w)
+                }
+                _ => None,
+            };
+            slot.series.push(proto::Series {
+                labels: state.labels.clone(),
+                value: state.value,
+                timestamp_ms: state.timestamp_ms,
+                window,
+            });
+            state.touched = false;
+        }
+        self.window_start_ms = 0;
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_shared::histogram::RATIO;
+
+    #[test]
+    fn series_carry_instance_and_job_and_close_into_families() -> anyhow::Result<()> {
+        let mut w = Windows::new("web-1", "node", 100)?;
+        w.begin_sample(1000);
+        let load = w.family("node_load1", "1m load average.", FamilyKind::Gauge)?;
+        let busy = w.family("vigil_cpu_busy_ratio", "CPU busy.", FamilyKind::Histogram(RATIO))?;
+        w.set(load, &[], 0.5)?;
+        w.observe(busy, &[], 0.25)?;
+        w.begin_sample(2000);
+        w.set(load, &[], 0.7)?;
+        w.observe(busy, &[], 0.75)?;
+        let families = w.close()?;
+        assert_eq!(families.len(), 2);
+        let load = families.iter().find(|f| f.name == "node_load1").ok_or_else(|| anyhow::anyhow!("no load"))?;
+        assert_eq!(load.series[0].value, 0.7);
+        assert_eq!(load.series[0].timestamp_ms, 2000);
+        let names: Vec<&str> = load.series[0].labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["instance", "job"]);
+        let busy = families.iter().find(|f| f.name == "vigil_cpu_busy_ratio").ok_or_else(|| anyhow::anyhow!("no busy"))?;
+        let window = busy.series[0].window.as_ref().ok_or_else(|| anyhow::anyhow!("no window"))?;
+        assert_eq!(window.count, 2);
+        assert_eq!(window.sum, 1.0);
+        assert_eq!((window.start_ms, window.end_ms), (1000, 2000));
+        Ok(())
+    }
+
+    #[test]
+    fn untouched_series_are_forgotten_at_close() -> anyhow::Result<()> {
+        let mut w = Windows::new("h", "node", 100)?;
+        w.begin_sample(1);
+        let f = w.family("x", "", FamilyKind::Gauge)?;
+        w.set(f, &[("device", "a")], 1.0)?;
+        w.set(f, &[("device", "b")], 1.0)?;
+        assert_eq!(w.close()?.len(), 1);
+        w.begin_sample(2);
+        w.set(f, &[("device", "a")], 2.0)?;
+        let families = w.close()?;
+        assert_eq!(families[0].series.len(), 1);
+        assert_eq!(w.series_count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_and_excess_series_are_refused_and_counted() -> anyhow::Result<()> {
+        let mut w = Windows::new("h", "node", 2)?;
+        w.begin_sample(1);
+        assert!(w.family("bad-name", "", FamilyKind::Gauge).is_err());
+        let f = w.family("x", "", FamilyKind::Gauge)?;
+        assert!(w.family("x", "", FamilyKind::Counter).is_err());
+        assert!(matches!(w.set(f, &[("__bad", "1")], 1.0), Err(RecordError::Invalid { .. })));
+        w.set(f, &[("a", "1")], 1.0)?;
+        w.set(f, &[("a", "2")], 1.0)?;
+        assert!(matches!(w.set(f, &[("a", "3")], 1.0), Err(RecordError::TooManySeries { .. })));
+        assert_eq!(w.refusals(), Refusals { invalid: 1, over_limit: 1 });
+        Ok(())
+    }
+}
