@@ -1,1 +1,170 @@
-//! stub
+//! `vigil-collector`: receives agents' batches over gRPC, keeps the latest
+//! state of every series, and serves it to Prometheus.
+//!
+//! ```text
+//! agents ──gRPC──► ingest (auth, limits, dedup) ──► store ──► http (/metrics)
+//! ```
+//!
+//! [`run`] binds both ports, serves until `shutdown` is cancelled, and stops
+//! both servers; `main.rs` only parses flags.
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{error, info};
+use vigil_shared::proto::ingest_server::IngestServer;
+
+use config::CollectorConfig;
+use ingest::IngestMetrics;
+use ingest::auth::Authenticator;
+use ingest::grpc::IngestService;
+use store::Store;
+
+/// The collector could not start or stopped on an error.
+#[derive(Debug, Error)]
+pub enum CollectorError {
+    /// A port could not be bound.
+    #[error("cannot listen on {what} {addr}: {source} (is another collector running? set {key})")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The config key that sets it.
+        key: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files could not be read or used.
+    #[error("ingest TLS: {0}")]
+    Tls(String),
+    /// A server failed.
+    #[error("{0} server failed: {1}")]
+    Serve(&'static str, String),
+}
+
+/// Addresses actually bound (useful when the config asks for port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// HTTP.
+    pub http: SocketAddr,
+    /// gRPC ingest.
+    pub ingest: SocketAddr,
+}
+
+/// Binds both ports; fails early, with the key to change, when one is taken.
+pub async fn bind(config: &CollectorConfig) -> Result<(TcpListener, TcpListener, Bound), CollectorError> {
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| CollectorError::Bind { what: "HTTP", addr: config.http_listen, key: "http.listen", source })?;
+    let ingest = TcpListener::bind(config.ingest.listen)
+        .await
+        .map_err(|source| CollectorError::Bind { what: "ingest", addr: config.ingest.listen, key: "ingest.listen", source })?;
+    let bound = Bound {
+        http: http.local_addr().map_err(|e| CollectorError::Serve("HTTP", e.to_string()))?,
+        ingest: ingest.local_addr().map_err(|e| CollectorError::Serve("ingest", e.to_string()))?,
+    };
+    Ok((http, ingest, bound))
+}
+
+fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, CollectorError> {
+    let Some(tls) = &config.ingest.tls else { return Ok(None) };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| CollectorError::Tls(format!("{}: {e}", p.display())));
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?));
+    if let Some(ca) = &tls.client_ca_file {
+        server = server.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(server))
+}
+
+/// Serves on already-bound listeners until `shutdown` is cancelled.
+pub async fn serve(
+    config: CollectorConfig,
+    http_listener: TcpListener,
+    ingest_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    let store = Arc::new(Store::new(config.stale_after));
+    let metrics = Arc::new(IngestMetrics::default());
+    let service = IngestService::new(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        Authenticator::new(config.ingest.agents.clone(), config.ingest.unauthenticated),
+        config.ingest.limits,
+        config.ingest.max_series_per_push,
+    );
+    let grpc = IngestServer::new(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(config.ingest.max_message_size);
+    let mut builder = Server::builder()
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)));
+    if let Some(tls) = tls_config(&config)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| CollectorError::Tls(e.to_string()))?;
+    }
+    let tasks = TaskTracker::new();
+    let grpc_shutdown = shutdown.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(ingest_listener);
+    let grpc_task = tasks.spawn(async move {
+        builder
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+            .await
+            .map_err(|e| CollectorError::Serve("ingest", e.to_string()))
+    });
+    let state = Arc::new(http::HttpState::new(Arc::clone(&store), Arc::clone(&metrics)));
+    let http_shutdown = shutdown.clone();
+    let http_task = tasks.spawn(async move {
+        axum::serve(http_listener, http::router(state))
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
+    });
+    let sweep_store = Arc::clone(&store);
+    let sweep_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = sweep_shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    let dropped = sweep_store.sweep();
+                    if dropped > 0 {
+                        info!(series = dropped, "forgot stale series");
+                    }
+                }
+            }
+        }
+    });
+    tasks.close();
+    // If either server fails, stop the other.
+    let result = tokio::select! {
+        r = grpc_task => r,
+        r = http_task => r,
+    };
+    shutdown.cancel();
+    tasks.wait().await;
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            error!(error = %e, "server failed");
+            Err(e)
+        }
+        Err(join) => Err(CollectorError::Serve("collector", join.to_string())),
+    }
+}

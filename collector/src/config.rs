@@ -1,0 +1,388 @@
+//! The collector's configuration: a raw serde struct read from TOML (every
+//! field with its default, unknown keys refused), then [`RawConfig::validate`],
+//! which checks every value at once and returns the typed [`CollectorConfig`].
+//! Token files are read here; sockets are bound later, by [`crate::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_shared::config::{
+    ByteSize, ConfigError, ConfigProblem, ConfigSource, HumanDuration, Secret, SecretRef,
+};
+use vigil_shared::labels::SeriesLimits;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[http]`
+    #[serde(default)]
+    pub http: RawHttp,
+    /// `[ingest]`
+    #[serde(default)]
+    pub ingest: RawIngest,
+    /// `[store]`
+    #[serde(default)]
+    pub store: RawStore,
+}
+
+/// `[http]`: /metrics, health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Address of the HTTP server.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "0.0.0.0:9470".into()
+}
+
+/// `[ingest]`: the gRPC port agents push to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Address of the gRPC server.
+    #[serde(default = "default_ingest_listen")]
+    pub listen: String,
+    /// Largest push accepted (after decompression).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: ByteSize,
+    /// Most series in one push.
+    #[serde(default = "default_max_series_per_push")]
+    pub max_series_per_push: usize,
+    /// Most labels on one series.
+    #[serde(default = "default_max_labels")]
+    pub max_labels_per_series: usize,
+    /// Longest label value, in bytes.
+    #[serde(default = "default_max_label_value")]
+    pub max_label_value_bytes: usize,
+    /// Who may push without a token when no `[[ingest.agents]]` are set:
+    /// `"loopback"` (agents on this host) or `"none"`.
+    #[serde(default = "default_unauthenticated")]
+    pub unauthenticated: String,
+    /// Agents and their tokens.
+    #[serde(default)]
+    pub agents: Vec<RawAgentToken>,
+    /// TLS for the gRPC port.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        Self {
+            listen: default_ingest_listen(),
+            max_message_size: default_max_message_size(),
+            max_series_per_push: default_max_series_per_push(),
+            max_labels_per_series: default_max_labels(),
+            max_label_value_bytes: default_max_label_value(),
+            unauthenticated: default_unauthenticated(),
+            agents: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+fn default_ingest_listen() -> String {
+    "0.0.0.0:9471".into()
+}
+fn default_max_message_size() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_max_series_per_push() -> usize {
+    50_000
+}
+fn default_max_labels() -> usize {
+    SeriesLimits::default().max_labels
+}
+fn default_max_label_value() -> usize {
+    SeriesLimits::default().max_label_value_bytes
+}
+fn default_unauthenticated() -> String {
+    "loopback".into()
+}
+
+/// `[[ingest.agents]]`: one agent (or `"*"`, any agent) and its token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentToken {
+    /// The agent's `instance`, or `"*"` for a token any agent may use.
+    pub instance: String,
+    /// The token, written inline.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// `[ingest.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA (PEM) that client certificates must chain to; set for mutual TLS.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// A series not updated for this long is no longer exposed, then forgotten.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: HumanDuration,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            stale_after: default_stale_after(),
+        }
+    }
+}
+
+fn default_stale_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// Who may push without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// Agents connecting from a loopback address, when no tokens are configured.
+    Loopback,
+    /// Nobody.
+    None,
+}
+
+/// One agent's token, read.
+#[derive(Debug, Clone)]
+pub struct AgentToken {
+    /// The agent's `instance`, or `"*"`.
+    pub instance: String,
+    /// The token.
+    pub token: Secret,
+}
+
+/// TLS files for the gRPC port.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Certificate chain file.
+    pub cert_file: PathBuf,
+    /// Key file.
+    pub key_file: PathBuf,
+    /// Client CA, for mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The ingest settings, checked.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Largest push.
+    pub max_message_size: usize,
+    /// Most series per push.
+    pub max_series_per_push: usize,
+    /// Limits on each series.
+    pub limits: SeriesLimits,
+    /// Who may push without a token.
+    pub unauthenticated: Unauthenticated,
+    /// Tokens.
+    pub agents: Vec<AgentToken>,
+    /// TLS.
+    pub tls: Option<ServerTls>,
+}
+
+/// The collector's validated configuration.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// HTTP address.
+    pub http_listen: SocketAddr,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+    /// When series go stale.
+    pub stale_after: Duration,
+}
+
+/// Reads and validates a config file, or the embedded defaults when `path` is `None`.
+pub fn load(path: Option<&std::path::Path>) -> Result<CollectorConfig, ConfigError> {
+    let source = ConfigSource::read(path)?;
+    let raw: RawConfig = source.parse()?;
+    raw.validate().map_err(|problems| source.invalid(problems))
+}
+
+fn address(key: &str, text: &str, problems: &mut Vec<ConfigProblem>) -> SocketAddr {
+    match text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("{text:?} is not an address like \"0.0.0.0:9470\" or \"127.0.0.1:9470\""),
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every value; returns every problem found.
+    pub fn validate(self) -> Result<CollectorConfig, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let http_listen = address("http.listen", &self.http.listen, &mut problems);
+        let i = self.ingest;
+        let ingest_listen = address("ingest.listen", &i.listen, &mut problems);
+        if i.max_message_size.0 < 64 * 1024 || i.max_message_size.0 > 1 << 30 {
+            problems.push(ConfigProblem::new("ingest.max_message_size", "must be between 64KiB and 1GiB"));
+        }
+        if i.max_series_per_push == 0 {
+            problems.push(ConfigProblem::new("ingest.max_series_per_push", "must be at least 1"));
+        }
+        if i.max_labels_per_series < 2 {
+            problems.push(ConfigProblem::new(
+                "ingest.max_labels_per_series",
+                "must be at least 2 (instance and job)",
+            ));
+        }
+        if i.max_label_value_bytes == 0 {
+            problems.push(ConfigProblem::new("ingest.max_label_value_bytes", "must be at least 1"));
+        }
+        let unauthenticated = match i.unauthenticated.as_str() {
+            "loopback" => Unauthenticated::Loopback,
+            "none" => Unauthenticated::None,
+            other => {
+                problems.push(ConfigProblem::new(
+                    "ingest.unauthenticated",
+                    format!("{other:?}: use \"loopback\" or \"none\""),
+                ));
+                Unauthenticated::None
+            }
+        };
+        let mut agents = Vec::with_capacity(i.agents.len());
+        for (n, a) in i.agents.into_iter().enumerate() {
+            let key = format!("ingest.agents[{n}]");
+            if a.instance.is_empty() {
+                problems.push(ConfigProblem::new(format!("{key}.instance"), "must not be empty (use \"*\" for any agent)"));
+            }
+            let secret = SecretRef {
+                token: a.token,
+                token_file: a.token_file,
+                token_env: a.token_env,
+            };
+            match secret.resolve() {
+                Ok(Some(token)) => {
+                    if token.expose().len() < 16 {
+                        problems.push(ConfigProblem::new(format!("{key}.token"), "must be at least 16 characters"));
+                    }
+                    agents.push(AgentToken {
+                        instance: a.instance,
+                        token,
+                    });
+                }
+                Ok(None) => problems.push(ConfigProblem::new(
+                    format!("{key}.token"),
+                    "set one of token, token_file or token_env",
+                )),
+                Err(e) => problems.push(ConfigProblem::new(format!("{key}.token"), e)),
+            }
+        }
+        let tls = i.tls.map(|t| ServerTls {
+            cert_file: t.cert_file,
+            key_file: t.key_file,
+            client_ca_file: t.client_ca_file,
+        });
+        if let Some(t) = &tls {
+            for (key, path) in [("ingest.tls.cert_file", Some(&t.cert_file)), ("ingest.tls.key_file", Some(&t.key_file)), ("ingest.tls.client_ca_file", t.client_ca_file.as_ref())] {
+                if let Some(p) = path
+                    && !p.is_file()
+                {
+                    problems.push(ConfigProblem::new(key, format!("{} is not a readable file", p.display())));
+                }
+            }
+        }
+        let stale_after = self.store.stale_after.0;
+        if stale_after < Duration::from_secs(1) {
+            problems.push(ConfigProblem::new("store.stale_after", "must be at least 1s"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(CollectorConfig {
+            http_listen,
+            ingest: IngestConfig {
+                listen: ingest_listen,
+                max_message_size: i.max_message_size.0 as usize,
+                max_series_per_push: i.max_series_per_push,
+                limits: SeriesLimits {
+                    max_labels: i.max_labels_per_series,
+                    max_label_value_bytes: i.max_label_value_bytes,
+                    ..SeriesLimits::default()
+                },
+                unauthenticated,
+                agents,
+                tls,
+            },
+            stale_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<CollectorConfig, String> {
+        let source = ConfigSource::from_text("collector.toml", text);
+        let raw: RawConfig = source.parse().map_err(|e| e.to_string())?;
+        raw.validate().map_err(|p| source.invalid(p).to_string())
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() -> Result<(), String> {
+        let c = check("")?;
+        assert_eq!(c.http_listen.port(), 9470);
+        assert_eq!(c.ingest.listen.port(), 9471);
+        assert_eq!(c.ingest.unauthenticated, Unauthenticated::Loopback);
+        assert!(c.ingest.agents.is_empty());
+        assert_eq!(c.stale_after, Duration::from_secs(300));
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_are_read_and_checked() {
+        let ok = check("[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"0123456789abcdef0\"\n");
+        assert!(ok.is_ok_and(|c| c.ingest.agents.len() == 1));
+        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"short\"\n").err().unwrap_or_default();
+        assert!(err.contains("ingest.agents[0].token") && err.contains("16 characters"), "{err}");
+        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\n").err().unwrap_or_default();
+        assert!(err.contains("set one of token"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        let err = check("[http]\nlisten = \"nowhere\"\n[ingest]\nunauthenticated = \"all\"\n").err().unwrap_or_default();
+        assert!(err.contains("line 2: key `http.listen`"), "{err}");
+        assert!(err.contains("line 4: key `ingest.unauthenticated`"), "{err}");
+        let err = check("[store]\nstale = \"1m\"\n").err().unwrap_or_default();
+        assert!(err.contains("collector.toml:2:1") && err.contains("unknown field `stale`"), "{err}");
+    }
+}

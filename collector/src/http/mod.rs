@@ -1,0 +1,98 @@
+//! The collector's HTTP server (default `0.0.0.0:9470`): `/metrics` for
+//! Prometheus (text 0.0.4, or OpenMetrics 1.0 when asked), `/-/healthy` and
+//! `/-/ready`. Later: the query API, the status page and admin endpoints,
+//! each a file in this folder.
+
+pub mod exposition;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::ingest::IngestMetrics;
+use crate::store::{StoredKind, Store};
+use exposition::{ExpositionWriter, Format};
+
+/// What the HTTP handlers read.
+pub struct HttpState {
+    /// The series.
+    pub store: Arc<Store>,
+    /// Ingest counters.
+    pub ingest: Arc<IngestMetrics>,
+    /// Size of the last exposition, to size the next buffer.
+    last_size: AtomicUsize,
+}
+
+impl HttpState {
+    /// State over a store and its counters.
+    pub fn new(store: Arc<Store>, ingest: Arc<IngestMetrics>) -> Self {
+        Self {
+            store,
+            ingest,
+            last_size: AtomicUsize::new(64 * 1024),
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "Vigil collector is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Vigil collector is Ready.\n" }))
+        .with_state(state)
+}
+
+/// Writes the whole exposition.
+pub fn render(state: &HttpState, format: Format) -> String {
+    let capacity = state.last_size.load(Ordering::Relaxed) + 4096;
+    let mut w = ExpositionWriter::new(format, capacity);
+    state.store.visit(|name, family, series| {
+        w.family(name, &family.help, family.kind, &family.bounds, series);
+    });
+    state.ingest.write(&mut w);
+    let agents = state.store.agents();
+    w.header(
+        "vigil_collector_agents",
+        "Agents that pushed within store.stale_after.",
+        StoredKind::Gauge,
+    );
+    w.sample("vigil_collector_agents", "", "", None, agents.len() as f64);
+    w.header(
+        "vigil_collector_agent_last_push_timestamp_seconds",
+        "When each agent last pushed, in Unix seconds.",
+        StoredKind::Gauge,
+    );
+    let mut labels = String::new();
+    for (agent, at) in &agents {
+        labels.clear();
+        labels.push_str("agent=\"");
+        vigil_shared::labels::escape_label_value_into(&mut labels, agent);
+        labels.push('"');
+        w.sample("vigil_collector_agent_last_push_timestamp_seconds", "", &labels, None, *at);
+    }
+    w.header("vigil_collector_series", "Series held in the store.", StoredKind::Gauge);
+    w.sample("vigil_collector_series", "", "", None, state.store.series_count() as f64);
+    w.header("vigil_collector_build_info", "The collector's version, always 1.", StoredKind::Gauge);
+    w.sample(
+        "vigil_collector_build_info",
+        "",
+        concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""),
+        None,
+        1.0,
+    );
+    let text = w.finish();
+    state.last_size.store(text.len(), Ordering::Relaxed);
+    text
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = render(&state, format);
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], body)
+}

@@ -1,0 +1,207 @@
+//! The `vigil.v1.Ingest/Push` handler: authenticate, validate the whole batch
+//! (names, labels, limits, windows), then apply it to the store once.
+//!
+//! A batch is applied whole or not at all: an invalid series refuses the
+//! batch with INVALID_ARGUMENT naming the series and the rule, so the agent
+//! drops it (its own validation makes this rare) rather than retrying forever.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+use vigil_shared::histogram::decode_window;
+use vigil_shared::labels::{self, SeriesLimits};
+use vigil_shared::proto::ingest_server::Ingest;
+use vigil_shared::proto::{Kind, PushRequest, PushResponse};
+
+use super::auth::Authenticator;
+use super::{IngestMetrics, RejectReason};
+use crate::store::Store;
+
+/// Family names agents may not use: the collector's own.
+pub const RESERVED_PREFIX: &str = "vigil_collector_";
+
+/// The gRPC service.
+pub struct IngestService {
+    store: Arc<Store>,
+    metrics: Arc<IngestMetrics>,
+    auth: Authenticator,
+    limits: SeriesLimits,
+    max_series_per_push: usize,
+}
+
+impl IngestService {
+    /// A service writing to `store`.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<IngestMetrics>,
+        auth: Authenticator,
+        limits: SeriesLimits,
+        max_series_per_push: usize,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            auth,
+            limits,
+            max_series_per_push,
+        }
+    }
+
+    fn refuse(&self, reason: RejectReason, agent: &str, message: String) -> Status {
+        self.metrics.rejected(reason);
+        warn!(agent, reason = reason.label(), %message, "push refused");
+        match reason {
+            RejectReason::Unauthenticated => Status::unauthenticated(message),
+            RejectReason::PermissionDenied => Status::permission_denied(message),
+            RejectReason::InvalidArgument => Status::invalid_argument(message),
+        }
+    }
+}
+
+/// Checks a whole batch; the error names the first bad series.
+pub fn validate_batch(batch: &PushRequest, limits: &SeriesLimits, max_series: usize) -> Result<(), String> {
+    if batch.agent_id.is_empty() {
+        return Err("agent_id is empty".into());
+    }
+    if batch.agent_id.len() > limits.max_label_value_bytes {
+        return Err("agent_id is longer than max_label_value_bytes".into());
+    }
+    let total: usize = batch.families.iter().map(|f| f.series.len()).sum();
+    if total > max_series {
+        return Err(format!("{total} series in one push, more than ingest.max_series_per_push ({max_series})"));
+    }
+    for family in &batch.families {
+        labels::validate_metric_name(&family.name, limits).map_err(|e| format!("family {:?}: {e}", family.name))?;
+        let kind = Kind::try_from(family.kind).unwrap_or(Kind::Unspecified);
+        if kind == Kind::Unspecified {
+            return Err(format!("family {}: unknown kind {}", family.name, family.kind));
+        }
+        let histogram = kind == Kind::Histogram;
+        if histogram {
+            if family.bucket_bounds.is_empty() || family.bucket_bounds.windows(2).any(|w| !(w[0] < w[1])) || family.bucket_bounds.iter().any(|b| !b.is_finite()) {
+                return Err(format!("family {}: bucket bounds must be finite and strictly ascending", family.name));
+            }
+        } else if !family.bucket_bounds.is_empty() {
+            return Err(format!("family {}: bucket bounds on a family that is not a histogram", family.name));
+        }
+        for series in &family.series {
+            let pairs = || series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+            labels::validate_labels(pairs(), limits)
+                .map_err(|e| format!("series {}: {e}", labels::describe_series(&family.name, pairs())))?;
+            if histogram && series.labels.iter().any(|l| l.name == "le") {
+                return Err(format!("series {}: a histogram series may not carry an `le` label", labels::describe_series(&family.name, pairs())));
+            }
+            match (&series.window, histogram) {
+                (Some(window), true) => {
+                    decode_window(window, family.bucket_bounds.len())
+                        .map_err(|e| format!("series {}: {e}", labels::describe_series(&family.name, pairs())))?;
+                }
+                (None, true) => {
+                    return Err(format!("series {}: histogram series without a window", labels::describe_series(&family.name, pairs())));
+                }
+                (Some(_), false) => {
+                    return Err(format!("series {}: a window on a series that is not a histogram", labels::describe_series(&family.name, pairs())));
+                }
+                (None, false) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let peer = request.remote_addr();
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut batch = request.into_inner();
+        if let Err(refusal) = self.auth.check(&batch.agent_id, peer, authorization.as_deref()) {
+            return Err(self.refuse(refusal.reason, &batch.agent_id, refusal.message));
+        }
+        if let Err(message) = validate_batch(&batch, &self.limits, self.max_series_per_push) {
+            return Err(self.refuse(RejectReason::InvalidArgument, &batch.agent_id, message));
+        }
+        let before = batch.families.len();
+        let reserved: u64 = batch
+            .families
+            .iter()
+            .filter(|f| f.name.starts_with(RESERVED_PREFIX))
+            .map(|f| f.series.len() as u64)
+            .sum();
+        batch.families.retain(|f| !f.name.starts_with(RESERVED_PREFIX));
+        if batch.families.len() != before {
+            debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
+        }
+        let store = Arc::clone(&self.store);
+        let applied = store.apply(&batch);
+        self.metrics.skipped(applied.conflicts, reserved);
+        if applied.duplicate {
+            self.metrics.duplicate();
+            debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");
+        } else {
+            self.metrics.accepted(applied.series);
+            debug!(agent = %batch.agent_id, sequence = batch.sequence, series = applied.series, "batch applied");
+        }
+        Ok(Response::new(PushResponse {
+            acknowledged_sequence: batch.sequence,
+            accepted_series: applied.series,
+            duplicate: applied.duplicate,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_shared::proto::{Family, Label, Series, Window};
+
+    fn batch(labels: Vec<Label>) -> PushRequest {
+        PushRequest {
+            agent_id: "a".into(),
+            sequence: 1,
+            families: vec![Family {
+                name: "node_load1".into(),
+                help: String::new(),
+                kind: Kind::Gauge as i32,
+                bucket_bounds: vec![],
+                series: vec![Series { labels, value: 1.0, timestamp_ms: 0, window: None }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn label(name: &str, value: &str) -> Label {
+        Label { name: name.into(), value: value.into() }
+    }
+
+    #[test]
+    fn invalid_series_are_named_in_the_error() {
+        let limits = SeriesLimits::default();
+        assert!(validate_batch(&batch(vec![label("instance", "a"), label("job", "n")]), &limits, 10).is_ok());
+        let err = validate_batch(&batch(vec![label("instance", "a"), label("job", "n"), label("z-z", "1")]), &limits, 10)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("node_load1{instance=\"a\",job=\"n\",z-z=\"1\"}") && err.contains("invalid label name"), "{err}");
+        let err = validate_batch(&batch(vec![label("instance", "a")]), &limits, 10).err().unwrap_or_default();
+        assert!(err.contains("\"job\" is missing"), "{err}");
+        let err = validate_batch(&batch(vec![label("instance", "a"), label("job", "n")]), &limits, 0).err().unwrap_or_default();
+        assert!(err.contains("max_series_per_push"), "{err}");
+    }
+
+    #[test]
+    fn windows_must_match_their_family() {
+        let limits = SeriesLimits::default();
+        let mut b = batch(vec![label("instance", "a"), label("job", "n")]);
+        b.families[0].series[0].window = Some(Window::default());
+        assert!(validate_batch(&b, &limits, 10).is_err_and(|e| e.contains("not a histogram")));
+        b.families[0].kind = Kind::Histogram as i32;
+        b.families[0].bucket_bounds = vec![1.0];
+        b.families[0].series[0].window = Some(Window { count: 1, bucket_counts: vec![1, 0], scale: 1.0, hdr: vec![1, 2, 3], ..Default::default() });
+        assert!(validate_batch(&b, &limits, 10).is_err_and(|e| e.contains("HDR")));
+    }
+}

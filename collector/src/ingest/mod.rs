@@ -1,0 +1,105 @@
+//! Ingest: the door agents push through. Authentication and limits are
+//! checked here, before anything reaches the store; every refusal has a gRPC
+//! code the agent can act on (retry or drop) and a counter.
+
+pub mod auth;
+pub mod grpc;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::http::exposition::ExpositionWriter;
+use crate::store::StoredKind;
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// No token, or a wrong one.
+    Unauthenticated,
+    /// The token belongs to another agent.
+    PermissionDenied,
+    /// A series or window breaks a rule or a limit.
+    InvalidArgument,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 3] = [
+        RejectReason::Unauthenticated,
+        RejectReason::PermissionDenied,
+        RejectReason::InvalidArgument,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Unauthenticated => "unauthenticated",
+            RejectReason::PermissionDenied => "permission_denied",
+            RejectReason::InvalidArgument => "invalid_argument",
+        }
+    }
+}
+
+/// The ingest path's counters.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: [AtomicU64; 3],
+    series_applied: AtomicU64,
+    series_conflicts: AtomicU64,
+    series_reserved: AtomicU64,
+}
+
+impl IngestMetrics {
+    /// Counts an applied push.
+    pub fn accepted(&self, series: u64) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.series_applied.fetch_add(series, Ordering::Relaxed);
+    }
+
+    /// Counts a push that had been applied before.
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused push.
+    pub fn rejected(&self, reason: RejectReason) {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts series skipped for a kind conflict or a reserved name.
+    pub fn skipped(&self, conflicts: u64, reserved: u64) {
+        self.series_conflicts.fetch_add(conflicts, Ordering::Relaxed);
+        self.series_reserved.fetch_add(reserved, Ordering::Relaxed);
+    }
+
+    /// Writes the counters as `vigil_collector_*` families.
+    pub fn write(&self, w: &mut ExpositionWriter) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        w.header(
+            "vigil_collector_pushes_total",
+            "Pushes answered with success, by result: applied, or duplicate (acknowledged, applied before).",
+            StoredKind::Counter,
+        );
+        w.sample("vigil_collector_pushes_total", "", "result=\"applied\"", None, load(&self.accepted));
+        w.sample("vigil_collector_pushes_total", "", "result=\"duplicate\"", None, load(&self.duplicates));
+        w.header(
+            "vigil_collector_pushes_rejected_total",
+            "Pushes refused, by reason.",
+            StoredKind::Counter,
+        );
+        for (reason, n) in RejectReason::ALL.iter().zip(&self.rejected) {
+            let labels = format!("reason=\"{}\"", reason.label());
+            w.sample("vigil_collector_pushes_rejected_total", "", &labels, None, load(n));
+        }
+        w.header("vigil_collector_series_applied_total", "Series written to the store.", StoredKind::Counter);
+        w.sample("vigil_collector_series_applied_total", "", "", None, load(&self.series_applied));
+        w.header(
+            "vigil_collector_series_skipped_total",
+            "Series not stored, by reason: kind_conflict (the family exists with another type or bucket ladder), reserved_name (vigil_collector_ prefix).",
+            StoredKind::Counter,
+        );
+        w.sample("vigil_collector_series_skipped_total", "", "reason=\"kind_conflict\"", None, load(&self.series_conflicts));
+        w.sample("vigil_collector_series_skipped_total", "", "reason=\"reserved_name\"", None, load(&self.series_reserved));
+    }
+}

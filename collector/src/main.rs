@@ -1,0 +1,69 @@
+//! `vigil-collector`: flags, config, logging, signals; everything else is in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use vigil_shared::logging::{LogFormat, init_logging};
+
+/// Receives Vigil agents' data and serves it to Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-collector", version)]
+struct Flags {
+    /// Config file (TOML). Without it, the embedded defaults are used.
+    #[arg(long, env = "VIGIL_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the config, print the result and exit (0 when valid, 1 when not).
+    #[arg(long)]
+    check_config: bool,
+    /// Log format: text or json. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "VIGIL_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_logging(flags.log_format);
+    let config = vigil_collector::config::load(flags.config.as_deref())?;
+    if flags.check_config {
+        println!(
+            "config {} is valid: HTTP {}, ingest {}, {} agent tokens",
+            flags
+                .config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "<embedded defaults>".into()),
+            config.http_listen,
+            config.ingest.listen,
+            config.ingest.agents.len()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (http, ingest, bound) = vigil_collector::bind(&config).await?;
+        info!(
+            http = %bound.http,
+            ingest = %bound.ingest,
+            tls = config.ingest.tls.is_some(),
+            agent_tokens = config.ingest.agents.len(),
+            "collector listening: metrics at http://{}/metrics",
+            bound.http
+        );
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            vigil_shared::logging::wait_for_signal().await;
+            info!("shutting down");
+            signal.cancel();
+        });
+        vigil_collector::serve(config, http, ingest, shutdown).await?;
+        info!("collector stopped");
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,397 @@
+//! The store: the latest state of every series of every agent, and each
+//! agent's last applied batch, which is what makes applying exactly-once.
+//!
+//! Counters, gauges and untyped series keep their last value. Windowed
+//! series (histograms) accumulate: every window adds its exact bucket counts,
+//! sum and count, so `_count` grows by one per sample the agent took. Series
+//! are kept by family, and within a family by their label set already
+//! rendered in the exposition format, so that exposition copies text and
+//! formats only numbers.
+//!
+//! The store never blocks for long: one write lock per applied batch, one
+//! read lock per scrape.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use vigil_shared::labels::escape_label_value_into;
+use vigil_shared::proto::{self, Kind};
+
+/// A family's kind, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredKind {
+    /// Counter.
+    Counter,
+    /// Gauge.
+    Gauge,
+    /// Untyped.
+    Untyped,
+    /// Histogram built from windows.
+    Histogram,
+}
+
+impl StoredKind {
+    /// The store's kind for a wire kind; `None` for an unknown kind.
+    pub fn from_wire(kind: i32) -> Option<Self> {
+        match Kind::try_from(kind).ok()? {
+            Kind::Counter => Some(StoredKind::Counter),
+            Kind::Gauge => Some(StoredKind::Gauge),
+            Kind::Untyped => Some(StoredKind::Untyped),
+            Kind::Histogram => Some(StoredKind::Histogram),
+            Kind::Unspecified => None,
+        }
+    }
+}
+
+/// Cumulative histogram state of one windowed series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cumulative {
+    /// Cumulative count per bucket bound, then +Inf (equal to `count`).
+    pub buckets: Vec<u64>,
+    /// Sum of every sample.
+    pub sum: f64,
+    /// Number of samples.
+    pub count: u64,
+}
+
+/// One series' latest state.
+#[derive(Debug, Clone)]
+pub struct StoredSeries {
+    /// The label set rendered as `a="1",b="2"`.
+    pub labels_text: String,
+    /// The last value.
+    pub value: f64,
+    /// For histograms.
+    pub cumulative: Option<Cumulative>,
+    /// When it was last updated.
+    pub updated: Instant,
+}
+
+/// One family's series.
+#[derive(Debug, Clone)]
+pub struct StoredFamily {
+    /// Help text.
+    pub help: String,
+    /// Kind.
+    pub kind: StoredKind,
+    /// Bucket bounds, for histograms.
+    pub bounds: Vec<f64>,
+    /// Series by rendered label set.
+    pub series: BTreeMap<String, StoredSeries>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AgentState {
+    epoch: u64,
+    last_sequence: u64,
+    last_push: Instant,
+    last_push_unix: f64,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Series written.
+    pub series: u64,
+    /// Series skipped because their family exists with another kind or ladder.
+    pub conflicts: u64,
+    /// True when the batch had been applied before.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    families: BTreeMap<String, StoredFamily>,
+    agents: HashMap<String, AgentState>,
+}
+
+/// The latest state of every series.
+#[derive(Debug)]
+pub struct Store {
+    inner: RwLock<Inner>,
+    stale_after: Duration,
+}
+
+/// Renders labels as they appear between braces in the exposition.
+pub fn render_labels(labels: &[proto::Label]) -> String {
+    let mut out = String::with_capacity(labels.len() * 24);
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&l.name);
+        out.push_str("=\"");
+        escape_label_value_into(&mut out, &l.value);
+        out.push('"');
+    }
+    out
+}
+
+impl Store {
+    /// An empty store whose series go stale after `stale_after`.
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            stale_after,
+        }
+    }
+
+    /// Applies a validated batch once: a batch whose (agent, epoch, sequence)
+    /// was applied before is acknowledged as a duplicate and not applied again.
+    pub fn apply(&self, batch: &proto::PushRequest) -> Applied {
+        let now = Instant::now();
+        let mut inner = match self.inner.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        match inner.agents.get_mut(&batch.agent_id) {
+            Some(agent) if agent.epoch == batch.epoch && batch.sequence <= agent.last_sequence => {
+                agent.last_push = now;
+                agent.last_push_unix = unix;
+                return Applied {
+                    duplicate: true,
+                    ..Applied::default()
+                };
+            }
+            Some(agent) => {
+                agent.epoch = batch.epoch;
+                agent.last_sequence = batch.sequence;
+                agent.last_push = now;
+                agent.last_push_unix = unix;
+            }
+            None => {
+                inner.agents.insert(
+                    batch.agent_id.clone(),
+                    AgentState {
+                        epoch: batch.epoch,
+                        last_sequence: batch.sequence,
+                        last_push: now,
+                        last_push_unix: unix,
+                    },
+                );
+            }
+        }
+        let mut applied = Applied::default();
+        for family in &batch.families {
+            let Some(kind) = StoredKind::from_wire(family.kind) else {
+                applied.conflicts += family.series.len() as u64;
+                continue;
+            };
+            let stored = inner
+                .families
+                .entry(family.name.clone())
+                .or_insert_with(|| StoredFamily {
+                    help: family.help.clone(),
+                    kind,
+                    bounds: family.bucket_bounds.clone(),
+                    series: BTreeMap::new(),
+                });
+            if stored.kind != kind || stored.bounds != family.bucket_bounds {
+                applied.conflicts += family.series.len() as u64;
+                continue;
+            }
+            for series in &family.series {
+                let labels_text = render_labels(&series.labels);
+                let entry = stored
+                    .series
+                    .entry(labels_text)
+                    .or_insert_with_key(|k| StoredSeries {
+                        labels_text: k.clone(),
+                        value: 0.0,
+                        cumulative: None,
+                        updated: now,
+                    });
+                entry.value = series.value;
+                entry.updated = now;
+                if let Some(window) = &series.window {
+                    let c = entry.cumulative.get_or_insert_with(|| Cumulative {
+                        buckets: vec![0; family.bucket_bounds.len() + 1],
+                        sum: 0.0,
+                        count: 0,
+                    });
+                    let mut running = 0;
+                    for (total, n) in c.buckets.iter_mut().zip(&window.bucket_counts) {
+                        running += n;
+                        *total += running;
+                    }
+                    c.sum += window.sum;
+                    c.count += window.count;
+                }
+                applied.series += 1;
+            }
+        }
+        applied
+    }
+
+    /// Calls `visit` with every family and its fresh series, in name order.
+    pub fn visit(&self, mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = &StoredSeries>)) {
+        let inner = match self.inner.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        for (name, family) in &inner.families {
+            let mut fresh = family
+                .series
+                .values()
+                .filter(|s| now.duration_since(s.updated) < self.stale_after)
+                .peekable();
+            if fresh.peek().is_none() {
+                continue;
+            }
+            visit(name, family, &mut fresh);
+        }
+    }
+
+    /// Agents that pushed within `stale_after`, with their last push time (Unix seconds).
+    pub fn agents(&self) -> Vec<(String, f64)> {
+        let inner = match self.inner.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        let mut out: Vec<(String, f64)> = inner
+            .agents
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.last_push) < self.stale_after)
+            .map(|(id, a)| (id.clone(), a.last_push_unix))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Number of series held.
+    pub fn series_count(&self) -> usize {
+        self.inner
+            .read()
+            .map(|g| g.families.values().map(|f| f.series.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Forgets series and families that have been stale for a while; returns
+    /// how many series were dropped. Agents' sequence state is kept, so a
+    /// late replay is still recognised.
+    pub fn sweep(&self) -> usize {
+        let mut inner = match self.inner.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        let mut dropped = 0;
+        for family in inner.families.values_mut() {
+            let before = family.series.len();
+            family
+                .series
+                .retain(|_, s| now.duration_since(s.updated) < self.stale_after);
+            dropped += before - family.series.len();
+        }
+        inner.families.retain(|_, f| !f.series.is_empty());
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_shared::proto::{Family, Label, PushRequest, Series, Window};
+
+    fn labels(instance: &str) -> Vec<Label> {
+        vec![
+            Label { name: "instance".into(), value: instance.into() },
+            Label { name: "job".into(), value: "node".into() },
+        ]
+    }
+
+    fn batch(sequence: u64, epoch: u64, value: f64) -> PushRequest {
+        PushRequest {
+            agent_id: "a".into(),
+            epoch,
+            sequence,
+            families: vec![
+                Family {
+                    name: "g".into(),
+                    help: "G.".into(),
+                    kind: Kind::Gauge as i32,
+                    bucket_bounds: vec![],
+                    series: vec![Series { labels: labels("a"), value, timestamp_ms: 1, window: None }],
+                },
+                Family {
+                    name: "h".into(),
+                    help: "H.".into(),
+                    kind: Kind::Histogram as i32,
+                    bucket_bounds: vec![0.5, 1.0],
+                    series: vec![Series {
+                        labels: labels("a"),
+                        value,
+                        timestamp_ms: 1,
+                        window: Some(Window { count: 3, sum: 1.5, bucket_counts: vec![2, 1, 0], ..Default::default() }),
+                    }],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(store: &Store) -> Vec<(String, String, f64, Option<Cumulative>)> {
+        let mut out = Vec::new();
+        store.visit(|name, _, series| {
+            for s in series {
+                out.push((name.to_string(), s.labels_text.clone(), s.value, s.cumulative.clone()));
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn replayed_batch_is_applied_once() {
+        let store = Store::new(Duration::from_secs(60));
+        assert_eq!(store.apply(&batch(1, 9, 1.0)).series, 2);
+        let replay = store.apply(&batch(1, 9, 1.0));
+        assert!(replay.duplicate);
+        let snap = snapshot(&store);
+        assert_eq!(snap[1].3.as_ref().map(|c| (c.count, c.buckets.clone())), Some((3, vec![2, 3, 3])));
+        // The next batch accumulates.
+        store.apply(&batch(2, 9, 2.0));
+        let snap = snapshot(&store);
+        assert_eq!(snap[0].2, 2.0);
+        assert_eq!(snap[1].3.as_ref().map(|c| (c.count, c.sum)), Some((6, 3.0)));
+        assert_eq!(snap[0].1, "instance=\"a\",job=\"node\"");
+    }
+
+    #[test]
+    fn a_new_epoch_starts_a_new_sequence() {
+        let store = Store::new(Duration::from_secs(60));
+        store.apply(&batch(5, 1, 1.0));
+        let restarted = store.apply(&batch(1, 2, 3.0));
+        assert!(!restarted.duplicate);
+        assert_eq!(snapshot(&store)[0].2, 3.0);
+    }
+
+    #[test]
+    fn kind_conflicts_are_skipped_not_fatal() {
+        let store = Store::new(Duration::from_secs(60));
+        store.apply(&batch(1, 1, 1.0));
+        let mut other = batch(1, 7, 1.0);
+        other.agent_id = "b".into();
+        other.families[0].kind = Kind::Counter as i32;
+        other.families[0].series[0].labels = labels("b");
+        let applied = store.apply(&other);
+        assert_eq!(applied.conflicts, 1);
+        assert_eq!(applied.series, 1);
+    }
+
+    #[test]
+    fn stale_series_are_hidden_then_swept() {
+        let store = Store::new(Duration::from_millis(1));
+        store.apply(&batch(1, 1, 1.0));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(snapshot(&store).is_empty());
+        assert_eq!(store.sweep(), 2);
+        assert_eq!(store.series_count(), 0);
+    }
+}
