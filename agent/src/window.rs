@@ -294,7 +294,36 @@ impl Windows {
             state.touched = false;
         }
         self.window_start_ms = 0;
+        self.forget_unused_families();
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Drops families with no series left, so that a family can come back
+    /// with another kind (a textfile rewritten with another TYPE).
+    fn forget_unused_families(&mut self) {
+        let mut used = vec![false; self.families.len()];
+        for s in self.series.values() {
+            used[s.family.0 as usize] = true;
+        }
+        if used.iter().all(|u| *u) {
+            return;
+        }
+        let mut remap = vec![None; self.families.len()];
+        let old = std::mem::take(&mut self.families);
+        self.family_index.clear();
+        for (i, (family, used)) in old.into_iter().zip(used).enumerate() {
+            if used {
+                let id = FamilyId(self.families.len() as u32);
+                self.family_index.insert(family.name.clone(), id);
+                self.families.push(family);
+                remap[i] = Some(id);
+            }
+        }
+        for s in self.series.values_mut() {
+            if let Some(id) = remap[s.family.0 as usize] {
+                s.family = id;
+            }
+        }
     }
 }
 
@@ -342,6 +371,32 @@ mod tests {
         let families = w.close()?;
         assert_eq!(families[0].series.len(), 1);
         assert_eq!(w.series_count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_family_without_series_may_return_with_another_kind() -> anyhow::Result<()> {
+        let mut w = Windows::new("h", "node", 100)?;
+        w.begin_sample(1);
+        let keep = w.family("keep", "", FamilyKind::Gauge)?;
+        let gauge = w.family("x", "", FamilyKind::Gauge)?;
+        w.set(gauge, &[], 1.0)?;
+        w.set(keep, &[], 1.0)?;
+        w.close()?;
+        w.begin_sample(2);
+        let keep = w.family("keep", "", FamilyKind::Gauge)?;
+        w.set(keep, &[], 2.0)?;
+        assert!(w.family("x", "", FamilyKind::Untyped).is_err());
+        w.close()?;
+        w.begin_sample(3);
+        let untyped = w.family("x", "", FamilyKind::Untyped)?;
+        w.set(untyped, &[], 3.0)?;
+        let keep = w.family("keep", "", FamilyKind::Gauge)?;
+        w.set(keep, &[], 3.0)?;
+        let families = w.close()?;
+        assert_eq!(families.len(), 2);
+        let x = families.iter().find(|f| f.name == "x").map(|f| (f.kind, f.series[0].value));
+        assert_eq!(x, Some((proto::Kind::Untyped as i32, 3.0)));
         Ok(())
     }
 

@@ -1,1 +1,298 @@
-//! stub
+//! The end-to-end harness: starts the real `vigil-collector` and `vigil-agent`
+//! binaries (and real peers such as `promtool`) on free ports of 127.0.0.1,
+//! each in its own temporary folder, waits for them by polling with a
+//! deadline, and kills every process it started when dropped.
+//!
+//! The binaries come from the same build as the tests: run
+//! `cargo build --workspace --bins` first (the README's test command does).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use vigil_shared::text_format::{self, TextFamily};
+
+/// Where the workspace's binaries are: beside the test executable's `deps/` folder.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("no current executable")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build the binaries first with `cargo build --workspace --bins` (the README's test command does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A process the harness started; killed when dropped. Its standard error
+/// (where the binaries log) goes to a file in its folder.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `binary` with `args`, logging to `dir/name.log`.
+    pub fn start(name: &str, binary: &Path, args: &[&str], dir: &Path) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+            log,
+        })
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        wait_for(&format!("{:?} in the log of {}", needle, self.name), timeout, || {
+            self.log().contains(needle).then_some(())
+        })
+        .with_context(|| format!("log of {}:\n{}", self.name, self.log()))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        let child = &mut self.child;
+        wait_for(&format!("{} to exit", self.name), timeout, || child.try_wait().ok().flatten())
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running collector.
+pub struct Collector {
+    /// The process.
+    pub process: Process,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+    /// Its gRPC ingest address.
+    pub ingest: SocketAddr,
+}
+
+impl Collector {
+    /// Starts a collector on the given ports with extra TOML appended to
+    /// `[ingest]`, and waits until `/-/ready` answers.
+    pub fn start(dir: &Path, name: &str, http_port: u16, ingest_port: u16, ingest_extra: &str, rest: &str) -> Result<Self> {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n"
+            ),
+        )?;
+        let process = Process::start(
+            name,
+            &binary("vigil-collector")?,
+            &["--config", &config.to_string_lossy()],
+            dir,
+        )?;
+        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let ingest: SocketAddr = ([127, 0, 0, 1], ingest_port).into();
+        wait_for("the collector to be ready", Duration::from_secs(20), || {
+            http_get(http, "/-/ready", None).ok().filter(|(s, _, _)| *s == 200)
+        })
+        .with_context(|| format!("collector log:\n{}", process.log()))?;
+        Ok(Self { process, http, ingest })
+    }
+
+    /// Starts a collector on free ports with default settings.
+    pub fn start_default(dir: &Path) -> Result<Self> {
+        Self::start(dir, "collector", free_port()?, free_port()?, "", "")
+    }
+
+    /// Scrapes `/metrics` in the text format and parses it.
+    pub fn scrape(&self) -> Result<Scrape> {
+        let (status, _, body) = http_get(self.http, "/metrics", None)?;
+        if status != 200 {
+            bail!("/metrics answered {status}: {body}");
+        }
+        Scrape::parse(body)
+    }
+}
+
+/// Starts an agent whose config is `config` (TOML), written to `dir/name.toml`.
+pub fn start_agent(dir: &Path, name: &str, config: &str) -> Result<Process> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config)?;
+    Process::start(name, &binary("vigil-agent")?, &["--config", &path.to_string_lossy()], dir)
+}
+
+/// One parsed scrape.
+pub struct Scrape {
+    /// The raw text.
+    pub text: String,
+    /// The families, by name.
+    pub families: BTreeMap<String, TextFamily>,
+}
+
+impl Scrape {
+    /// Parses an exposition with Vigil's strict text-format parser.
+    pub fn parse(text: String) -> Result<Self> {
+        let families = text_format::parse(&text)
+            .map_err(|e| anyhow!("exposition does not parse: {e}"))?
+            .into_iter()
+            .map(|f| (f.name.clone(), f))
+            .collect();
+        Ok(Self { text, families })
+    }
+
+    /// Every sample named `name` whose labels include all of `labels`.
+    pub fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.families
+            .values()
+            .flat_map(|f| f.samples.iter())
+            .filter(|s| s.name == name)
+            .map(|s| (s.labels.iter().cloned().collect::<BTreeMap<_, _>>(), s.value))
+            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .collect()
+    }
+
+    /// The one value of `name` with `labels`, if exactly one sample matches.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let s = self.samples(name, labels);
+        (s.len() == 1).then(|| s[0].1)
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status, content type and body.
+pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).context("response is not UTF-8")?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no HTTP header end"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head}"))?;
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Ok((status, content_type, body))
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").ok_or_else(|| anyhow!("bad chunk"))?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).ok_or_else(|| anyhow!("short chunk"))?);
+        body = rest.get(size + 2..).ok_or_else(|| anyhow!("short chunk"))?;
+    }
+}
+
+/// Finds a program on PATH or says how to install it: a missing peer fails the test.
+pub fn require_peer(program: &str, debian_package: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!("{program} is not installed: install Debian's {debian_package} package (apt-get install {debian_package}); .ci/run does")
+        })
+}
+
+/// Runs `promtool check metrics` on an exposition; returns its problem lines.
+pub fn promtool_check_metrics(exposition: &str) -> Result<(i32, Vec<String>)> {
+    let promtool = require_peer("promtool", "prometheus")?;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(exposition.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .map(str::to_string)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines.sort();
+    Ok((out.status.code().unwrap_or(-1), lines))
+}
+
+/// Number of CPUs the kernel lists in /proc/stat.
+pub fn cpu_count() -> Result<usize> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    Ok(stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count())
+}

@@ -165,6 +165,7 @@ mod tests {
             value,
             cumulative,
             updated: Instant::now(),
+            agent: 0,
         }
     }
 

@@ -66,6 +66,8 @@ pub struct StoredSeries {
     pub cumulative: Option<Cumulative>,
     /// When it was last updated.
     pub updated: Instant,
+    /// Which agent sent it (an index into the store's agents).
+    pub agent: u32,
 }
 
 /// One family's series.
@@ -83,6 +85,7 @@ pub struct StoredFamily {
 
 #[derive(Debug, Clone, Copy)]
 struct AgentState {
+    index: u32,
     epoch: u64,
     last_sequence: u64,
     last_push: Instant,
@@ -165,9 +168,11 @@ impl Store {
                 agent.last_push_unix = unix;
             }
             None => {
+                let index = inner.agents.len() as u32;
                 inner.agents.insert(
                     batch.agent_id.clone(),
                     AgentState {
+                        index,
                         epoch: batch.epoch,
                         last_sequence: batch.sequence,
                         last_push: now,
@@ -176,6 +181,8 @@ impl Store {
                 );
             }
         }
+        let agent = inner.agents.get(&batch.agent_id).map(|a| a.index).unwrap_or(u32::MAX);
+        let stale_after = self.stale_after;
         let mut applied = Applied::default();
         for family in &batch.families {
             let Some(kind) = StoredKind::from_wire(family.kind) else {
@@ -192,8 +199,21 @@ impl Store {
                     series: BTreeMap::new(),
                 });
             if stored.kind != kind || stored.bounds != family.bucket_bounds {
-                applied.conflicts += family.series.len() as u64;
-                continue;
+                // The family changed type. If only this agent (or nobody
+                // lately) has series in it, the new definition replaces the
+                // old one; otherwise agents disagree and the newcomer is skipped.
+                let others = stored
+                    .series
+                    .values()
+                    .any(|s| s.agent != agent && now.duration_since(s.updated) < stale_after);
+                if others {
+                    applied.conflicts += family.series.len() as u64;
+                    continue;
+                }
+                stored.kind = kind;
+                stored.help = family.help.clone();
+                stored.bounds = family.bucket_bounds.clone();
+                stored.series.clear();
             }
             for series in &family.series {
                 let labels_text = render_labels(&series.labels);
@@ -205,9 +225,11 @@ impl Store {
                         value: 0.0,
                         cumulative: None,
                         updated: now,
+                        agent,
                     });
                 entry.value = series.value;
                 entry.updated = now;
+                entry.agent = agent;
                 if let Some(window) = &series.window {
                     let c = entry.cumulative.get_or_insert_with(|| Cumulative {
                         buckets: vec![0; family.bucket_bounds.len() + 1],
@@ -383,6 +405,19 @@ mod tests {
         let applied = store.apply(&other);
         assert_eq!(applied.conflicts, 1);
         assert_eq!(applied.series, 1);
+    }
+
+    #[test]
+    fn one_agent_may_change_a_family_type() {
+        let store = Store::new(Duration::from_secs(60));
+        store.apply(&batch(1, 1, 1.0));
+        let mut changed = batch(2, 1, 5.0);
+        changed.families[0].kind = Kind::Untyped as i32;
+        let applied = store.apply(&changed);
+        assert_eq!(applied.conflicts, 0);
+        let mut kinds = Vec::new();
+        store.visit(|name, family, _| kinds.push((name.to_string(), family.kind)));
+        assert_eq!(kinds[0], ("g".to_string(), StoredKind::Untyped));
     }
 
     #[test]
