@@ -226,7 +226,8 @@ fn default_rootfs_path() -> PathBuf {
 }
 /// node_exporter 1.5's default.
 fn default_mount_points_exclude() -> String {
-    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into()
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+        .into()
 }
 /// node_exporter 1.5's default.
 fn default_fs_types_exclude() -> String {
@@ -333,7 +334,10 @@ impl RawConfig {
             self.instance
         };
         if instance.is_empty() {
-            problems.push(ConfigProblem::new("instance", "the host has no name; set instance"));
+            problems.push(ConfigProblem::new(
+                "instance",
+                "the host has no name; set instance",
+            ));
         }
         if self.job.is_empty() {
             problems.push(ConfigProblem::new("job", "must not be empty"));
@@ -341,12 +345,18 @@ impl RawConfig {
         let sample = self.sample_interval.0;
         let flush = self.flush_interval.0;
         if sample < Duration::from_millis(100) {
-            problems.push(ConfigProblem::new("sample_interval", "must be at least 100ms"));
+            problems.push(ConfigProblem::new(
+                "sample_interval",
+                "must be at least 100ms",
+            ));
         }
         if flush < sample {
             problems.push(ConfigProblem::new(
                 "flush_interval",
-                format!("must be at least sample_interval ({})", self.sample_interval),
+                format!(
+                    "must be at least sample_interval ({})",
+                    self.sample_interval
+                ),
             ));
         }
         if self.max_series == 0 {
@@ -378,7 +388,10 @@ impl RawConfig {
             }
         };
         if c.timeout.0.is_zero() {
-            problems.push(ConfigProblem::new("collector.timeout", "must be more than 0s"));
+            problems.push(ConfigProblem::new(
+                "collector.timeout",
+                "must be more than 0s",
+            ));
         }
         let identity = match (c.cert_file, c.key_file) {
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -415,7 +428,10 @@ impl RawConfig {
         };
         let s = self.shipper;
         if s.max_queue_bytes.0 < 64 * 1024 {
-            problems.push(ConfigProblem::new("shipper.max_queue_bytes", "must be at least 64KiB"));
+            problems.push(ConfigProblem::new(
+                "shipper.max_queue_bytes",
+                "must be at least 64KiB",
+            ));
         }
         if s.retry_initial.0.is_zero() || s.retry_max.0 < s.retry_initial.0 {
             problems.push(ConfigProblem::new(
@@ -442,7 +458,10 @@ impl RawConfig {
             ),
         ] {
             if let Err(e) = regex_lite::Regex::new(pattern) {
-                problems.push(ConfigProblem::new(key, format!("invalid regular expression: {e}")));
+                problems.push(ConfigProblem::new(
+                    key,
+                    format!("invalid regular expression: {e}"),
+                ));
             }
         }
         if let Some(dir) = &self.sources.textfile.directory
@@ -510,18 +529,28 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("line 2: key `flush_interval`"), "{err}");
         assert!(err.contains("line 4: key `collector.endpoint`"), "{err}");
-        assert!(err.contains("line 6: key `sources.system.disk_devices_exclude`"), "{err}");
+        assert!(
+            err.contains("line 6: key `sources.system.disk_devices_exclude`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = check("[collector]\nendpiont = \"x\"\n").err().unwrap_or_default();
-        assert!(err.contains("agent.toml:2:1") && err.contains("endpiont"), "{err}");
+        let err = check("[collector]\nendpiont = \"x\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("agent.toml:2:1") && err.contains("endpiont"),
+            "{err}"
+        );
     }
 
     #[test]
     fn https_needs_a_ca() {
-        let err = check("[collector]\nendpoint = \"https://c:9471\"\n").err().unwrap_or_default();
+        let err = check("[collector]\nendpoint = \"https://c:9471\"\n")
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("collector.ca_file"), "{err}");
     }
 }

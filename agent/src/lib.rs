@@ -61,7 +61,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     );
     let finish = CancellationToken::new();
     let shipper = tokio::spawn(
-        Shipper::new(client, Arc::clone(&outbox), Arc::clone(&stats), &config.shipper).run(finish.clone()),
+        Shipper::new(
+            client,
+            Arc::clone(&outbox),
+            Arc::clone(&stats),
+            &config.shipper,
+        )
+        .run(finish.clone()),
     );
 
     let mut flusher = Flusher {
@@ -139,11 +145,17 @@ impl Flusher {
             flush_interval_ms: self.flush_interval.as_millis() as u64,
             families,
         };
-        self.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.outbox.enqueue(Batch::new(request));
     }
 
-    fn record_own_metrics(&mut self, sampler: &Sampler, windows: &mut Windows) -> Result<(), RecordError> {
+    fn record_own_metrics(
+        &mut self,
+        sampler: &Sampler,
+        windows: &mut Windows,
+    ) -> Result<(), RecordError> {
         sampler.record_stats(windows)?;
         self.stats.record(self.outbox.as_ref(), windows)?;
         let refusals = windows.refusals();
@@ -161,8 +173,16 @@ impl Flusher {
             FamilyKind::Counter,
         )?;
         windows.set(refused, &[("reason", "invalid")], refusals.invalid as f64)?;
-        windows.set(refused, &[("reason", "max_series")], refusals.over_limit as f64)?;
-        let series = windows.family("vigil_agent_series", "Series the agent holds.", FamilyKind::Gauge)?;
+        windows.set(
+            refused,
+            &[("reason", "max_series")],
+            refusals.over_limit as f64,
+        )?;
+        let series = windows.family(
+            "vigil_agent_series",
+            "Series the agent holds.",
+            FamilyKind::Gauge,
+        )?;
         let count = windows.series_count() as f64;
         windows.set(series, &[], count)?;
         let info = windows.family(

@@ -145,7 +145,12 @@ impl Windows {
     }
 
     /// Finds or registers a family. Cheap for a known name.
-    pub fn family(&mut self, name: &str, help: &str, kind: FamilyKind) -> Result<FamilyId, RecordError> {
+    pub fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: FamilyKind,
+    ) -> Result<FamilyId, RecordError> {
         if let Some(&id) = self.family_index.get(name) {
             let family = &self.families[id.0 as usize];
             if std::mem::discriminant(&family.kind) != std::mem::discriminant(&kind) {
@@ -171,7 +176,12 @@ impl Windows {
     }
 
     /// Records the current value of a counter, gauge or untyped series.
-    pub fn set(&mut self, family: FamilyId, labels: &[(&str, &str)], value: f64) -> Result<(), RecordError> {
+    pub fn set(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), RecordError> {
         let now = self.now_ms;
         let state = self.series_state(family, labels)?;
         state.value = value;
@@ -181,7 +191,12 @@ impl Windows {
     }
 
     /// Records one sample of a windowed (histogram) series.
-    pub fn observe(&mut self, family: FamilyId, labels: &[(&str, &str)], value: f64) -> Result<(), RecordError> {
+    pub fn observe(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), RecordError> {
         let now = self.now_ms;
         let state = self.series_state(family, labels)?;
         state.value = value;
@@ -191,7 +206,11 @@ impl Windows {
         Ok(())
     }
 
-    fn series_state(&mut self, family: FamilyId, labels: &[(&str, &str)]) -> Result<&mut SeriesState, RecordError> {
+    fn series_state(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+    ) -> Result<&mut SeriesState, RecordError> {
         self.key.clear();
         let _ = write!(self.key, "{}", family.0);
         for (k, v) in labels {
@@ -212,7 +231,11 @@ impl Windows {
             })
     }
 
-    fn new_series(&mut self, family: FamilyId, labels: &[(&str, &str)]) -> Result<SeriesState, RecordError> {
+    fn new_series(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+    ) -> Result<SeriesState, RecordError> {
         self.scratch.clear();
         self.scratch
             .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -279,7 +302,9 @@ impl Windows {
             });
             let window = match family.kind {
                 FamilyKind::Histogram(ladder) => {
-                    let w = self.encoder.encode(&state.samples, &ladder, start_ms, end_ms)?;
+                    let w = self
+                        .encoder
+                        .encode(&state.samples, &ladder, start_ms, end_ms)?;
                     state.samples.clear();
                     Some(w)
                 }
@@ -337,7 +362,11 @@ mod tests {
         let mut w = Windows::new("web-1", "node", 100)?;
         w.begin_sample(1000);
         let load = w.family("node_load1", "1m load average.", FamilyKind::Gauge)?;
-        let busy = w.family("vigil_cpu_busy_ratio", "CPU busy.", FamilyKind::Histogram(RATIO))?;
+        let busy = w.family(
+            "vigil_cpu_busy_ratio",
+            "CPU busy.",
+            FamilyKind::Histogram(RATIO),
+        )?;
         w.set(load, &[], 0.5)?;
         w.observe(busy, &[], 0.25)?;
         w.begin_sample(2000);
@@ -345,13 +374,26 @@ mod tests {
         w.observe(busy, &[], 0.75)?;
         let families = w.close()?;
         assert_eq!(families.len(), 2);
-        let load = families.iter().find(|f| f.name == "node_load1").ok_or_else(|| anyhow::anyhow!("no load"))?;
+        let load = families
+            .iter()
+            .find(|f| f.name == "node_load1")
+            .ok_or_else(|| anyhow::anyhow!("no load"))?;
         assert_eq!(load.series[0].value, 0.7);
         assert_eq!(load.series[0].timestamp_ms, 2000);
-        let names: Vec<&str> = load.series[0].labels.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<&str> = load.series[0]
+            .labels
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
         assert_eq!(names, ["instance", "job"]);
-        let busy = families.iter().find(|f| f.name == "vigil_cpu_busy_ratio").ok_or_else(|| anyhow::anyhow!("no busy"))?;
-        let window = busy.series[0].window.as_ref().ok_or_else(|| anyhow::anyhow!("no window"))?;
+        let busy = families
+            .iter()
+            .find(|f| f.name == "vigil_cpu_busy_ratio")
+            .ok_or_else(|| anyhow::anyhow!("no busy"))?;
+        let window = busy.series[0]
+            .window
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no window"))?;
         assert_eq!(window.count, 2);
         assert_eq!(window.sum, 1.0);
         assert_eq!((window.start_ms, window.end_ms), (1000, 2000));
@@ -395,7 +437,10 @@ mod tests {
         w.set(keep, &[], 3.0)?;
         let families = w.close()?;
         assert_eq!(families.len(), 2);
-        let x = families.iter().find(|f| f.name == "x").map(|f| (f.kind, f.series[0].value));
+        let x = families
+            .iter()
+            .find(|f| f.name == "x")
+            .map(|f| (f.kind, f.series[0].value));
         assert_eq!(x, Some((proto::Kind::Untyped as i32, 3.0)));
         Ok(())
     }
@@ -407,11 +452,23 @@ mod tests {
         assert!(w.family("bad-name", "", FamilyKind::Gauge).is_err());
         let f = w.family("x", "", FamilyKind::Gauge)?;
         assert!(w.family("x", "", FamilyKind::Counter).is_err());
-        assert!(matches!(w.set(f, &[("__bad", "1")], 1.0), Err(RecordError::Invalid { .. })));
+        assert!(matches!(
+            w.set(f, &[("__bad", "1")], 1.0),
+            Err(RecordError::Invalid { .. })
+        ));
         w.set(f, &[("a", "1")], 1.0)?;
         w.set(f, &[("a", "2")], 1.0)?;
-        assert!(matches!(w.set(f, &[("a", "3")], 1.0), Err(RecordError::TooManySeries { .. })));
-        assert_eq!(w.refusals(), Refusals { invalid: 1, over_limit: 1 });
+        assert!(matches!(
+            w.set(f, &[("a", "3")], 1.0),
+            Err(RecordError::TooManySeries { .. })
+        ));
+        assert_eq!(
+            w.refusals(),
+            Refusals {
+                invalid: 1,
+                over_limit: 1
+            }
+        );
         Ok(())
     }
 }

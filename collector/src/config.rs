@@ -252,10 +252,16 @@ impl RawConfig {
         let i = self.ingest;
         let ingest_listen = address("ingest.listen", &i.listen, &mut problems);
         if i.max_message_size.0 < 64 * 1024 || i.max_message_size.0 > 1 << 30 {
-            problems.push(ConfigProblem::new("ingest.max_message_size", "must be between 64KiB and 1GiB"));
+            problems.push(ConfigProblem::new(
+                "ingest.max_message_size",
+                "must be between 64KiB and 1GiB",
+            ));
         }
         if i.max_series_per_push == 0 {
-            problems.push(ConfigProblem::new("ingest.max_series_per_push", "must be at least 1"));
+            problems.push(ConfigProblem::new(
+                "ingest.max_series_per_push",
+                "must be at least 1",
+            ));
         }
         if i.max_labels_per_series < 2 {
             problems.push(ConfigProblem::new(
@@ -264,7 +270,10 @@ impl RawConfig {
             ));
         }
         if i.max_label_value_bytes == 0 {
-            problems.push(ConfigProblem::new("ingest.max_label_value_bytes", "must be at least 1"));
+            problems.push(ConfigProblem::new(
+                "ingest.max_label_value_bytes",
+                "must be at least 1",
+            ));
         }
         let unauthenticated = match i.unauthenticated.as_str() {
             "loopback" => Unauthenticated::Loopback,
@@ -281,7 +290,10 @@ impl RawConfig {
         for (n, a) in i.agents.into_iter().enumerate() {
             let key = format!("ingest.agents[{n}]");
             if a.instance.is_empty() {
-                problems.push(ConfigProblem::new(format!("{key}.instance"), "must not be empty (use \"*\" for any agent)"));
+                problems.push(ConfigProblem::new(
+                    format!("{key}.instance"),
+                    "must not be empty (use \"*\" for any agent)",
+                ));
             }
             let secret = SecretRef {
                 token: a.token,
@@ -291,7 +303,10 @@ impl RawConfig {
             match secret.resolve() {
                 Ok(Some(token)) => {
                     if token.expose().len() < 16 {
-                        problems.push(ConfigProblem::new(format!("{key}.token"), "must be at least 16 characters"));
+                        problems.push(ConfigProblem::new(
+                            format!("{key}.token"),
+                            "must be at least 16 characters",
+                        ));
                     }
                     agents.push(AgentToken {
                         instance: a.instance,
@@ -311,17 +326,27 @@ impl RawConfig {
             client_ca_file: t.client_ca_file,
         });
         if let Some(t) = &tls {
-            for (key, path) in [("ingest.tls.cert_file", Some(&t.cert_file)), ("ingest.tls.key_file", Some(&t.key_file)), ("ingest.tls.client_ca_file", t.client_ca_file.as_ref())] {
+            for (key, path) in [
+                ("ingest.tls.cert_file", Some(&t.cert_file)),
+                ("ingest.tls.key_file", Some(&t.key_file)),
+                ("ingest.tls.client_ca_file", t.client_ca_file.as_ref()),
+            ] {
                 if let Some(p) = path
                     && !p.is_file()
                 {
-                    problems.push(ConfigProblem::new(key, format!("{} is not a readable file", p.display())));
+                    problems.push(ConfigProblem::new(
+                        key,
+                        format!("{} is not a readable file", p.display()),
+                    ));
                 }
             }
         }
         let stale_after = self.store.stale_after.0;
         if stale_after < Duration::from_secs(1) {
-            problems.push(ConfigProblem::new("store.stale_after", "must be at least 1s"));
+            problems.push(ConfigProblem::new(
+                "store.stale_after",
+                "must be at least 1s",
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -371,18 +396,33 @@ mod tests {
     fn tokens_are_read_and_checked() {
         let ok = check("[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"0123456789abcdef0\"\n");
         assert!(ok.is_ok_and(|c| c.ingest.agents.len() == 1));
-        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"short\"\n").err().unwrap_or_default();
-        assert!(err.contains("ingest.agents[0].token") && err.contains("16 characters"), "{err}");
-        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\n").err().unwrap_or_default();
+        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"short\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("ingest.agents[0].token") && err.contains("16 characters"),
+            "{err}"
+        );
+        let err = check("[[ingest.agents]]\ninstance = \"web-1\"\n")
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("set one of token"), "{err}");
     }
 
     #[test]
     fn bad_values_name_line_and_key() {
-        let err = check("[http]\nlisten = \"nowhere\"\n[ingest]\nunauthenticated = \"all\"\n").err().unwrap_or_default();
+        let err = check("[http]\nlisten = \"nowhere\"\n[ingest]\nunauthenticated = \"all\"\n")
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("line 2: key `http.listen`"), "{err}");
-        assert!(err.contains("line 4: key `ingest.unauthenticated`"), "{err}");
+        assert!(
+            err.contains("line 4: key `ingest.unauthenticated`"),
+            "{err}"
+        );
         let err = check("[store]\nstale = \"1m\"\n").err().unwrap_or_default();
-        assert!(err.contains("collector.toml:2:1") && err.contains("unknown field `stale`"), "{err}");
+        assert!(
+            err.contains("collector.toml:2:1") && err.contains("unknown field `stale`"),
+            "{err}"
+        );
     }
 }

@@ -65,24 +65,47 @@ pub struct Bound {
 }
 
 /// Binds both ports; fails early, with the key to change, when one is taken.
-pub async fn bind(config: &CollectorConfig) -> Result<(TcpListener, TcpListener, Bound), CollectorError> {
+pub async fn bind(
+    config: &CollectorConfig,
+) -> Result<(TcpListener, TcpListener, Bound), CollectorError> {
     let http = TcpListener::bind(config.http_listen)
         .await
-        .map_err(|source| CollectorError::Bind { what: "HTTP", addr: config.http_listen, key: "http.listen", source })?;
+        .map_err(|source| CollectorError::Bind {
+            what: "HTTP",
+            addr: config.http_listen,
+            key: "http.listen",
+            source,
+        })?;
     let ingest = TcpListener::bind(config.ingest.listen)
         .await
-        .map_err(|source| CollectorError::Bind { what: "ingest", addr: config.ingest.listen, key: "ingest.listen", source })?;
+        .map_err(|source| CollectorError::Bind {
+            what: "ingest",
+            addr: config.ingest.listen,
+            key: "ingest.listen",
+            source,
+        })?;
     let bound = Bound {
-        http: http.local_addr().map_err(|e| CollectorError::Serve("HTTP", e.to_string()))?,
-        ingest: ingest.local_addr().map_err(|e| CollectorError::Serve("ingest", e.to_string()))?,
+        http: http
+            .local_addr()
+            .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))?,
+        ingest: ingest
+            .local_addr()
+            .map_err(|e| CollectorError::Serve("ingest", e.to_string()))?,
     };
     Ok((http, ingest, bound))
 }
 
 fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, CollectorError> {
-    let Some(tls) = &config.ingest.tls else { return Ok(None) };
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| CollectorError::Tls(format!("{}: {e}", p.display())));
-    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?));
+    let Some(tls) = &config.ingest.tls else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CollectorError::Tls(format!("{}: {e}", p.display())))
+    };
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert_file)?,
+        read(&tls.key_file)?,
+    ));
     if let Some(ca) = &tls.client_ca_file {
         server = server.client_ca_root(Certificate::from_pem(read(ca)?));
     }
@@ -127,7 +150,10 @@ pub async fn serve(
             .await
             .map_err(|e| CollectorError::Serve("ingest", e.to_string()))
     });
-    let state = Arc::new(http::HttpState::new(Arc::clone(&store), Arc::clone(&metrics)));
+    let state = Arc::new(http::HttpState::new(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+    ));
     let http_shutdown = shutdown.clone();
     let http_task = tasks.spawn(async move {
         axum::serve(http_listener, http::router(state))

@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use thiserror::Error;
 
 /// A duration written as a human string: `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
@@ -24,7 +24,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text)
             .map(HumanDuration)
-            .map_err(|e| D::Error::custom(format!("invalid duration {text:?} ({e}); write it like \"10s\", \"500ms\" or \"5m\"")))
+            .map_err(|e| {
+                D::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); write it like \"10s\", \"500ms\" or \"5m\""
+                ))
+            })
     }
 }
 
@@ -393,18 +397,37 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let src = ConfigSource::from_text("a.toml", "interval = \"1s\"\n[section]\nsise = \"1MiB\"\n");
-        let err = src.parse::<Raw>().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.starts_with("config a.toml:3:1: key `section.sise`: unknown field `sise`"), "{err}");
+        let src =
+            ConfigSource::from_text("a.toml", "interval = \"1s\"\n[section]\nsise = \"1MiB\"\n");
+        let err = src
+            .parse::<Raw>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("config a.toml:3:1: key `section.sise`: unknown field `sise`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_say_how_to_write_them() {
         let src = ConfigSource::from_text("a.toml", "interval = \"ten seconds\"\n");
-        let err = src.parse::<Raw>().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("a.toml:1:") && err.contains("key `interval`") && err.contains("\"10s\""), "{err}");
+        let err = src
+            .parse::<Raw>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("a.toml:1:") && err.contains("key `interval`") && err.contains("\"10s\""),
+            "{err}"
+        );
         let src = ConfigSource::from_text("a.toml", "[section]\nsize = \"3 parsecs\"\n");
-        let err = src.parse::<Raw>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = src
+            .parse::<Raw>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains(":2:") && err.contains("section.size"), "{err}");
     }
 

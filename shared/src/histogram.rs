@@ -154,7 +154,10 @@ impl WindowEncoder {
 
 /// Decodes a window's HDR histogram and checks it against the window's own
 /// count and bucket counts.
-pub fn decode_window(window: &Window, bucket_bounds: usize) -> Result<Histogram<u64>, HistogramError> {
+pub fn decode_window(
+    window: &Window,
+    bucket_bounds: usize,
+) -> Result<Histogram<u64>, HistogramError> {
     if window.bucket_counts.len() != bucket_bounds + 1 {
         return Err(HistogramError::Inconsistent(format!(
             "{} bucket counts for {} bucket bounds (expected one more, for +Inf)",

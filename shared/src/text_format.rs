@@ -91,7 +91,10 @@ pub fn parse(text: &str) -> Result<Vec<TextFamily>, TextError> {
             }
             let (name, rest) = split_word(rest.trim_start());
             if !is_valid_metric_name(name) {
-                return err(line_no, format!("invalid metric name {name:?} in {keyword} line"));
+                return err(
+                    line_no,
+                    format!("invalid metric name {name:?} in {keyword} line"),
+                );
             }
             let family = family_for_metadata(&mut families, &mut seen_families, name, line_no)?;
             if keyword == "HELP" {
@@ -122,9 +125,7 @@ pub fn parse(text: &str) -> Result<Vec<TextFamily>, TextError> {
         if !seen_series.insert(key) {
             return err(line_no, format!("duplicate series {}", sample.name));
         }
-        let belongs = families
-            .last()
-            .is_some_and(|f| belongs_to(f, &sample.name));
+        let belongs = families.last().is_some_and(|f| belongs_to(f, &sample.name));
         if !belongs {
             if seen_families.contains(&sample.name) {
                 return err(
@@ -153,9 +154,7 @@ fn family_for_metadata<'a>(
     name: &str,
     line: usize,
 ) -> Result<&'a mut TextFamily, TextError> {
-    let current = families
-        .last()
-        .is_some_and(|f| f.name == name);
+    let current = families.last().is_some_and(|f| f.name == name);
     if !current {
         if seen.contains(name) {
             return err(line, format!("metadata for {name} after its group ended"));
@@ -223,9 +222,7 @@ fn unescape_help(s: &str) -> String {
 }
 
 fn parse_sample(line: &str, line_no: usize) -> Result<TextSample, TextError> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ' || c == '\t')
-        .unwrap_or(line.len());
+    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
     let name = &line[..name_end];
     if !is_valid_metric_name(name) {
         return err(line_no, format!("invalid metric name {name:?}"));
@@ -242,11 +239,10 @@ fn parse_sample(line: &str, line_no: usize) -> Result<TextSample, TextError> {
         Some(v) => v,
         None => return err(line_no, format!("{name}: missing value")),
     };
-    let value = parse_value(value_text)
-        .ok_or_else(|| TextError {
-            line: line_no,
-            message: format!("{name}: invalid value {value_text:?}"),
-        })?;
+    let value = parse_value(value_text).ok_or_else(|| TextError {
+        line: line_no,
+        message: format!("{name}: invalid value {value_text:?}"),
+    })?;
     let timestamp_ms = match fields.next() {
         None => None,
         Some(t) => Some(t.parse::<i64>().map_err(|_| TextError {
@@ -255,7 +251,10 @@ fn parse_sample(line: &str, line_no: usize) -> Result<TextSample, TextError> {
         })?),
     };
     if let Some(extra) = fields.next() {
-        return err(line_no, format!("{name}: unexpected text {extra:?} after the timestamp"));
+        return err(
+            line_no,
+            format!("{name}: unexpected text {extra:?} after the timestamp"),
+        );
     }
     Ok(TextSample {
         name: name.to_string(),
@@ -271,7 +270,10 @@ fn parse_value(text: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
-        t if t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE_xXabcdefABCDEF".contains(&b)) => {
+        t if t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE_xXabcdefABCDEF".contains(&b)) =>
+        {
             t.parse::<f64>().ok()
         }
         _ => None,
@@ -287,12 +289,10 @@ fn parse_labels(mut s: &str, line_no: usize) -> Result<(Labels, &str), TextError
         if let Some(rest) = s.strip_prefix('}') {
             return Ok((labels, rest));
         }
-        let name_end = s
-            .find(|c: char| c == '=' || c == ' ' || c == '\t')
-            .ok_or_else(|| TextError {
-                line: line_no,
-                message: "unterminated label set".into(),
-            })?;
+        let name_end = s.find(['=', ' ', '\t']).ok_or_else(|| TextError {
+            line: line_no,
+            message: "unterminated label set".into(),
+        })?;
         let name = &s[..name_end];
         if !is_valid_label_name(name) {
             return err(line_no, format!("invalid label name {name:?}"));
@@ -340,7 +340,10 @@ fn parse_labels(mut s: &str, line_no: usize) -> Result<(Labels, &str), TextError
         if let Some(rest) = s.strip_prefix(',') {
             s = rest;
         } else if !s.starts_with('}') {
-            return err(line_no, format!("after label {name:?}: expected ',' or '}}'"));
+            return err(
+                line_no,
+                format!("after label {name:?}: expected ',' or '}}'"),
+            );
         }
     }
 }
@@ -358,7 +361,10 @@ mod tests {
         assert_eq!(f[0].name, "jobs_done_total");
         assert_eq!(f[0].kind, TextKind::Counter);
         assert_eq!(f[0].help.as_deref(), Some("Jobs done.\nSecond line."));
-        assert_eq!(f[0].samples[0].labels[0], ("queue".into(), "a \"b\"".into()));
+        assert_eq!(
+            f[0].samples[0].labels[0],
+            ("queue".into(), "a \"b\"".into())
+        );
         assert_eq!(f[0].samples[0].timestamp_ms, Some(1_700_000_000_000));
         assert_eq!(f[0].samples[1].value, 300.0);
         assert!(f[1].samples[0].value.is_nan());
@@ -377,7 +383,9 @@ mod tests {
 
     #[test]
     fn histogram_samples_join_their_family() -> Result<(), TextError> {
-        let f = parse("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n")?;
+        let f = parse(
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+        )?;
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].samples.len(), 4);
         Ok(())

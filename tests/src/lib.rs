@@ -40,7 +40,11 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
@@ -89,9 +93,11 @@ impl Process {
 
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<()> {
-        wait_for(&format!("{:?} in the log of {}", needle, self.name), timeout, || {
-            self.log().contains(needle).then_some(())
-        })
+        wait_for(
+            &format!("{:?} in the log of {}", needle, self.name),
+            timeout,
+            || self.log().contains(needle).then_some(()),
+        )
         .with_context(|| format!("log of {}:\n{}", self.name, self.log()))
     }
 
@@ -101,7 +107,9 @@ impl Process {
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
         let child = &mut self.child;
-        wait_for(&format!("{} to exit", self.name), timeout, || child.try_wait().ok().flatten())
+        wait_for(&format!("{} to exit", self.name), timeout, || {
+            child.try_wait().ok().flatten()
+        })
     }
 
     /// The process id.
@@ -130,7 +138,14 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector on the given ports with extra TOML appended to
     /// `[ingest]`, and waits until `/-/ready` answers.
-    pub fn start(dir: &Path, name: &str, http_port: u16, ingest_port: u16, ingest_extra: &str, rest: &str) -> Result<Self> {
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        http_port: u16,
+        ingest_port: u16,
+        ingest_extra: &str,
+        rest: &str,
+    ) -> Result<Self> {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -147,10 +162,16 @@ impl Collector {
         let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let ingest: SocketAddr = ([127, 0, 0, 1], ingest_port).into();
         wait_for("the collector to be ready", Duration::from_secs(20), || {
-            http_get(http, "/-/ready", None).ok().filter(|(s, _, _)| *s == 200)
+            http_get(http, "/-/ready", None)
+                .ok()
+                .filter(|(s, _, _)| *s == 200)
         })
         .with_context(|| format!("collector log:\n{}", process.log()))?;
-        Ok(Self { process, http, ingest })
+        Ok(Self {
+            process,
+            http,
+            ingest,
+        })
     }
 
     /// Starts a collector on free ports with default settings.
@@ -172,7 +193,12 @@ impl Collector {
 pub fn start_agent(dir: &Path, name: &str, config: &str) -> Result<Process> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
-    Process::start(name, &binary("vigil-agent")?, &["--config", &path.to_string_lossy()], dir)
+    Process::start(
+        name,
+        &binary("vigil-agent")?,
+        &["--config", &path.to_string_lossy()],
+        dir,
+    )
 }
 
 /// One parsed scrape.
@@ -195,13 +221,26 @@ impl Scrape {
     }
 
     /// Every sample named `name` whose labels include all of `labels`.
-    pub fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(BTreeMap<String, String>, f64)> {
+    pub fn samples(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Vec<(BTreeMap<String, String>, f64)> {
         self.families
             .values()
             .flat_map(|f| f.samples.iter())
             .filter(|s| s.name == name)
-            .map(|s| (s.labels.iter().cloned().collect::<BTreeMap<_, _>>(), s.value))
-            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|s| {
+                (
+                    s.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    s.value,
+                )
+            })
+            .filter(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .collect()
     }
 
@@ -213,15 +252,26 @@ impl Scrape {
 }
 
 /// A minimal HTTP/1.1 GET: status, content type and body.
-pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u16, String, String)> {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> Result<(u16, String, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n")?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no HTTP header end"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP header end"))?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
@@ -229,9 +279,16 @@ pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u
         .ok_or_else(|| anyhow!("no status in {head}"))?;
     let content_type = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)?
     } else {
         body.to_string()
@@ -242,7 +299,9 @@ pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u
 fn dechunk(mut body: &str) -> Result<String> {
     let mut out = String::new();
     loop {
-        let (size, rest) = body.split_once("\r\n").ok_or_else(|| anyhow!("bad chunk"))?;
+        let (size, rest) = body
+            .split_once("\r\n")
+            .ok_or_else(|| anyhow!("bad chunk"))?;
         let size = usize::from_str_radix(size.trim(), 16)?;
         if size == 0 {
             return Ok(out);

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
-use vigil_tests::{Collector, Scrape, cpu_count, http_get, promtool_check_metrics, start_agent, wait_for};
+use vigil_tests::{
+    Collector, Scrape, cpu_count, http_get, promtool_check_metrics, start_agent, wait_for,
+};
 
 const INSTANCE: &str = "e2e-exposition";
 
@@ -28,7 +30,10 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
 
     // Two flushes: the first scrape after data arrives, the second after more does.
     let first = wait_for("the agent's first batch", Duration::from_secs(30), || {
-        collector.scrape().ok().filter(|s| samples_total(s, INSTANCE).is_some())
+        collector
+            .scrape()
+            .ok()
+            .filter(|s| samples_total(s, INSTANCE).is_some())
     })?;
     let first_samples = samples_total(&first, INSTANCE).unwrap_or_default();
     let second = wait_for("the agent's next batch", Duration::from_secs(30), || {
@@ -42,29 +47,53 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
     // Memory used is observed once per sample: the histogram's count is the
     // number of samples the agent took, in every scrape.
     for (scrape, samples) in [(&first, first_samples), (&second, second_samples)] {
-        let count = scrape.value("vigil_memory_used_ratio_count", &[("instance", INSTANCE), ("job", "node")]);
-        ensure!(count == Some(samples), "vigil_memory_used_ratio_count {count:?} != samples taken {samples}");
-        let inf = scrape.value("vigil_memory_used_ratio_bucket", &[("instance", INSTANCE), ("le", "+Inf")]);
+        let count = scrape.value(
+            "vigil_memory_used_ratio_count",
+            &[("instance", INSTANCE), ("job", "node")],
+        );
+        ensure!(
+            count == Some(samples),
+            "vigil_memory_used_ratio_count {count:?} != samples taken {samples}"
+        );
+        let inf = scrape.value(
+            "vigil_memory_used_ratio_bucket",
+            &[("instance", INSTANCE), ("le", "+Inf")],
+        );
         ensure!(inf == Some(samples), "+Inf bucket {inf:?} != {samples}");
     }
     ensure!(second_samples > first_samples);
     // CPU busy needs two readings: one observation fewer than samples.
     let busy = second.value("vigil_cpu_busy_ratio_count", &[("instance", INSTANCE)]);
-    ensure!(busy == Some(second_samples - 1.0), "vigil_cpu_busy_ratio_count {busy:?}, samples {second_samples}");
+    ensure!(
+        busy == Some(second_samples - 1.0),
+        "vigil_cpu_busy_ratio_count {busy:?}, samples {second_samples}"
+    );
 
     // node_cpu_seconds_total for every CPU and every mode, with the agent's instance.
     let cpus = cpu_count()?;
-    let cpu_series = second.samples("node_cpu_seconds_total", &[("instance", INSTANCE), ("job", "node")]);
+    let cpu_series = second.samples(
+        "node_cpu_seconds_total",
+        &[("instance", INSTANCE), ("job", "node")],
+    );
     let seen: BTreeSet<(String, String)> = cpu_series
         .iter()
         .map(|(l, _)| (l["cpu"].clone(), l["mode"].clone()))
         .collect();
     for cpu in 0..cpus {
-        for mode in ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"] {
-            ensure!(seen.contains(&(cpu.to_string(), mode.to_string())), "no node_cpu_seconds_total for cpu {cpu} mode {mode}");
+        for mode in [
+            "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+        ] {
+            ensure!(
+                seen.contains(&(cpu.to_string(), mode.to_string())),
+                "no node_cpu_seconds_total for cpu {cpu} mode {mode}"
+            );
         }
     }
-    ensure!(seen.len() == cpus * 8, "{} cpu series for {cpus} CPUs", seen.len());
+    ensure!(
+        seen.len() == cpus * 8,
+        "{} cpu series for {cpus} CPUs",
+        seen.len()
+    );
 
     for family in [
         "node_memory_MemTotal_bytes",
@@ -93,9 +122,18 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
         let s = second.samples(family, &[("instance", INSTANCE), ("job", "node")]);
         ensure!(!s.is_empty(), "no {family} for instance {INSTANCE}");
     }
-    let root = second.value("node_filesystem_size_bytes", &[("instance", INSTANCE), ("mountpoint", "/")]);
-    ensure!(root.is_some_and(|v| v > 0.0), "root filesystem size {root:?}");
-    let lo = second.value("node_network_receive_bytes_total", &[("instance", INSTANCE), ("device", "lo")]);
+    let root = second.value(
+        "node_filesystem_size_bytes",
+        &[("instance", INSTANCE), ("mountpoint", "/")],
+    );
+    ensure!(
+        root.is_some_and(|v| v > 0.0),
+        "root filesystem size {root:?}"
+    );
+    let lo = second.value(
+        "node_network_receive_bytes_total",
+        &[("instance", INSTANCE), ("device", "lo")],
+    );
     ensure!(lo.is_some(), "no loopback interface counters");
 
     // promtool: no parse error, and no lint problem outside node_exporter's own names.
@@ -104,8 +142,14 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
         .iter()
         .filter(|l| !(l.starts_with("node_") && l.contains("camelCase")))
         .collect();
-    ensure!(foreign.is_empty(), "promtool check metrics (exit {code}) found: {foreign:#?}");
-    ensure!(code == 0 || code == 3, "promtool exited {code}: {problems:#?}");
+    ensure!(
+        foreign.is_empty(),
+        "promtool check metrics (exit {code}) found: {foreign:#?}"
+    );
+    ensure!(
+        code == 0 || code == 3,
+        "promtool exited {code}: {problems:#?}"
+    );
     Ok(())
 }
 
@@ -113,9 +157,16 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
 fn openmetrics_is_served_when_asked_for() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let collector = Collector::start_default(dir.path())?;
-    let _agent = start_agent(dir.path(), "agent", &agent_config(&collector, "e2e-openmetrics", ""))?;
+    let _agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(&collector, "e2e-openmetrics", ""),
+    )?;
     wait_for("data", Duration::from_secs(30), || {
-        collector.scrape().ok().filter(|s| samples_total(s, "e2e-openmetrics").is_some())
+        collector
+            .scrape()
+            .ok()
+            .filter(|s| samples_total(s, "e2e-openmetrics").is_some())
     })?;
     let (status, content_type, body) = http_get(
         collector.http,
@@ -123,13 +174,25 @@ fn openmetrics_is_served_when_asked_for() -> Result<()> {
         Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
     )?;
     ensure!(status == 200);
-    ensure!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    ensure!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
     ensure!(body.ends_with("# EOF\n"), "no # EOF at the end");
-    ensure!(body.contains("# TYPE node_cpu_seconds counter\n"), "counter family without _total expected");
-    ensure!(body.contains("\nnode_cpu_seconds_total{"), "counter samples keep _total");
+    ensure!(
+        body.contains("# TYPE node_cpu_seconds counter\n"),
+        "counter family without _total expected"
+    );
+    ensure!(
+        body.contains("\nnode_cpu_seconds_total{"),
+        "counter samples keep _total"
+    );
     ensure!(body.contains("# TYPE vigil_memory_used_ratio histogram\n"));
     let (_, plain_type, plain) = http_get(collector.http, "/metrics", None)?;
-    ensure!(plain_type.starts_with("text/plain; version=0.0.4"), "{plain_type}");
+    ensure!(
+        plain_type.starts_with("text/plain; version=0.0.4"),
+        "{plain_type}"
+    );
     ensure!(!plain.contains("# EOF"));
     Ok(())
 }
@@ -146,17 +209,29 @@ fn textfile_values_reach_the_collector_and_bad_files_are_reported() -> Result<()
     std::fs::write(textfiles.join("broken.prom"), "this is { not a metric\n")?;
     let collector = Collector::start_default(dir.path())?;
     let instance = "e2e-textfile";
-    let extra = format!("[sources.textfile]\ndirectory = \"{}\"\n", textfiles.display());
-    let agent = start_agent(dir.path(), "agent", &agent_config(&collector, instance, &extra))?;
+    let extra = format!(
+        "[sources.textfile]\ndirectory = \"{}\"\n",
+        textfiles.display()
+    );
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(&collector, instance, &extra),
+    )?;
     let scrape = wait_for("the textfile value", Duration::from_secs(30), || {
-        collector
-            .scrape()
-            .ok()
-            .filter(|s| s.value("backup_last_size_bytes", &[("instance", instance), ("target", "db")]) == Some(42.0))
+        collector.scrape().ok().filter(|s| {
+            s.value(
+                "backup_last_size_bytes",
+                &[("instance", instance), ("target", "db")],
+            ) == Some(42.0)
+        })
     })?;
     ensure!(scrape.value("node_textfile_scrape_error", &[("instance", instance)]) == Some(1.0));
     let mtimes = scrape.samples("node_textfile_mtime_seconds", &[("instance", instance)]);
-    ensure!(mtimes.len() == 1 && mtimes[0].0["file"].ends_with("backup.prom"), "{mtimes:?}");
+    ensure!(
+        mtimes.len() == 1 && mtimes[0].0["file"].ends_with("backup.prom"),
+        "{mtimes:?}"
+    );
     agent.wait_for_log("broken.prom: line 1", Duration::from_secs(10))?;
 
     // A cron job replaces the file (write then rename) and removes the broken one.
@@ -164,12 +239,16 @@ fn textfile_values_reach_the_collector_and_bad_files_are_reported() -> Result<()
     std::fs::write(&tmp, "backup_last_size_bytes{target=\"db\"} 43\n")?;
     std::fs::rename(&tmp, textfiles.join("backup.prom"))?;
     std::fs::remove_file(textfiles.join("broken.prom"))?;
-    wait_for("the new textfile value and no error", Duration::from_secs(30), || {
-        collector.scrape().ok().filter(|s| {
-            s.value("backup_last_size_bytes", &[("instance", instance)]) == Some(43.0)
-                && s.value("node_textfile_scrape_error", &[("instance", instance)]) == Some(0.0)
-        })
-    })?;
+    wait_for(
+        "the new textfile value and no error",
+        Duration::from_secs(30),
+        || {
+            collector.scrape().ok().filter(|s| {
+                s.value("backup_last_size_bytes", &[("instance", instance)]) == Some(43.0)
+                    && s.value("node_textfile_scrape_error", &[("instance", instance)]) == Some(0.0)
+            })
+        },
+    )?;
     if agent.log().contains("panicked") {
         bail!("agent panicked:\n{}", agent.log());
     }

@@ -168,7 +168,9 @@ impl CollectorClient {
         let mut request = Request::new(batch);
         request.set_timeout(self.timeout);
         if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         match self.client.push(request).await {
             Ok(response) => Ok(response.into_inner()),
@@ -183,22 +185,38 @@ mod tests {
 
     #[test]
     fn statuses_sort_into_retry_and_reject() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted, Code::Unknown, Code::Internal] {
-            assert!(matches!(PushError::from_status(&Status::new(code, "x")), PushError::Retry { .. }), "{code:?}");
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Unknown,
+            Code::Internal,
+        ] {
+            assert!(
+                matches!(
+                    PushError::from_status(&Status::new(code, "x")),
+                    PushError::Retry { .. }
+                ),
+                "{code:?}"
+            );
         }
         for (code, reason) in [
             (Code::Unauthenticated, RejectReason::Unauthenticated),
             (Code::PermissionDenied, RejectReason::PermissionDenied),
             (Code::InvalidArgument, RejectReason::InvalidArgument),
         ] {
-            assert!(matches!(PushError::from_status(&Status::new(code, "x")), PushError::Reject { reason: r, .. } if r == reason));
+            assert!(
+                matches!(PushError::from_status(&Status::new(code, "x")), PushError::Reject { reason: r, .. } if r == reason)
+            );
         }
     }
 
     #[test]
     fn retry_delay_from_the_collector_is_honoured() {
         let mut status = Status::new(Code::ResourceExhausted, "slow down");
-        status.metadata_mut().insert(RETRY_AFTER_METADATA, MetadataValue::from_static("1500"));
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, MetadataValue::from_static("1500"));
         assert!(matches!(
             PushError::from_status(&status),
             PushError::Retry { after: Some(d), .. } if d == Duration::from_millis(1500)

@@ -83,35 +83,70 @@ impl ShipStats {
 
     /// Records the shipper's and the outbox's state as `vigil_agent_*` series.
     pub fn record(&self, outbox: &dyn Outbox, out: &mut Windows) -> Result<(), RecordError> {
-        let counter = |out: &mut Windows, name: &str, help: &str, v: u64| -> Result<(), RecordError> {
-            let f = out.family(name, help, FamilyKind::Counter)?;
-            out.set(f, &[], v as f64)
-        };
-        counter(out, "vigil_agent_batches_created_total", "Batches created, one per flush.", self.created.load(Ordering::Relaxed))?;
-        counter(out, "vigil_agent_batches_sent_total", "Batches the collector acknowledged.", self.sent.load(Ordering::Relaxed))?;
+        let counter =
+            |out: &mut Windows, name: &str, help: &str, v: u64| -> Result<(), RecordError> {
+                let f = out.family(name, help, FamilyKind::Counter)?;
+                out.set(f, &[], v as f64)
+            };
+        counter(
+            out,
+            "vigil_agent_batches_created_total",
+            "Batches created, one per flush.",
+            self.created.load(Ordering::Relaxed),
+        )?;
+        counter(
+            out,
+            "vigil_agent_batches_sent_total",
+            "Batches the collector acknowledged.",
+            self.sent.load(Ordering::Relaxed),
+        )?;
         counter(
             out,
             "vigil_agent_batches_duplicate_total",
             "Acknowledged batches the collector had already applied (a retry after a lost answer).",
             self.duplicates.load(Ordering::Relaxed),
         )?;
-        counter(out, "vigil_agent_send_retries_total", "Send attempts that failed and were retried.", self.retries.load(Ordering::Relaxed))?;
+        counter(
+            out,
+            "vigil_agent_send_retries_total",
+            "Send attempts that failed and were retried.",
+            self.retries.load(Ordering::Relaxed),
+        )?;
         let dropped = out.family(
             "vigil_agent_batches_dropped_total",
             "Batches dropped without delivery, by reason: outbox_full, or the collector's refusal.",
             FamilyKind::Counter,
         )?;
-        out.set(dropped, &[("reason", "outbox_full")], outbox.dropped() as f64)?;
-        for reason in [RejectReason::Unauthenticated, RejectReason::PermissionDenied, RejectReason::InvalidArgument] {
+        out.set(
+            dropped,
+            &[("reason", "outbox_full")],
+            outbox.dropped() as f64,
+        )?;
+        for reason in [
+            RejectReason::Unauthenticated,
+            RejectReason::PermissionDenied,
+            RejectReason::InvalidArgument,
+        ] {
             let v = self.rejected[Self::reject_slot(reason)].load(Ordering::Relaxed);
             out.set(dropped, &[("reason", reason.label())], v as f64)?;
         }
-        let gauge = |out: &mut Windows, name: &str, help: &str, v: f64| -> Result<(), RecordError> {
-            let f = out.family(name, help, FamilyKind::Gauge)?;
-            out.set(f, &[], v)
-        };
-        gauge(out, "vigil_agent_outbox_batches", "Batches waiting for the collector.", outbox.len() as f64)?;
-        gauge(out, "vigil_agent_outbox_bytes", "Bytes of batches waiting for the collector.", outbox.bytes() as f64)?;
+        let gauge =
+            |out: &mut Windows, name: &str, help: &str, v: f64| -> Result<(), RecordError> {
+                let f = out.family(name, help, FamilyKind::Gauge)?;
+                out.set(f, &[], v)
+            };
+        gauge(
+            out,
+            "vigil_agent_outbox_batches",
+            "Batches waiting for the collector.",
+            outbox.len() as f64,
+        )?;
+        gauge(
+            out,
+            "vigil_agent_outbox_bytes",
+            "Bytes of batches waiting for the collector.",
+            outbox.bytes() as f64,
+        )?;
         Ok(())
     }
 }
@@ -126,7 +161,12 @@ pub struct Shipper {
 
 impl Shipper {
     /// A shipper over `outbox`.
-    pub fn new(client: CollectorClient, outbox: Arc<dyn Outbox>, stats: Arc<ShipStats>, config: &ShipperConfig) -> Self {
+    pub fn new(
+        client: CollectorClient,
+        outbox: Arc<dyn Outbox>,
+        stats: Arc<ShipStats>,
+        config: &ShipperConfig,
+    ) -> Self {
         Self {
             client,
             outbox,
@@ -194,7 +234,8 @@ impl Shipper {
                     failed_attempts += 1;
                     failing_since.get_or_insert_with(Instant::now);
                     let now = Instant::now();
-                    if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                    if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                    {
                         last_warning = Some(now);
                         warn!(
                             collector = self.client.endpoint(),
@@ -222,7 +263,10 @@ mod tests {
         assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
         assert!(delays[3] >= Duration::from_millis(400) && delays[3] <= Duration::from_millis(800));
         for d in &delays[5..] {
-            assert!(*d >= Duration::from_secs(1) && *d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                *d >= Duration::from_secs(1) && *d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -82,18 +82,23 @@ impl MemoryQueue {
     }
 
     fn remove(&self, sequence: u64) {
-        let Ok(mut batches) = self.batches.lock() else { return };
+        let Ok(mut batches) = self.batches.lock() else {
+            return;
+        };
         if let Some(i) = batches.iter().position(|b| b.sequence == sequence)
             && let Some(b) = batches.remove(i)
         {
-            self.bytes.fetch_sub(b.encoded_len as u64, Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(b.encoded_len as u64, Ordering::Relaxed);
         }
     }
 }
 
 impl Outbox for MemoryQueue {
     fn enqueue(&self, batch: Batch) {
-        let Ok(mut batches) = self.batches.lock() else { return };
+        let Ok(mut batches) = self.batches.lock() else {
+            return;
+        };
         let mut bytes = self.bytes.load(Ordering::Relaxed) + batch.encoded_len as u64;
         while bytes > self.max_bytes {
             match batches.pop_front() {
@@ -101,7 +106,7 @@ impl Outbox for MemoryQueue {
                     bytes -= old.encoded_len as u64;
                     let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     // Log the first drop and then every hundredth, not each one.
-                    if dropped == 1 || dropped % 100 == 0 {
+                    if dropped == 1 || dropped.is_multiple_of(100) {
                         tracing::warn!(
                             sequence = old.sequence,
                             dropped_total = dropped,

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn parses_rss_and_cpu_with_odd_command_names() {
-        assert_eq!(parse_rss_bytes("Name:\tx\nVmRSS:\t    5120 kB\n"), Some(5_242_880.0));
+        assert_eq!(
+            parse_rss_bytes("Name:\tx\nVmRSS:\t    5120 kB\n"),
+            Some(5_242_880.0)
+        );
         assert_eq!(parse_rss_bytes("Name:\tx\n"), None);
         let stat = "4242 (vigil (a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 200";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));

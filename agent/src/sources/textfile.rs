@@ -39,7 +39,10 @@ fn read_file(path: &Path) -> Result<Vec<TextFamily>, String> {
             ));
         }
         if let Some(s) = family.samples.iter().find(|s| s.timestamp_ms.is_some()) {
-            return Err(format!("line {}: {}: timestamps are not supported in textfiles", s.line, s.name));
+            return Err(format!(
+                "line {}: {}: timestamps are not supported in textfiles",
+                s.line, s.name
+            ));
         }
     }
     Ok(families)
@@ -57,7 +60,9 @@ fn record(out: &mut Windows, families: &[TextFamily], path: &Path) -> Result<(),
             .help
             .clone()
             .unwrap_or_else(|| format!("Metric read from {}", path.display()));
-        let id = out.family(&family.name, &help, kind).map_err(|e| e.to_string())?;
+        let id = out
+            .family(&family.name, &help, kind)
+            .map_err(|e| e.to_string())?;
         for sample in &family.samples {
             labels.clear();
             for (k, v) in &sample.labels {
@@ -155,20 +160,37 @@ mod tests {
         let mut source = TextfileSource::new(dir.path().to_path_buf());
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
-        let err = source.sample(&mut w, SystemTime::now()).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = source
+            .sample(&mut w, SystemTime::now())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("bad.prom: line 1"), "{err}");
         let families = w.close()?;
-        assert_eq!(values(&families, "backup_last_success_timestamp_seconds"), [1.7e9]);
+        assert_eq!(
+            values(&families, "backup_last_success_timestamp_seconds"),
+            [1.7e9]
+        );
         assert_eq!(values(&families, "also_here"), Vec::<f64>::new());
         assert_eq!(values(&families, "node_textfile_scrape_error"), [1.0]);
         assert_eq!(values(&families, "node_textfile_mtime_seconds").len(), 1);
         let renamed = families
             .iter()
             .find(|f| f.name == "backup_last_success_timestamp_seconds")
-            .map(|f| f.series[0].labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>());
+            .map(|f| {
+                f.series[0]
+                    .labels
+                    .iter()
+                    .map(|l| format!("{}={}", l.name, l.value))
+                    .collect::<Vec<_>>()
+            });
         assert_eq!(
             renamed,
-            Some(vec!["exported_job=backup".to_string(), "instance=h".into(), "job=node".into()])
+            Some(vec![
+                "exported_job=backup".to_string(),
+                "instance=h".into(),
+                "job=node".into()
+            ])
         );
         Ok(())
     }
@@ -182,7 +204,11 @@ mod tests {
         let mut source = TextfileSource::new(dir.path().to_path_buf());
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
-        let err = source.sample(&mut w, SystemTime::now()).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = source
+            .sample(&mut w, SystemTime::now())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("a.prom: line 1: x: timestamps"), "{err}");
         assert!(err.contains("b.prom: h: histogram"), "{err}");
         let families = w.close()?;

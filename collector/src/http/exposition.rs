@@ -104,7 +104,14 @@ impl ExpositionWriter {
     }
 
     /// Writes one sample line: `name{labels,extra} value`.
-    pub fn sample(&mut self, name: &str, suffix: &str, labels: &str, extra: Option<(&str, f64)>, value: f64) {
+    pub fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &str,
+        extra: Option<(&str, f64)>,
+        value: f64,
+    ) {
         self.out.push_str(name);
         self.out.push_str(suffix);
         if !labels.is_empty() || extra.is_some() {
@@ -127,15 +134,34 @@ impl ExpositionWriter {
     }
 
     /// Writes a stored family and its series.
-    pub fn family(&mut self, name: &str, help: &str, kind: StoredKind, bounds: &[f64], series: &mut dyn Iterator<Item = &StoredSeries>) {
+    pub fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: StoredKind,
+        bounds: &[f64],
+        series: &mut dyn Iterator<Item = &StoredSeries>,
+    ) {
         self.header(name, help, kind);
         for s in series {
             match (&s.cumulative, kind) {
                 (Some(c), StoredKind::Histogram) => {
                     for (bound, count) in bounds.iter().zip(&c.buckets) {
-                        self.sample(name, "_bucket", &s.labels_text, Some(("le", *bound)), *count as f64);
+                        self.sample(
+                            name,
+                            "_bucket",
+                            &s.labels_text,
+                            Some(("le", *bound)),
+                            *count as f64,
+                        );
                     }
-                    self.sample(name, "_bucket", &s.labels_text, Some(("le", f64::INFINITY)), c.count as f64);
+                    self.sample(
+                        name,
+                        "_bucket",
+                        &s.labels_text,
+                        Some(("le", f64::INFINITY)),
+                        c.count as f64,
+                    );
                     self.sample(name, "_sum", &s.labels_text, None, c.sum);
                     self.sample(name, "_count", &s.labels_text, None, c.count as f64);
                 }
@@ -172,9 +198,19 @@ mod tests {
     #[test]
     fn text_format_histogram_and_counter() {
         let mut w = ExpositionWriter::new(Format::Text, 1024);
-        let c = Cumulative { buckets: vec![1, 3], sum: 1.25, count: 4 };
+        let c = Cumulative {
+            buckets: vec![1, 3],
+            sum: 1.25,
+            count: 4,
+        };
         let h = [series("job=\"n\"", 0.5, Some(c))];
-        w.family("vigil_x_ratio", "X.\nline", StoredKind::Histogram, &[0.5, 1.0], &mut h.iter());
+        w.family(
+            "vigil_x_ratio",
+            "X.\nline",
+            StoredKind::Histogram,
+            &[0.5, 1.0],
+            &mut h.iter(),
+        );
         let t = [series("", f64::NAN, None)];
         w.family("a_total", "", StoredKind::Counter, &[], &mut t.iter());
         let text = w.finish();
@@ -191,11 +227,22 @@ mod tests {
     fn openmetrics_names_counters_without_total_and_ends_with_eof() {
         let mut w = ExpositionWriter::new(Format::OpenMetrics, 1024);
         let s = [series("a=\"1\"", 3.0, None)];
-        w.family("jobs_total", "Jobs \"done\".", StoredKind::Counter, &[], &mut s.iter());
+        w.family(
+            "jobs_total",
+            "Jobs \"done\".",
+            StoredKind::Counter,
+            &[],
+            &mut s.iter(),
+        );
         w.family("odd_counter", "", StoredKind::Counter, &[], &mut s.iter());
         w.family("thing", "", StoredKind::Untyped, &[], &mut s.iter());
         let text = w.finish();
-        assert!(text.contains("# HELP jobs Jobs \\\"done\\\".\n# TYPE jobs counter\njobs_total{a=\"1\"} 3\n"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP jobs Jobs \\\"done\\\".\n# TYPE jobs counter\njobs_total{a=\"1\"} 3\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("# TYPE odd_counter unknown\n"));
         assert!(text.contains("# TYPE thing unknown\n"));
         assert!(text.ends_with("# EOF\n"));
@@ -205,7 +252,9 @@ mod tests {
     fn accept_header_negotiates_the_format() {
         assert_eq!(Format::from_accept(None), Format::Text);
         assert_eq!(
-            Format::from_accept(Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")),
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
             Format::OpenMetrics
         );
         assert_eq!(Format::from_accept(Some("text/plain")), Format::Text);

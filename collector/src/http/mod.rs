@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::ingest::IngestMetrics;
-use crate::store::{StoredKind, Store};
+use crate::store::{Store, StoredKind};
 use exposition::{ExpositionWriter, Format};
 
 /// What the HTTP handlers read.
@@ -43,7 +43,10 @@ impl HttpState {
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/-/healthy", get(|| async { "Vigil collector is Healthy.\n" }))
+        .route(
+            "/-/healthy",
+            get(|| async { "Vigil collector is Healthy.\n" }),
+        )
         .route("/-/ready", get(|| async { "Vigil collector is Ready.\n" }))
         .with_state(state)
 }
@@ -74,11 +77,31 @@ pub fn render(state: &HttpState, format: Format) -> String {
         labels.push_str("agent=\"");
         vigil_shared::labels::escape_label_value_into(&mut labels, agent);
         labels.push('"');
-        w.sample("vigil_collector_agent_last_push_timestamp_seconds", "", &labels, None, *at);
+        w.sample(
+            "vigil_collector_agent_last_push_timestamp_seconds",
+            "",
+            &labels,
+            None,
+            *at,
+        );
     }
-    w.header("vigil_collector_series", "Series held in the store.", StoredKind::Gauge);
-    w.sample("vigil_collector_series", "", "", None, state.store.series_count() as f64);
-    w.header("vigil_collector_build_info", "The collector's version, always 1.", StoredKind::Gauge);
+    w.header(
+        "vigil_collector_series",
+        "Series held in the store.",
+        StoredKind::Gauge,
+    );
+    w.sample(
+        "vigil_collector_series",
+        "",
+        "",
+        None,
+        state.store.series_count() as f64,
+    );
+    w.header(
+        "vigil_collector_build_info",
+        "The collector's version, always 1.",
+        StoredKind::Gauge,
+    );
     w.sample(
         "vigil_collector_build_info",
         "",
@@ -94,5 +117,9 @@ pub fn render(state: &HttpState, format: Format) -> String {
 async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = render(&state, format);
-    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], body)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
 }

@@ -42,9 +42,16 @@ impl Authenticator {
     }
 
     /// Decides whether `agent_id`, connecting from `peer` with `authorization`, may push.
-    pub fn check(&self, agent_id: &str, peer: Option<SocketAddr>, authorization: Option<&str>) -> Result<(), Refusal> {
+    pub fn check(
+        &self,
+        agent_id: &str,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+    ) -> Result<(), Refusal> {
         let refuse = |reason, message: String| Err(Refusal { reason, message });
-        let presented = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+        let presented = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
         if self.tokens.is_empty() {
             let loopback = peer.is_some_and(|p| p.ip().is_loopback());
             return match (self.unauthenticated, loopback) {
@@ -64,7 +71,9 @@ impl Authenticator {
         let Some(presented) = presented else {
             return refuse(
                 RejectReason::Unauthenticated,
-                format!("agent {agent_id:?} sent no bearer token; set [collector] token_file in the agent's config"),
+                format!(
+                    "agent {agent_id:?} sent no bearer token; set [collector] token_file in the agent's config"
+                ),
             );
         };
         let matching = self
@@ -85,7 +94,9 @@ impl Authenticator {
             ),
             None => refuse(
                 RejectReason::Unauthenticated,
-                format!("agent {agent_id:?} sent a token this collector does not know; check the agent's token_file against [[ingest.agents]]"),
+                format!(
+                    "agent {agent_id:?} sent a token this collector does not know; check the agent's token_file against [[ingest.agents]]"
+                ),
             ),
         }
     }
@@ -105,7 +116,10 @@ mod tests {
         let auth = Authenticator::new(vec![], Unauthenticated::Loopback);
         assert!(auth.check("a", peer([127, 0, 0, 1]), None).is_ok());
         let refusal = auth.check("a", peer([192, 0, 2, 1]), None).err();
-        assert_eq!(refusal.map(|r| r.reason), Some(RejectReason::Unauthenticated));
+        assert_eq!(
+            refusal.map(|r| r.reason),
+            Some(RejectReason::Unauthenticated)
+        );
         let none = Authenticator::new(vec![], Unauthenticated::None);
         assert!(none.check("a", peer([127, 0, 0, 1]), None).is_err());
     }
@@ -114,16 +128,33 @@ mod tests {
     fn tokens_are_bound_to_their_agent() {
         let auth = Authenticator::new(
             vec![
-                AgentToken { instance: "web-1".into(), token: Secret::new("token-web-1-0123456") },
-                AgentToken { instance: "*".into(), token: Secret::new("fleet-token-0123456") },
+                AgentToken {
+                    instance: "web-1".into(),
+                    token: Secret::new("token-web-1-0123456"),
+                },
+                AgentToken {
+                    instance: "*".into(),
+                    token: Secret::new("fleet-token-0123456"),
+                },
             ],
             Unauthenticated::Loopback,
         );
         let local = peer([127, 0, 0, 1]);
-        assert!(auth.check("web-1", local, Some("Bearer token-web-1-0123456")).is_ok());
-        assert!(auth.check("db-9", local, Some("Bearer fleet-token-0123456")).is_ok());
-        let r = auth.check("web-2", local, Some("Bearer token-web-1-0123456")).err();
-        assert_eq!(r.as_ref().map(|r| r.reason), Some(RejectReason::PermissionDenied));
+        assert!(
+            auth.check("web-1", local, Some("Bearer token-web-1-0123456"))
+                .is_ok()
+        );
+        assert!(
+            auth.check("db-9", local, Some("Bearer fleet-token-0123456"))
+                .is_ok()
+        );
+        let r = auth
+            .check("web-2", local, Some("Bearer token-web-1-0123456"))
+            .err();
+        assert_eq!(
+            r.as_ref().map(|r| r.reason),
+            Some(RejectReason::PermissionDenied)
+        );
         assert!(r.is_some_and(|r| r.message.contains("web-1")));
         let r = auth.check("web-1", local, Some("Bearer wrong")).err();
         assert_eq!(r.map(|r| r.reason), Some(RejectReason::Unauthenticated));

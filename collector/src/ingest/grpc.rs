@@ -60,7 +60,11 @@ impl IngestService {
 }
 
 /// Checks a whole batch; the error names the first bad series.
-pub fn validate_batch(batch: &PushRequest, limits: &SeriesLimits, max_series: usize) -> Result<(), String> {
+pub fn validate_batch(
+    batch: &PushRequest,
+    limits: &SeriesLimits,
+    max_series: usize,
+) -> Result<(), String> {
     if batch.agent_id.is_empty() {
         return Err("agent_id is empty".into());
     }
@@ -69,39 +73,76 @@ pub fn validate_batch(batch: &PushRequest, limits: &SeriesLimits, max_series: us
     }
     let total: usize = batch.families.iter().map(|f| f.series.len()).sum();
     if total > max_series {
-        return Err(format!("{total} series in one push, more than ingest.max_series_per_push ({max_series})"));
+        return Err(format!(
+            "{total} series in one push, more than ingest.max_series_per_push ({max_series})"
+        ));
     }
     for family in &batch.families {
-        labels::validate_metric_name(&family.name, limits).map_err(|e| format!("family {:?}: {e}", family.name))?;
+        labels::validate_metric_name(&family.name, limits)
+            .map_err(|e| format!("family {:?}: {e}", family.name))?;
         let kind = Kind::try_from(family.kind).unwrap_or(Kind::Unspecified);
         if kind == Kind::Unspecified {
-            return Err(format!("family {}: unknown kind {}", family.name, family.kind));
+            return Err(format!(
+                "family {}: unknown kind {}",
+                family.name, family.kind
+            ));
         }
         let histogram = kind == Kind::Histogram;
         if histogram {
-            if family.bucket_bounds.is_empty() || family.bucket_bounds.windows(2).any(|w| !(w[0] < w[1])) || family.bucket_bounds.iter().any(|b| !b.is_finite()) {
-                return Err(format!("family {}: bucket bounds must be finite and strictly ascending", family.name));
+            if family.bucket_bounds.is_empty()
+                || family.bucket_bounds.windows(2).any(|w| w[0] >= w[1])
+                || family.bucket_bounds.iter().any(|b| !b.is_finite())
+            {
+                return Err(format!(
+                    "family {}: bucket bounds must be finite and strictly ascending",
+                    family.name
+                ));
             }
         } else if !family.bucket_bounds.is_empty() {
-            return Err(format!("family {}: bucket bounds on a family that is not a histogram", family.name));
+            return Err(format!(
+                "family {}: bucket bounds on a family that is not a histogram",
+                family.name
+            ));
         }
         for series in &family.series {
-            let pairs = || series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
-            labels::validate_labels(pairs(), limits)
-                .map_err(|e| format!("series {}: {e}", labels::describe_series(&family.name, pairs())))?;
+            let pairs = || {
+                series
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+            };
+            labels::validate_labels(pairs(), limits).map_err(|e| {
+                format!(
+                    "series {}: {e}",
+                    labels::describe_series(&family.name, pairs())
+                )
+            })?;
             if histogram && series.labels.iter().any(|l| l.name == "le") {
-                return Err(format!("series {}: a histogram series may not carry an `le` label", labels::describe_series(&family.name, pairs())));
+                return Err(format!(
+                    "series {}: a histogram series may not carry an `le` label",
+                    labels::describe_series(&family.name, pairs())
+                ));
             }
             match (&series.window, histogram) {
                 (Some(window), true) => {
-                    decode_window(window, family.bucket_bounds.len())
-                        .map_err(|e| format!("series {}: {e}", labels::describe_series(&family.name, pairs())))?;
+                    decode_window(window, family.bucket_bounds.len()).map_err(|e| {
+                        format!(
+                            "series {}: {e}",
+                            labels::describe_series(&family.name, pairs())
+                        )
+                    })?;
                 }
                 (None, true) => {
-                    return Err(format!("series {}: histogram series without a window", labels::describe_series(&family.name, pairs())));
+                    return Err(format!(
+                        "series {}: histogram series without a window",
+                        labels::describe_series(&family.name, pairs())
+                    ));
                 }
                 (Some(_), false) => {
-                    return Err(format!("series {}: a window on a series that is not a histogram", labels::describe_series(&family.name, pairs())));
+                    return Err(format!(
+                        "series {}: a window on a series that is not a histogram",
+                        labels::describe_series(&family.name, pairs())
+                    ));
                 }
                 (None, false) => {}
             }
@@ -120,7 +161,10 @@ impl Ingest for IngestService {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut batch = request.into_inner();
-        if let Err(refusal) = self.auth.check(&batch.agent_id, peer, authorization.as_deref()) {
+        if let Err(refusal) = self
+            .auth
+            .check(&batch.agent_id, peer, authorization.as_deref())
+        {
             return Err(self.refuse(refusal.reason, &batch.agent_id, refusal.message));
         }
         if let Err(message) = validate_batch(&batch, &self.limits, self.max_series_per_push) {
@@ -133,7 +177,9 @@ impl Ingest for IngestService {
             .filter(|f| f.name.starts_with(RESERVED_PREFIX))
             .map(|f| f.series.len() as u64)
             .sum();
-        batch.families.retain(|f| !f.name.starts_with(RESERVED_PREFIX));
+        batch
+            .families
+            .retain(|f| !f.name.starts_with(RESERVED_PREFIX));
         if batch.families.len() != before {
             debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
         }
@@ -169,27 +215,62 @@ mod tests {
                 help: String::new(),
                 kind: Kind::Gauge as i32,
                 bucket_bounds: vec![],
-                series: vec![Series { labels, value: 1.0, timestamp_ms: 0, window: None }],
+                series: vec![Series {
+                    labels,
+                    value: 1.0,
+                    timestamp_ms: 0,
+                    window: None,
+                }],
             }],
             ..Default::default()
         }
     }
 
     fn label(name: &str, value: &str) -> Label {
-        Label { name: name.into(), value: value.into() }
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     #[test]
     fn invalid_series_are_named_in_the_error() {
         let limits = SeriesLimits::default();
-        assert!(validate_batch(&batch(vec![label("instance", "a"), label("job", "n")]), &limits, 10).is_ok());
-        let err = validate_batch(&batch(vec![label("instance", "a"), label("job", "n"), label("z-z", "1")]), &limits, 10)
+        assert!(
+            validate_batch(
+                &batch(vec![label("instance", "a"), label("job", "n")]),
+                &limits,
+                10
+            )
+            .is_ok()
+        );
+        let err = validate_batch(
+            &batch(vec![
+                label("instance", "a"),
+                label("job", "n"),
+                label("z-z", "1"),
+            ]),
+            &limits,
+            10,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            err.contains("node_load1{instance=\"a\",job=\"n\",z-z=\"1\"}")
+                && err.contains("invalid label name"),
+            "{err}"
+        );
+        let err = validate_batch(&batch(vec![label("instance", "a")]), &limits, 10)
             .err()
             .unwrap_or_default();
-        assert!(err.contains("node_load1{instance=\"a\",job=\"n\",z-z=\"1\"}") && err.contains("invalid label name"), "{err}");
-        let err = validate_batch(&batch(vec![label("instance", "a")]), &limits, 10).err().unwrap_or_default();
         assert!(err.contains("\"job\" is missing"), "{err}");
-        let err = validate_batch(&batch(vec![label("instance", "a"), label("job", "n")]), &limits, 0).err().unwrap_or_default();
+        let err = validate_batch(
+            &batch(vec![label("instance", "a"), label("job", "n")]),
+            &limits,
+            0,
+        )
+        .err()
+        .unwrap_or_default();
         assert!(err.contains("max_series_per_push"), "{err}");
     }
 
@@ -201,7 +282,13 @@ mod tests {
         assert!(validate_batch(&b, &limits, 10).is_err_and(|e| e.contains("not a histogram")));
         b.families[0].kind = Kind::Histogram as i32;
         b.families[0].bucket_bounds = vec![1.0];
-        b.families[0].series[0].window = Some(Window { count: 1, bucket_counts: vec![1, 0], scale: 1.0, hdr: vec![1, 2, 3], ..Default::default() });
+        b.families[0].series[0].window = Some(Window {
+            count: 1,
+            bucket_counts: vec![1, 0],
+            scale: 1.0,
+            hdr: vec![1, 2, 3],
+            ..Default::default()
+        });
         assert!(validate_batch(&b, &limits, 10).is_err_and(|e| e.contains("HDR")));
     }
 }

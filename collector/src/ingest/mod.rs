@@ -63,13 +63,17 @@ impl IngestMetrics {
 
     /// Counts a refused push.
     pub fn rejected(&self, reason: RejectReason) {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts series skipped for a kind conflict or a reserved name.
     pub fn skipped(&self, conflicts: u64, reserved: u64) {
-        self.series_conflicts.fetch_add(conflicts, Ordering::Relaxed);
+        self.series_conflicts
+            .fetch_add(conflicts, Ordering::Relaxed);
         self.series_reserved.fetch_add(reserved, Ordering::Relaxed);
     }
 
@@ -81,8 +85,20 @@ impl IngestMetrics {
             "Pushes answered with success, by result: applied, or duplicate (acknowledged, applied before).",
             StoredKind::Counter,
         );
-        w.sample("vigil_collector_pushes_total", "", "result=\"applied\"", None, load(&self.accepted));
-        w.sample("vigil_collector_pushes_total", "", "result=\"duplicate\"", None, load(&self.duplicates));
+        w.sample(
+            "vigil_collector_pushes_total",
+            "",
+            "result=\"applied\"",
+            None,
+            load(&self.accepted),
+        );
+        w.sample(
+            "vigil_collector_pushes_total",
+            "",
+            "result=\"duplicate\"",
+            None,
+            load(&self.duplicates),
+        );
         w.header(
             "vigil_collector_pushes_rejected_total",
             "Pushes refused, by reason.",
@@ -90,16 +106,44 @@ impl IngestMetrics {
         );
         for (reason, n) in RejectReason::ALL.iter().zip(&self.rejected) {
             let labels = format!("reason=\"{}\"", reason.label());
-            w.sample("vigil_collector_pushes_rejected_total", "", &labels, None, load(n));
+            w.sample(
+                "vigil_collector_pushes_rejected_total",
+                "",
+                &labels,
+                None,
+                load(n),
+            );
         }
-        w.header("vigil_collector_series_applied_total", "Series written to the store.", StoredKind::Counter);
-        w.sample("vigil_collector_series_applied_total", "", "", None, load(&self.series_applied));
+        w.header(
+            "vigil_collector_series_applied_total",
+            "Series written to the store.",
+            StoredKind::Counter,
+        );
+        w.sample(
+            "vigil_collector_series_applied_total",
+            "",
+            "",
+            None,
+            load(&self.series_applied),
+        );
         w.header(
             "vigil_collector_series_skipped_total",
             "Series not stored, by reason: kind_conflict (the family exists with another type or bucket ladder), reserved_name (vigil_collector_ prefix).",
             StoredKind::Counter,
         );
-        w.sample("vigil_collector_series_skipped_total", "", "reason=\"kind_conflict\"", None, load(&self.series_conflicts));
-        w.sample("vigil_collector_series_skipped_total", "", "reason=\"reserved_name\"", None, load(&self.series_reserved));
+        w.sample(
+            "vigil_collector_series_skipped_total",
+            "",
+            "reason=\"kind_conflict\"",
+            None,
+            load(&self.series_conflicts),
+        );
+        w.sample(
+            "vigil_collector_series_skipped_total",
+            "",
+            "reason=\"reserved_name\"",
+            None,
+            load(&self.series_reserved),
+        );
     }
 }

@@ -181,7 +181,11 @@ impl Store {
                 );
             }
         }
-        let agent = inner.agents.get(&batch.agent_id).map(|a| a.index).unwrap_or(u32::MAX);
+        let agent = inner
+            .agents
+            .get(&batch.agent_id)
+            .map(|a| a.index)
+            .unwrap_or(u32::MAX);
         let stale_after = self.stale_after;
         let mut applied = Applied::default();
         for family in &batch.families {
@@ -251,7 +255,10 @@ impl Store {
     }
 
     /// Calls `visit` with every family and its fresh series, in name order.
-    pub fn visit(&self, mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = &StoredSeries>)) {
+    pub fn visit(
+        &self,
+        mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = &StoredSeries>),
+    ) {
         let inner = match self.inner.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -324,8 +331,14 @@ mod tests {
 
     fn labels(instance: &str) -> Vec<Label> {
         vec![
-            Label { name: "instance".into(), value: instance.into() },
-            Label { name: "job".into(), value: "node".into() },
+            Label {
+                name: "instance".into(),
+                value: instance.into(),
+            },
+            Label {
+                name: "job".into(),
+                value: "node".into(),
+            },
         ]
     }
 
@@ -340,7 +353,12 @@ mod tests {
                     help: "G.".into(),
                     kind: Kind::Gauge as i32,
                     bucket_bounds: vec![],
-                    series: vec![Series { labels: labels("a"), value, timestamp_ms: 1, window: None }],
+                    series: vec![Series {
+                        labels: labels("a"),
+                        value,
+                        timestamp_ms: 1,
+                        window: None,
+                    }],
                 },
                 Family {
                     name: "h".into(),
@@ -351,7 +369,12 @@ mod tests {
                         labels: labels("a"),
                         value,
                         timestamp_ms: 1,
-                        window: Some(Window { count: 3, sum: 1.5, bucket_counts: vec![2, 1, 0], ..Default::default() }),
+                        window: Some(Window {
+                            count: 3,
+                            sum: 1.5,
+                            bucket_counts: vec![2, 1, 0],
+                            ..Default::default()
+                        }),
                     }],
                 },
             ],
@@ -363,7 +386,12 @@ mod tests {
         let mut out = Vec::new();
         store.visit(|name, _, series| {
             for s in series {
-                out.push((name.to_string(), s.labels_text.clone(), s.value, s.cumulative.clone()));
+                out.push((
+                    name.to_string(),
+                    s.labels_text.clone(),
+                    s.value,
+                    s.cumulative.clone(),
+                ));
             }
         });
         out
@@ -376,7 +404,10 @@ mod tests {
         let replay = store.apply(&batch(1, 9, 1.0));
         assert!(replay.duplicate);
         let snap = snapshot(&store);
-        assert_eq!(snap[1].3.as_ref().map(|c| (c.count, c.buckets.clone())), Some((3, vec![2, 3, 3])));
+        assert_eq!(
+            snap[1].3.as_ref().map(|c| (c.count, c.buckets.clone())),
+            Some((3, vec![2, 3, 3]))
+        );
         // The next batch accumulates.
         store.apply(&batch(2, 9, 2.0));
         let snap = snapshot(&store);

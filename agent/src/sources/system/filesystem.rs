@@ -137,9 +137,15 @@ mod tests {
     fn root_filesystem_has_a_size() {
         let mut statter = FsStatter::new(Duration::from_secs(5));
         let s = statter.stat(Path::new("/"));
-        assert!(matches!(s, Ok(FsStats { size_bytes, .. }) if size_bytes > 0.0), "{s:?}");
+        assert!(
+            matches!(s, Ok(FsStats { size_bytes, .. }) if size_bytes > 0.0),
+            "{s:?}"
+        );
         // The helper is reused for the next mount.
         assert!(statter.stat(Path::new("/")).is_ok());
-        assert!(matches!(statter.stat(Path::new("/no/such/mount")), Err(FsError::Failed(_))));
+        assert!(matches!(
+            statter.stat(Path::new("/no/such/mount")),
+            Err(FsError::Failed(_))
+        ));
     }
 }

@@ -25,23 +25,91 @@ use procfs::{CPU_MODES, CpuTicks, NET_RECEIVE, NET_TRANSMIT, SECTOR_BYTES, USER_
 /// node_exporter's disk families, in /proc/diskstats column order, with the
 /// factor that turns the column into the family's unit.
 const DISK_FAMILIES: [(&str, &str, f64); 17] = [
-    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", 1.0),
-    ("node_disk_reads_merged_total", "The total number of reads merged.", 1.0),
-    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", SECTOR_BYTES),
-    ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", 0.001),
-    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", 1.0),
-    ("node_disk_writes_merged_total", "The number of writes merged.", 1.0),
-    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", SECTOR_BYTES),
-    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", 0.001),
-    ("node_disk_io_now", "The number of I/Os currently in progress.", 1.0),
-    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", 0.001),
-    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", 0.001),
-    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", 1.0),
-    ("node_disk_discards_merged_total", "The total number of discards merged.", 1.0),
-    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", 1.0),
-    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", 0.001),
-    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", 1.0),
-    ("node_disk_flush_requests_time_seconds_total", "This is the total number of seconds spent by all flush requests.", 0.001),
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_reads_merged_total",
+        "The total number of reads merged.",
+        1.0,
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        SECTOR_BYTES,
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        0.001,
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_writes_merged_total",
+        "The number of writes merged.",
+        1.0,
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        SECTOR_BYTES,
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        0.001,
+    ),
+    (
+        "node_disk_io_now",
+        "The number of I/Os currently in progress.",
+        1.0,
+    ),
+    (
+        "node_disk_io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        0.001,
+    ),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        0.001,
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_discards_merged_total",
+        "The total number of discards merged.",
+        1.0,
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        0.001,
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        1.0,
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        0.001,
+    ),
 ];
 
 /// Readings kept from the previous sample, to turn counters into rates.
@@ -77,13 +145,22 @@ impl SystemSource {
         Ok(Self {
             proc_path: config.proc_path.clone(),
             rootfs_path: config.rootfs_path.clone(),
-            mount_points_exclude: regex(&config.filesystem_mount_points_exclude, "filesystem_mount_points_exclude")?,
-            fs_types_exclude: regex(&config.filesystem_fs_types_exclude, "filesystem_fs_types_exclude")?,
+            mount_points_exclude: regex(
+                &config.filesystem_mount_points_exclude,
+                "filesystem_mount_points_exclude",
+            )?,
+            fs_types_exclude: regex(
+                &config.filesystem_fs_types_exclude,
+                "filesystem_fs_types_exclude",
+            )?,
             disk_exclude: regex(&config.disk_devices_exclude, "disk_devices_exclude")?,
             net_exclude: if config.network_devices_exclude.is_empty() {
                 None
             } else {
-                Some(regex(&config.network_devices_exclude, "network_devices_exclude")?)
+                Some(regex(
+                    &config.network_devices_exclude,
+                    "network_devices_exclude",
+                )?)
             },
             statter: FsStatter::new(config.filesystem_timeout.0),
             cpu_labels: Vec::new(),
@@ -100,7 +177,8 @@ impl SystemSource {
         use std::io::Read;
         self.buffer.clear();
         let path = self.proc_path.join(relative);
-        let result = std::fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut self.buffer));
+        let result =
+            std::fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut self.buffer));
         match result {
             Ok(_) => true,
             Err(e) => {
@@ -112,7 +190,8 @@ impl SystemSource {
 
     fn note_bad_lines(&mut self, file: &str, bad: usize) {
         if bad > 0 {
-            self.problems.push(format!("{file}: {bad} lines did not parse"));
+            self.problems
+                .push(format!("{file}: {bad} lines did not parse"));
         }
     }
 
@@ -130,7 +209,11 @@ impl SystemSource {
         }
         let stat = procfs::parse_stat(&self.buffer);
         self.note_bad_lines("stat", stat.bad_lines);
-        let seconds = out.family("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.", FamilyKind::Counter)?;
+        let seconds = out.family(
+            "node_cpu_seconds_total",
+            "Seconds the CPUs spent in each mode.",
+            FamilyKind::Counter,
+        )?;
         let guest = out.family(
             "node_cpu_guest_seconds_total",
             "Seconds the CPUs spent in guests (VMs) for each mode.",
@@ -142,8 +225,16 @@ impl SystemSource {
             for (mode, ticks) in CPU_MODES.iter().zip(cpu.ticks) {
                 out.set(seconds, &[("cpu", &label), ("mode", mode)], ticks / USER_HZ)?;
             }
-            out.set(guest, &[("cpu", &label), ("mode", "user")], cpu.ticks[8] / USER_HZ)?;
-            out.set(guest, &[("cpu", &label), ("mode", "nice")], cpu.ticks[9] / USER_HZ)?;
+            out.set(
+                guest,
+                &[("cpu", &label), ("mode", "user")],
+                cpu.ticks[8] / USER_HZ,
+            )?;
+            out.set(
+                guest,
+                &[("cpu", &label), ("mode", "nice")],
+                cpu.ticks[9] / USER_HZ,
+            )?;
         }
         if let Some(all) = stat.cpus.iter().find(|c| c.cpu.is_none()) {
             if let Some(prev) = &self.previous_cpu {
@@ -161,12 +252,42 @@ impl SystemSource {
             self.previous_cpu = Some(all.clone());
         }
         let scalars: [(&str, &str, FamilyKind, Option<f64>); 6] = [
-            ("node_intr_total", "Total number of interrupts serviced.", FamilyKind::Counter, stat.interrupts),
-            ("node_context_switches_total", "Total number of context switches.", FamilyKind::Counter, stat.context_switches),
-            ("node_forks_total", "Total number of forks.", FamilyKind::Counter, stat.forks),
-            ("node_boot_time_seconds", "Node boot time, in unixtime.", FamilyKind::Gauge, stat.boot_time),
-            ("node_procs_running", "Number of processes in runnable state.", FamilyKind::Gauge, stat.procs_running),
-            ("node_procs_blocked", "Number of processes blocked waiting for I/O to complete.", FamilyKind::Gauge, stat.procs_blocked),
+            (
+                "node_intr_total",
+                "Total number of interrupts serviced.",
+                FamilyKind::Counter,
+                stat.interrupts,
+            ),
+            (
+                "node_context_switches_total",
+                "Total number of context switches.",
+                FamilyKind::Counter,
+                stat.context_switches,
+            ),
+            (
+                "node_forks_total",
+                "Total number of forks.",
+                FamilyKind::Counter,
+                stat.forks,
+            ),
+            (
+                "node_boot_time_seconds",
+                "Node boot time, in unixtime.",
+                FamilyKind::Gauge,
+                stat.boot_time,
+            ),
+            (
+                "node_procs_running",
+                "Number of processes in runnable state.",
+                FamilyKind::Gauge,
+                stat.procs_running,
+            ),
+            (
+                "node_procs_blocked",
+                "Number of processes blocked waiting for I/O to complete.",
+                FamilyKind::Gauge,
+                stat.procs_blocked,
+            ),
         ];
         for (name, help, kind, value) in scalars {
             if let Some(v) = value {
@@ -240,7 +361,11 @@ impl SystemSource {
         self.note_bad_lines("diskstats", bad);
         let mut families = [None; 17];
         for (slot, (name, help, _)) in families.iter_mut().zip(DISK_FAMILIES) {
-            let kind = if name.ends_with("_total") { FamilyKind::Counter } else { FamilyKind::Gauge };
+            let kind = if name.ends_with("_total") {
+                FamilyKind::Counter
+            } else {
+                FamilyKind::Gauge
+            };
             *slot = Some(out.family(name, help, kind)?);
         }
         let busy = out.family(
@@ -250,9 +375,14 @@ impl SystemSource {
         )?;
         let mut previous = std::mem::take(&mut self.previous_disk);
         let mut next = Vec::with_capacity(disks.len());
-        for disk in disks.iter().filter(|d| !self.disk_exclude.is_match(&d.device)) {
+        for disk in disks
+            .iter()
+            .filter(|d| !self.disk_exclude.is_match(&d.device))
+        {
             let labels = [("device", disk.device.as_str())];
-            for ((family, (_, _, factor)), value) in families.iter().zip(DISK_FAMILIES).zip(&disk.fields) {
+            for ((family, (_, _, factor)), value) in
+                families.iter().zip(DISK_FAMILIES).zip(&disk.fields)
+            {
                 if let Some(f) = family {
                     out.set(*f, &labels, value * factor)?;
                 }
@@ -266,7 +396,13 @@ impl SystemSource {
                     out.observe(busy, &labels, (delta / elapsed_ms).clamp(0.0, 1.0))?;
                 }
             }
-            next.push((disk.device.clone(), Previous { at: now, value: io_ms }));
+            next.push((
+                disk.device.clone(),
+                Previous {
+                    at: now,
+                    value: io_ms,
+                },
+            ));
         }
         self.previous_disk = next;
         Ok(())
@@ -281,7 +417,10 @@ impl SystemSource {
         let mut receive = Vec::with_capacity(8);
         let mut transmit = Vec::with_capacity(8);
         let mut name = String::with_capacity(48);
-        for (direction, columns, ids) in [("receive", NET_RECEIVE, &mut receive), ("transmit", NET_TRANSMIT, &mut transmit)] {
+        for (direction, columns, ids) in [
+            ("receive", NET_RECEIVE, &mut receive),
+            ("transmit", NET_TRANSMIT, &mut transmit),
+        ] {
             for column in columns {
                 name.clear();
                 name.push_str("node_network_");
@@ -306,7 +445,11 @@ impl SystemSource {
         let mut previous = std::mem::take(&mut self.previous_net);
         let mut next = Vec::with_capacity(devices.len());
         for dev in &devices {
-            if self.net_exclude.as_ref().is_some_and(|r| r.is_match(&dev.device)) {
+            if self
+                .net_exclude
+                .as_ref()
+                .is_some_and(|r| r.is_match(&dev.device))
+            {
                 continue;
             }
             let labels = [("device", dev.device.as_str())];
@@ -327,7 +470,13 @@ impl SystemSource {
                     out.observe(transmit_rate, &labels, tx / elapsed)?;
                 }
             }
-            next.push((dev.device.clone(), Previous { at: now, value: bytes }));
+            next.push((
+                dev.device.clone(),
+                Previous {
+                    at: now,
+                    value: bytes,
+                },
+            ));
         }
         self.previous_net = next;
         Ok(())
@@ -340,20 +489,46 @@ impl SystemSource {
         let (mounts, bad) = procfs::parse_mounts(&self.buffer);
         self.note_bad_lines("self/mounts", bad);
         let ids = [
-            out.family("node_filesystem_size_bytes", "Filesystem size in bytes.", FamilyKind::Gauge)?,
-            out.family("node_filesystem_free_bytes", "Filesystem free space in bytes.", FamilyKind::Gauge)?,
-            out.family("node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.", FamilyKind::Gauge)?,
-            out.family("node_filesystem_files", "Filesystem total file nodes.", FamilyKind::Gauge)?,
-            out.family("node_filesystem_files_free", "Filesystem total free file nodes.", FamilyKind::Gauge)?,
+            out.family(
+                "node_filesystem_size_bytes",
+                "Filesystem size in bytes.",
+                FamilyKind::Gauge,
+            )?,
+            out.family(
+                "node_filesystem_free_bytes",
+                "Filesystem free space in bytes.",
+                FamilyKind::Gauge,
+            )?,
+            out.family(
+                "node_filesystem_avail_bytes",
+                "Filesystem space available to non-root users in bytes.",
+                FamilyKind::Gauge,
+            )?,
+            out.family(
+                "node_filesystem_files",
+                "Filesystem total file nodes.",
+                FamilyKind::Gauge,
+            )?,
+            out.family(
+                "node_filesystem_files_free",
+                "Filesystem total free file nodes.",
+                FamilyKind::Gauge,
+            )?,
         ];
-        let readonly = out.family("node_filesystem_readonly", "Filesystem read-only status.", FamilyKind::Gauge)?;
+        let readonly = out.family(
+            "node_filesystem_readonly",
+            "Filesystem read-only status.",
+            FamilyKind::Gauge,
+        )?;
         let device_error = out.family(
             "node_filesystem_device_error",
             "Whether an error occurred while getting statistics for the given device.",
             FamilyKind::Gauge,
         )?;
         for mount in &mounts {
-            if self.mount_points_exclude.is_match(&mount.mount_point) || self.fs_types_exclude.is_match(&mount.fs_type) {
+            if self.mount_points_exclude.is_match(&mount.mount_point)
+                || self.fs_types_exclude.is_match(&mount.fs_type)
+            {
                 continue;
             }
             let labels = [
@@ -364,14 +539,23 @@ impl SystemSource {
             let path = rooted(&self.rootfs_path, &mount.mount_point);
             match self.statter.stat(&path) {
                 Ok(s) => {
-                    for (f, v) in ids.iter().zip([s.size_bytes, s.free_bytes, s.avail_bytes, s.files, s.files_free]) {
+                    for (f, v) in ids.iter().zip([
+                        s.size_bytes,
+                        s.free_bytes,
+                        s.avail_bytes,
+                        s.files,
+                        s.files_free,
+                    ]) {
                         out.set(*f, &labels, v)?;
                     }
                     out.set(readonly, &labels, if mount.read_only { 1.0 } else { 0.0 })?;
                     out.set(device_error, &labels, 0.0)?;
                 }
                 Err(FsError::Stuck) => {
-                    self.problems.push(format!("{}: statfs did not answer in time; skipped until it does", mount.mount_point));
+                    self.problems.push(format!(
+                        "{}: statfs did not answer in time; skipped until it does",
+                        mount.mount_point
+                    ));
                     out.set(device_error, &labels, 1.0)?;
                 }
                 Err(FsError::Failed(e)) => {
@@ -386,8 +570,13 @@ impl SystemSource {
     fn sample_uname(&mut self, out: &mut Windows, now: SystemTime) -> Result<(), SourceError> {
         let u = rustix::system::uname();
         let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
-        let (sysname, release, version, machine, nodename) =
-            (text(u.sysname()), text(u.release()), text(u.version()), text(u.machine()), text(u.nodename()));
+        let (sysname, release, version, machine, nodename) = (
+            text(u.sysname()),
+            text(u.release()),
+            text(u.version()),
+            text(u.machine()),
+            text(u.nodename()),
+        );
         let domainname = text(u.domainname());
         let f = out.family(
             "node_uname_info",
@@ -406,7 +595,11 @@ impl SystemSource {
             ],
             1.0,
         )?;
-        let t = out.family("node_time_seconds", "System time in seconds since epoch (1970).", FamilyKind::Gauge)?;
+        let t = out.family(
+            "node_time_seconds",
+            "System time in seconds since epoch (1970).",
+            FamilyKind::Gauge,
+        )?;
         out.set(t, &[], unix_seconds(now))?;
         Ok(())
     }
@@ -462,7 +655,10 @@ mod tests {
     }
 
     fn label<'a>(s: &'a proto::Series, name: &str) -> Option<&'a str> {
-        s.labels.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+        s.labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
     }
 
     #[test]
@@ -487,7 +683,10 @@ mod tests {
             .iter()
             .filter_map(|s| label(s, "device"))
             .collect();
-        assert!(disks.contains(&"vda") && !disks.contains(&"loop0"), "{disks:?}");
+        assert!(
+            disks.contains(&"vda") && !disks.contains(&"loop0"),
+            "{disks:?}"
+        );
         let vda = series(&families, "node_disk_read_bytes_total")
             .into_iter()
             .find(|s| label(s, "device") == Some("vda"))
@@ -498,7 +697,10 @@ mod tests {
             .find(|s| label(s, "device") == Some("eth0"))
             .map(|s| s.value);
         assert_eq!(eth0, Some(89302756.0));
-        assert_eq!(series(&families, "node_network_transmit_colls_total").len(), 4);
+        assert_eq!(
+            series(&families, "node_network_transmit_colls_total").len(),
+            4
+        );
         assert_eq!(series(&families, "node_uname_info").len(), 1);
         // Excluded mount points and types: only /, /run, /srv/backup disk, /data remain.
         let mut mounts: Vec<_> = series(&families, "node_filesystem_device_error")
@@ -527,7 +729,10 @@ mod tests {
         assert!(series(&families, "vigil_cpu_busy_ratio").is_empty());
         let rx = series(&families, "vigil_network_receive_bytes_per_second");
         assert_eq!(rx.len(), 4);
-        assert_eq!(rx[0].window.as_ref().map(|w| (w.count, w.sum)), Some((1, 0.0)));
+        assert_eq!(
+            rx[0].window.as_ref().map(|w| (w.count, w.sum)),
+            Some((1, 0.0))
+        );
         Ok(())
     }
 }

@@ -217,11 +217,25 @@ pub struct NetDev {
 
 /// node_exporter's names for the receive columns of /proc/net/dev.
 pub const NET_RECEIVE: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "frame",
+    "compressed",
+    "multicast",
 ];
 /// node_exporter's names for the transmit columns of /proc/net/dev.
 pub const NET_TRANSMIT: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "colls",
+    "carrier",
+    "compressed",
 ];
 
 /// Parses /proc/net/dev; returns the interfaces and how many lines did not parse.
@@ -304,7 +318,9 @@ fn unescape_octal(s: &str) -> String {
         if bytes[i] == b'\\' && i + 3 < bytes.len() {
             let digits = &bytes[i + 1..i + 4];
             if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = (digits[0] - b'0') as u32 * 64 + (digits[1] - b'0') as u32 * 8 + (digits[2] - b'0') as u32;
+                let v = (digits[0] - b'0') as u32 * 64
+                    + (digits[1] - b'0') as u32 * 8
+                    + (digits[2] - b'0') as u32;
                 if let Ok(b) = u8::try_from(v) {
                     out.push(b);
                     i += 4;
@@ -345,7 +361,9 @@ mod tests {
 
     #[test]
     fn stat_odd_lines_are_counted_not_fatal() {
-        let s = parse_stat("cpu 1 2 3 4 5 6 7 8 9 10\ncpuX 1 2\ncpu0 1 2\ncpu1 1 2 3 4\nctxt abc\nbtime 1700000000\nsoftirq 1 2 3\n");
+        let s = parse_stat(
+            "cpu 1 2 3 4 5 6 7 8 9 10\ncpuX 1 2\ncpu0 1 2\ncpu1 1 2 3 4\nctxt abc\nbtime 1700000000\nsoftirq 1 2 3\n",
+        );
         assert_eq!(s.cpus.len(), 2);
         assert_eq!(s.cpus[1].ticks[3], 4.0);
         assert_eq!(s.bad_lines, 3);
@@ -362,7 +380,8 @@ mod tests {
         assert!(get("MemAvailable_bytes").is_some());
         assert!(get("Active_anon_bytes").is_some());
         assert!(get("HugePages_Total").is_some());
-        let (odd, bad) = parse_meminfo("MemTotal:  10 kB\nBroken line\nX: 5 MB\nHugePages_Free: 3\n");
+        let (odd, bad) =
+            parse_meminfo("MemTotal:  10 kB\nBroken line\nX: 5 MB\nHugePages_Free: 3\n");
         assert_eq!(bad, 2);
         assert_eq!(odd[0].value, 10240.0);
         assert_eq!(odd[1].name, "HugePages_Free");
@@ -404,7 +423,10 @@ mod tests {
         let (mounts, bad) = parse_mounts(&fixture("self/mounts"));
         assert_eq!(bad, 1);
         let backup = mounts.iter().find(|m| m.device == "/dev/vdb1");
-        assert_eq!(backup.map(|m| m.mount_point.as_str()), Some("/srv/backup disk"));
+        assert_eq!(
+            backup.map(|m| m.mount_point.as_str()),
+            Some("/srv/backup disk")
+        );
         assert_eq!(backup.map(|m| m.read_only), Some(true));
         assert!(mounts.iter().any(|m| m.mount_point == "/" && !m.read_only));
         assert_eq!(unescape_octal("a\\134b\\0"), "a\\b\\0");
