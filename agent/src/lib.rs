@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use vigil_shared::proto::PushRequest;
 
 use config::AgentConfig;

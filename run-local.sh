@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Starts a Vigil collector and an agent on this host with the embedded
+# defaults (no config file), prints where to look, and runs until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cargo build --release --bins
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping Vigil..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+./target/release/vigil-collector &
+pids+=($!)
+for _ in $(seq 100); do
+  if (exec 3<>/dev/tcp/127.0.0.1/9470) 2>/dev/null; then break; fi
+  sleep 0.1
+done
+./target/release/vigil-agent &
+pids+=($!)
+
+cat <<TXT
+
+Vigil is running on this host:
+  collector  http://localhost:9470/metrics   (Prometheus exposition; gRPC ingest on :9471)
+  agent      samples every 1 s, ships every 10 s as instance "$(uname -n)"
+
+Try:  curl -s localhost:9470/metrics | grep -E '^(node_load1|vigil_cpu_busy_ratio_count)'
+Ctrl-C stops both.
+
+TXT
+wait
