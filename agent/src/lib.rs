@@ -148,7 +148,9 @@ impl Flusher {
         self.stats
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.outbox.enqueue(Batch::new(request));
+        let batch = Batch::new(request);
+        debug!(sequence = batch.sequence, bytes = batch.encoded_len, "batch closed");
+        self.outbox.enqueue(batch);
     }
 
     fn record_own_metrics(

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Measures the agent's cost on the host beside node_exporter, in one run:
+# resident memory and CPU seconds over DURATION seconds (default 60) at 1 s
+# sampling, with node_exporter scraped once a second over HTTP (as a 1 s
+# Prometheus scrape would). Needs Debian's prometheus-node-exporter and curl.
+# Prints a Markdown table for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${DURATION:-60}
+command -v prometheus-node-exporter >/dev/null || { echo "install Debian's prometheus-node-exporter"; exit 1; }
+cargo build --release --bins -q
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cat > "$work/collector.toml" <<TOML
+[http]
+listen = "127.0.0.1:19470"
+[ingest]
+listen = "127.0.0.1:19471"
+TOML
+cat > "$work/agent.toml" <<TOML
+instance = "bench"
+[collector]
+endpoint = "http://127.0.0.1:19471"
+TOML
+./target/release/vigil-collector --config "$work/collector.toml" 2>"$work/collector.log" & pids+=($!); collector=$!
+sleep 0.5
+./target/release/vigil-agent --config "$work/agent.toml" 2>"$work/agent.log" & pids+=($!); agent=$!
+prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>"$work/node_exporter.log" & pids+=($!); node=$!
+( while sleep 1; do curl -s -o /dev/null http://127.0.0.1:19100/metrics; done ) & pids+=($!)
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+sleep 12   # warm up: one flush, a dozen scrapes
+a0=$(ticks $agent); n0=$(ticks $node); c0=$(ticks $collector)
+sleep "$duration"
+a1=$(ticks $agent); n1=$(ticks $node); c1=$(ticks $collector)
+series=$(curl -s http://127.0.0.1:19100/metrics | grep -vc '^#')
+vseries=$(curl -s http://127.0.0.1:19470/metrics | grep -c 'instance="bench"')
+
+row() { # name pid t0 t1 note
+  local cpu_s pct
+  cpu_s=$(echo "scale=3; ($4 - $3) / $hz" | bc)
+  pct=$(echo "scale=3; 100 * ($4 - $3) / $hz / $duration" | bc)
+  printf '| %s | %.1f MiB | %s s | %s %% | %s |\n' "$1" "$(echo "scale=2; $(rss_kib $2) / 1024" | bc)" "$cpu_s" "$pct" "$5"
+}
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), ${duration} s measured after 12 s warm-up"
+echo
+echo "| process | RSS at end | CPU seconds | share of one core | what it did |"
+echo "|---|---|---|---|---|"
+row "vigil-agent $(./target/release/vigil-agent --version | awk '{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
+row "node_exporter $(prometheus-node-exporter --version 2>&1 | awk 'NR==1{print $3}')" $node "$n0" "$n1" "scraped every 1 s; $series series"
+row "vigil-collector (reference)" $collector "$c0" "$c1" "received 1 agent"
