@@ -27,7 +27,10 @@ fn main() -> anyhow::Result<()> {
         let _ = source.sample(&mut windows, SystemTime::now());
         if (i + 1) % flush_every == 0 {
             let families = windows.close()?;
-            bytes += families.iter().map(prost::Message::encoded_len).sum::<usize>();
+            bytes += families
+                .iter()
+                .map(prost::Message::encoded_len)
+                .sum::<usize>();
         }
     }
     let cpu = cpu_seconds() - start;

@@ -149,7 +149,11 @@ impl Flusher {
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let batch = Batch::new(request);
-        debug!(sequence = batch.sequence, bytes = batch.encoded_len, "batch closed");
+        debug!(
+            sequence = batch.sequence,
+            bytes = batch.encoded_len,
+            "batch closed"
+        );
         self.outbox.enqueue(batch);
     }
 

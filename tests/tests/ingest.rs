@@ -1,0 +1,210 @@
+//! End to end at the collector's door, with a hand-made gRPC client: a
+//! replayed batch is acknowledged and applied once, an invalid series is
+//! refused with a message naming it, and bad configs are refused with the
+//! file, line and key.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tonic::Code;
+use vigil_shared::histogram::{RATIO, WindowEncoder};
+use vigil_shared::proto::ingest_client::IngestClient;
+use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
+use vigil_tests::{Collector, binary};
+
+fn labels(instance: &str, extra: &[(&str, &str)]) -> Vec<Label> {
+    let mut l: Vec<Label> = extra
+        .iter()
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect();
+    l.push(Label {
+        name: "instance".into(),
+        value: instance.into(),
+    });
+    l.push(Label {
+        name: "job".into(),
+        value: "node".into(),
+    });
+    l.sort_by(|a, b| a.name.cmp(&b.name));
+    l
+}
+
+fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest> {
+    let mut encoder = WindowEncoder::new()?;
+    let window = encoder.encode(&[0.25, 0.5, 0.75], &RATIO, 1_000, 4_000)?;
+    let gauge_labels = labels("door", extra_label.as_slice());
+    Ok(PushRequest {
+        agent_id: "door".into(),
+        epoch: 42,
+        sequence,
+        timestamp_ms: 4_000,
+        flush_interval_ms: 1_000,
+        families: vec![
+            Family {
+                name: "door_gauge".into(),
+                help: "A gauge.".into(),
+                kind: Kind::Gauge as i32,
+                bucket_bounds: vec![],
+                series: vec![Series {
+                    labels: gauge_labels,
+                    value: sequence as f64,
+                    timestamp_ms: 4_000,
+                    window: None,
+                }],
+            },
+            Family {
+                name: "door_busy_ratio".into(),
+                help: "A window.".into(),
+                kind: Kind::Histogram as i32,
+                bucket_bounds: RATIO.bounds.to_vec(),
+                series: vec![Series {
+                    labels: labels("door", &[]),
+                    value: 0.75,
+                    timestamp_ms: 4_000,
+                    window: Some(window),
+                }],
+            },
+        ],
+    })
+}
+
+#[test]
+fn replayed_batch_is_applied_once_and_invalid_series_are_named() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = IngestClient::connect(format!("http://{}", collector.ingest)).await?;
+        let first = client.push(batch(1, None)?).await?.into_inner();
+        ensure!(
+            !first.duplicate && first.accepted_series == 2 && first.acknowledged_sequence == 1,
+            "{first:?}"
+        );
+        let replay = client.push(batch(1, None)?).await?.into_inner();
+        ensure!(
+            replay.duplicate && replay.accepted_series == 0,
+            "{replay:?}"
+        );
+        let second = client.push(batch(2, None)?).await?.into_inner();
+        ensure!(!second.duplicate);
+
+        let bad = client
+            .push(batch(3, Some(("bad-label", "x")))?)
+            .await
+            .err()
+            .context("an invalid label was accepted")?;
+        ensure!(bad.code() == Code::InvalidArgument, "{bad:?}");
+        ensure!(
+            bad.message()
+                .contains("door_gauge{bad-label=\"x\",instance=\"door\",job=\"node\"}")
+                && bad.message().contains("invalid label name"),
+            "{}",
+            bad.message()
+        );
+        anyhow::Ok(())
+    })?;
+    let scrape = collector.scrape()?;
+    // Two batches applied, one replay ignored: three samples each, six in all.
+    ensure!(scrape.value("door_busy_ratio_count", &[("instance", "door")]) == Some(6.0));
+    ensure!(
+        scrape.value(
+            "door_busy_ratio_bucket",
+            &[("instance", "door"), ("le", "0.5")]
+        ) == Some(4.0)
+    );
+    ensure!(scrape.value("door_gauge", &[("instance", "door")]) == Some(2.0));
+    ensure!(scrape.value("vigil_collector_pushes_total", &[("result", "duplicate")]) == Some(1.0));
+    ensure!(scrape.value("vigil_collector_pushes_total", &[("result", "applied")]) == Some(2.0));
+    ensure!(
+        scrape.value(
+            "vigil_collector_pushes_rejected_total",
+            &[("reason", "invalid_argument")]
+        ) == Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn check_config_names_file_line_and_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("agent.toml");
+    std::fs::write(
+        &bad,
+        "instance = \"x\"\n[collector]\nendpiont = \"http://c:9471\"\n",
+    )?;
+    let out = Command::new(binary("vigil-agent")?)
+        .args(["--check-config", "--config", &bad.to_string_lossy()])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    ensure!(
+        stderr.contains(&format!("{}:3:1: key `collector.endpiont`", bad.display())),
+        "{stderr}"
+    );
+
+    let bad = dir.path().join("collector.toml");
+    std::fs::write(
+        &bad,
+        "[ingest]\nlisten = \"0.0.0.0:9471\"\nmax_series_per_push = 0\n",
+    )?;
+    let out = Command::new(binary("vigil-collector")?)
+        .args(["--check-config", "--config", &bad.to_string_lossy()])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    ensure!(
+        stderr.contains("line 3: key `ingest.max_series_per_push`: must be at least 1"),
+        "{stderr}"
+    );
+
+    for bin in ["vigil-agent", "vigil-collector"] {
+        let out = Command::new(binary(bin)?).arg("--check-config").output()?;
+        ensure!(
+            out.status.success(),
+            "{bin} defaults: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(String::from_utf8_lossy(&out.stdout).contains("<embedded defaults> is valid"));
+    }
+    Ok(())
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "instance = \"json\"\n[collector]\nendpoint = \"http://127.0.0.1:9\"\n",
+    )?;
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(binary("vigil-agent")?)
+        .args([
+            "--log-format",
+            "json",
+            "--config",
+            &config.to_string_lossy(),
+        ])
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let seen = vigil_tests::wait_for("the first log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains('\n'))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = seen?.lines().next().unwrap_or_default().to_string();
+    ensure!(first.starts_with('{') && first.ends_with('}'), "{first}");
+    ensure!(
+        first.contains("\"message\":\"agent started\"") && first.contains("\"instance\":\"json\""),
+        "{first}"
+    );
+    Ok(())
+}
