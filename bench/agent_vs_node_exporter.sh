@@ -3,7 +3,8 @@
 # resident memory and CPU seconds over DURATION seconds (default 60) at 1 s
 # sampling, with node_exporter scraped once a second over HTTP (as a 1 s
 # Prometheus scrape would). Needs Debian's prometheus-node-exporter and curl.
-# Prints a Markdown table for BENCHMARKS.md.
+# When Debian's collectd-core is installed, collectd runs in the same run with
+# six read plugins at a 1 s interval. Prints a Markdown table for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-60}
@@ -31,15 +32,31 @@ sleep 0.5
 ./target/release/vigil-agent --config "$work/agent.toml" 2>"$work/agent.log" & pids+=($!); agent=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>"$work/node_exporter.log" & pids+=($!); node=$!
 ( while sleep 1; do curl -s -o /dev/null http://127.0.0.1:19100/metrics; done ) & pids+=($!)
+collectd=""
+if [ -x /usr/sbin/collectd ]; then
+  cat > "$work/collectd.conf" <<CONF
+Interval 1
+BaseDir "$work"
+PIDFile "$work/collectd.pid"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin load
+LoadPlugin df
+LoadPlugin disk
+LoadPlugin interface
+CONF
+  /usr/sbin/collectd -f -C "$work/collectd.conf" >"$work/collectd.log" 2>&1 & pids+=($!); collectd=$!
+fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 sleep 12   # warm up: one flush, a dozen scrapes
-a0=$(ticks $agent); n0=$(ticks $node); c0=$(ticks $collector)
+a0=$(ticks $agent); n0=$(ticks $node); c0=$(ticks $collector); d0=${collectd:+$(ticks $collectd)}
 sleep "$duration"
-a1=$(ticks $agent); n1=$(ticks $node); c1=$(ticks $collector)
+a1=$(ticks $agent); n1=$(ticks $node); c1=$(ticks $collector); d1=${collectd:+$(ticks $collectd)}
 series=$(curl -s http://127.0.0.1:19100/metrics | grep -vc '^#')
 vseries=$(curl -s http://127.0.0.1:19470/metrics | grep -c 'instance="bench"')
 
@@ -55,4 +72,7 @@ echo "| process | RSS at end | CPU seconds | share of one core | what it did |"
 echo "|---|---|---|---|---|"
 row "vigil-agent $(./target/release/vigil-agent --version | awk '{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
 row "node_exporter $(prometheus-node-exporter --version 2>&1 | awk 'NR==1{print $3}')" $node "$n0" "$n1" "scraped every 1 s; $series series"
+if [ -n "$collectd" ]; then
+  row "collectd $(dpkg-query -W -f '${Version}' collectd-core 2>/dev/null)" $collectd "$d0" "$d1" "cpu, memory, load, df, disk, interface plugins every 1 s, no writer"
+fi
 row "vigil-collector (reference)" $collector "$c0" "$c1" "received 1 agent"
