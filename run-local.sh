@@ -17,13 +17,18 @@ stop() {
 trap stop INT TERM EXIT
 
 ./target/release/vigil-collector &
-pids+=($!)
+collector=$!
+pids+=($collector)
 for _ in $(seq 100); do
+  kill -0 "$collector" 2>/dev/null || { echo "the collector did not start (see its message above)"; exit 1; }
   if (exec 3<>/dev/tcp/127.0.0.1/9470) 2>/dev/null; then break; fi
   sleep 0.1
 done
 ./target/release/vigil-agent &
-pids+=($!)
+agent=$!
+pids+=($agent)
+sleep 0.5
+kill -0 "$agent" 2>/dev/null || { echo "the agent did not start (see its message above)"; exit 1; }
 
 cat <<TXT
 
