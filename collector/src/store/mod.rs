@@ -11,6 +11,8 @@
 //! The store never blocks for long: one write lock per applied batch, one
 //! read lock per scrape.
 
+pub mod chunk;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime};
