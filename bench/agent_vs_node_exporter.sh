@@ -49,9 +49,13 @@ CONF
   /usr/sbin/collectd -f -C "$work/collectd.conf" >"$work/collectd.log" 2>&1 & pids+=($!); collectd=$!
 fi
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time on the CPU in nanoseconds, summed over the process's threads, from
+# the scheduler (schedstat): /proc/PID/stat's utime/stime are sampled at each
+# timer tick, and a process that wakes on a timer once a second is charged
+# whole ticks at random, which made those figures swing 5x between runs.
+ticks() { cat /proc/"$1"/task/*/schedstat | awk '{ns += $1} END {printf "%d", ns}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-hz=$(getconf CLK_TCK)
+hz=1000000000
 
 sleep 12   # warm up: one flush, a dozen scrapes
 a0=$(ticks $agent); n0=$(ticks $node); c0=$(ticks $collector); d0=${collectd:+$(ticks $collectd)}
@@ -62,8 +66,8 @@ vseries=$(curl -s http://127.0.0.1:19470/metrics | grep -c 'instance="bench"')
 
 row() { # name pid t0 t1 note
   local cpu_s pct
-  cpu_s=$(echo "scale=3; ($4 - $3) / $hz" | bc)
-  pct=$(echo "scale=3; 100 * ($4 - $3) / $hz / $duration" | bc)
+  cpu_s=$(echo "scale=4; ($4 - $3) / $hz" | bc)
+  pct=$(echo "scale=4; 100 * ($4 - $3) / $hz / $duration" | bc)
   printf '| %s | %.1f MiB | %s s | %s %% | %s |\n' "$1" "$(echo "scale=2; $(rss_kib $2) / 1024" | bc)" "$cpu_s" "$pct" "$5"
 }
 echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), ${duration} s measured after 12 s warm-up"
