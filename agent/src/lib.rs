@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use vigil_shared::proto::PushRequest;
@@ -41,13 +40,16 @@ pub enum AgentError {
     /// The window encoder could not be set up.
     #[error(transparent)]
     Histogram(#[from] vigil_shared::histogram::HistogramError),
+    /// The sampler thread could not be started.
+    #[error("cannot start the sampler thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Runs the agent until `shutdown` is cancelled, then closes the last window
 /// and ships what it can within `shipper.shutdown_timeout`.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let mut sampler = Sampler::new(sources::build(&config)?);
-    let mut windows = Windows::new(&config.instance, &config.job, config.max_series)?;
+    let sampler = Sampler::new(sources::build(&config)?);
+    let windows = Windows::new(&config.instance, &config.job, config.max_series)?;
     let outbox: Arc<dyn Outbox> = Arc::new(MemoryQueue::new(config.shipper.max_queue_bytes));
     let stats = Arc::new(ShipStats::default());
     let client = CollectorClient::new(&config.collector)?;
@@ -70,7 +72,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         .run(finish.clone()),
     );
 
-    let mut flusher = Flusher {
+    let flusher = Flusher {
         agent_id: config.instance.clone(),
         epoch: fastrand::u64(1..),
         sequence: 0,
@@ -79,28 +81,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         stats: Arc::clone(&stats),
         logged_refusals: (0, 0),
     };
-    let mut ticks = tokio::time::interval(config.sample_interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut next_flush = Instant::now() + config.flush_interval;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ticks.tick() => {
-                sampler.sample(&mut windows, SystemTime::now());
-                let now = Instant::now();
-                if now + Duration::from_millis(5) >= next_flush {
-                    flusher.flush(&sampler, &mut windows);
-                    next_flush += config.flush_interval;
-                    if next_flush < now {
-                        next_flush = now + config.flush_interval;
-                    }
-                }
-            }
-        }
-    }
+    // Sampling runs on its own thread and sleeps between samples, so that it
+    // wakes once per sample and never waits on the network.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let intervals = (config.sample_interval, config.flush_interval);
+    let sampler_thread = std::thread::Builder::new()
+        .name("vigil-sampler".into())
+        .spawn(move || sample_until_stopped(sampler, windows, flusher, intervals, stopped))
+        .map_err(AgentError::Thread)?;
 
+    shutdown.cancelled().await;
     info!("shutting down: closing the last window");
-    flusher.flush(&sampler, &mut windows);
+    drop(stop);
+    if tokio::task::spawn_blocking(move || sampler_thread.join())
+        .await
+        .map(|joined| joined.is_err())
+        .unwrap_or(true)
+    {
+        error!("the sampler thread panicked; its last window is lost");
+    }
     finish.cancel();
     match tokio::time::timeout(config.shipper.shutdown_timeout, shipper).await {
         Ok(_) => info!("every batch delivered; agent stopped"),
@@ -111,6 +110,40 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         ),
     }
     Ok(())
+}
+
+/// Samples every `sample` interval and flushes every `flush` interval until
+/// `stopped` is closed; then closes the last window. Missed samples (the
+/// host was frozen) are skipped, not caught up.
+fn sample_until_stopped(
+    mut sampler: Sampler,
+    mut windows: Windows,
+    mut flusher: Flusher,
+    (sample, flush): (Duration, Duration),
+    stopped: std::sync::mpsc::Receiver<()>,
+) {
+    let mut next_sample = Instant::now();
+    let mut next_flush = next_sample + flush;
+    loop {
+        sampler.sample(&mut windows, SystemTime::now());
+        let now = Instant::now();
+        if now + Duration::from_millis(5) >= next_flush {
+            flusher.flush(&sampler, &mut windows);
+            next_flush += flush;
+            if next_flush < now {
+                next_flush = now + flush;
+            }
+        }
+        next_sample += sample;
+        if next_sample < now {
+            next_sample = now + sample;
+        }
+        match stopped.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+    }
+    flusher.flush(&sampler, &mut windows);
 }
 
 /// Closes windows into batches.

@@ -13,12 +13,25 @@ use super::system::procfs::USER_HZ;
 /// Reads /proc/self/status and /proc/self/stat.
 pub struct SelfProcessSource {
     proc_path: PathBuf,
+    buffer: String,
 }
 
 impl SelfProcessSource {
     /// A source reading the agent's own entries under `proc_path`.
     pub fn new(proc_path: PathBuf) -> Self {
-        Self { proc_path }
+        Self {
+            proc_path,
+            buffer: String::with_capacity(2048),
+        }
+    }
+
+    fn read(&mut self, file: &str) -> Result<(), SourceError> {
+        use std::io::Read;
+        self.buffer.clear();
+        std::fs::File::open(self.proc_path.join(file))
+            .and_then(|mut f| f.read_to_string(&mut self.buffer))
+            .map(|_| ())
+            .map_err(|e| SourceError(format!("{file}: {e}")))
     }
 }
 
@@ -46,11 +59,11 @@ impl Source for SelfProcessSource {
     }
 
     fn sample(&mut self, out: &mut Windows, _now: SystemTime) -> Result<(), SourceError> {
-        let status = std::fs::read_to_string(self.proc_path.join("self/status"))
-            .map_err(|e| SourceError(format!("self/status: {e}")))?;
-        let stat = std::fs::read_to_string(self.proc_path.join("self/stat"))
-            .map_err(|e| SourceError(format!("self/stat: {e}")))?;
-        if let Some(rss) = parse_rss_bytes(&status) {
+        self.read("self/status")?;
+        let rss = parse_rss_bytes(&self.buffer);
+        self.read("self/stat")?;
+        let cpu = parse_cpu_seconds(&self.buffer);
+        if let Some(rss) = rss {
             let f = out.family(
                 "vigil_agent_resident_memory_bytes",
                 "Resident memory of the agent process.",
@@ -58,7 +71,7 @@ impl Source for SelfProcessSource {
             )?;
             out.set(f, &[], rss)?;
         }
-        if let Some(cpu) = parse_cpu_seconds(&stat) {
+        if let Some(cpu) = cpu {
             let f = out.family(
                 "vigil_agent_cpu_seconds_total",
                 "CPU time (user and system) the agent process has used.",

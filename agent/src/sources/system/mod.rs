@@ -525,19 +525,25 @@ impl SystemSource {
             "Whether an error occurred while getting statistics for the given device.",
             FamilyKind::Gauge,
         )?;
-        for mount in &mounts {
-            if self.mount_points_exclude.is_match(&mount.mount_point)
-                || self.fs_types_exclude.is_match(&mount.fs_type)
-            {
-                continue;
-            }
+        let kept: Vec<&procfs::Mount> = mounts
+            .iter()
+            .filter(|m| {
+                !self.mount_points_exclude.is_match(&m.mount_point)
+                    && !self.fs_types_exclude.is_match(&m.fs_type)
+            })
+            .collect();
+        let paths: Vec<PathBuf> = kept
+            .iter()
+            .map(|m| rooted(&self.rootfs_path, &m.mount_point))
+            .collect();
+        let stats = self.statter.stat_all(&paths);
+        for (mount, stat) in kept.into_iter().zip(stats) {
             let labels = [
                 ("device", mount.device.as_str()),
                 ("fstype", mount.fs_type.as_str()),
                 ("mountpoint", mount.mount_point.as_str()),
             ];
-            let path = rooted(&self.rootfs_path, &mount.mount_point);
-            match self.statter.stat(&path) {
+            match stat {
                 Ok(s) => {
                     for (f, v) in ids.iter().zip([
                         s.size_bytes,
