@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a Vigil collector and an agent on this host with the embedded
-# defaults (no config file), prints where to look, and runs until Ctrl-C.
+# defaults (no config file; the collector keeps its write-ahead log in
+# ./data/collector instead of /var/lib/vigil/collector), prints where to look,
+# and runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,7 +18,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-./target/release/vigil-collector &
+./target/release/vigil-collector --data-dir ./data/collector &
 collector=$!
 pids+=($collector)
 for _ in $(seq 100); do

@@ -151,14 +151,29 @@ pub struct RawStore {
     /// A series not updated for this long is no longer exposed, then forgotten.
     #[serde(default = "default_stale_after")]
     pub stale_after: HumanDuration,
+    /// Where the write-ahead log lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How long history is kept.
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             stale_after: default_stale_after(),
+            data_dir: default_data_dir(),
+            retention: default_retention(),
         }
     }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil/collector")
+}
+fn default_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
 }
 
 fn default_stale_after() -> HumanDuration {
@@ -222,6 +237,10 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     /// When series go stale.
     pub stale_after: Duration,
+    /// Where the write-ahead log lives.
+    pub data_dir: PathBuf,
+    /// How long history is kept.
+    pub retention: Duration,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -348,6 +367,13 @@ impl RawConfig {
                 "must be at least 1s",
             ));
         }
+        let retention = self.store.retention.0;
+        if retention < Duration::from_secs(60) {
+            problems.push(ConfigProblem::new("store.retention", "must be at least 1m"));
+        }
+        if self.store.data_dir.as_os_str().is_empty() {
+            problems.push(ConfigProblem::new("store.data_dir", "must not be empty"));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -367,6 +393,8 @@ impl RawConfig {
                 tls,
             },
             stale_after,
+            data_dir: self.store.data_dir,
+            retention,
         })
     }
 }
@@ -389,6 +417,8 @@ mod tests {
         assert_eq!(c.ingest.unauthenticated, Unauthenticated::Loopback);
         assert!(c.ingest.agents.is_empty());
         assert_eq!(c.stale_after, Duration::from_secs(300));
+        assert_eq!(c.retention, Duration::from_secs(86_400));
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/vigil/collector"));
         Ok(())
     }
 

@@ -53,6 +53,9 @@ pub enum CollectorError {
     /// A server failed.
     #[error("{0} server failed: {1}")]
     Serve(&'static str, String),
+    /// The write-ahead log could not be opened (set store.data_dir or --data-dir).
+    #[error("{0} (set store.data_dir or --data-dir to a writable folder)")]
+    Wal(#[from] store::wal::WalError),
 }
 
 /// Addresses actually bound (useful when the config asks for port 0).
@@ -112,6 +115,34 @@ fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, Colle
     Ok(Some(server))
 }
 
+/// Opens the write-ahead log in `data_dir/wal` and replays it into the store.
+fn open_and_replay(
+    config: &CollectorConfig,
+    store: &Store,
+) -> Result<store::wal::Wal, CollectorError> {
+    let started = std::time::Instant::now();
+    let dir = config.data_dir.join("wal");
+    let (wal, replay) = store::wal::Wal::open(&dir, true)?;
+    for problem in &replay.problems {
+        tracing::warn!(%problem, "write-ahead log damaged; replayed up to the damage");
+    }
+    let mut applied = 0usize;
+    for (received, batch) in &replay.batches {
+        if !store.apply(batch, *received).duplicate {
+            applied += 1;
+        }
+    }
+    info!(
+        dir = %dir.display(),
+        segments = replay.segments,
+        bytes = replay.bytes,
+        batches = applied,
+        took = ?started.elapsed(),
+        "write-ahead log replayed"
+    );
+    Ok(wal)
+}
+
 /// Serves on already-bound listeners until `shutdown` is cancelled.
 pub async fn serve(
     config: CollectorConfig,
@@ -119,10 +150,12 @@ pub async fn serve(
     ingest_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
-    let store = Arc::new(Store::new(config.stale_after));
+    let store = Arc::new(Store::new(config.stale_after, config.retention));
+    let wal = open_and_replay(&config, &store)?;
     let metrics = Arc::new(IngestMetrics::default());
     let service = IngestService::new(
         Arc::clone(&store),
+        Arc::new(std::sync::Mutex::new(wal)),
         Arc::clone(&metrics),
         Authenticator::new(config.ingest.agents.clone(), config.ingest.unauthenticated),
         config.ingest.limits,
@@ -169,9 +202,9 @@ pub async fn serve(
             tokio::select! {
                 _ = sweep_shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    let dropped = sweep_store.sweep();
-                    if dropped > 0 {
-                        info!(series = dropped, "forgot stale series");
+                    let (series, samples) = sweep_store.sweep(store::now_ms());
+                    if series > 0 || samples > 0 {
+                        info!(series, samples, "forgot stale series and history past retention");
                     }
                 }
             }

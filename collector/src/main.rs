@@ -15,6 +15,9 @@ struct Flags {
     /// Config file (TOML). Without it, the embedded defaults are used.
     #[arg(long, env = "VIGIL_COLLECTOR_CONFIG")]
     config: Option<PathBuf>,
+    /// Folder for the write-ahead log; overrides store.data_dir.
+    #[arg(long, env = "VIGIL_COLLECTOR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Check the config, print the result and exit (0 when valid, 1 when not).
     #[arg(long)]
     check_config: bool,
@@ -26,7 +29,10 @@ struct Flags {
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     init_logging(flags.log_format);
-    let config = vigil_collector::config::load(flags.config.as_deref())?;
+    let mut config = vigil_collector::config::load(flags.config.as_deref())?;
+    if let Some(dir) = flags.data_dir {
+        config.data_dir = dir;
+    }
     if flags.check_config {
         println!(
             "config {} is valid: HTTP {}, ingest {}, {} agent tokens",

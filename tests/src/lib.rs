@@ -137,7 +137,9 @@ pub struct Collector {
 
 impl Collector {
     /// Starts a collector on the given ports with extra TOML appended to
-    /// `[ingest]`, and waits until `/-/ready` answers.
+    /// `[ingest]`, its data in `dir/NAME-data`, and waits until `/-/ready`
+    /// answers. Starting again with the same `dir` and `name` restarts it on
+    /// the same data.
     pub fn start(
         dir: &Path,
         name: &str,
@@ -150,7 +152,8 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n"
+                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n[store]\ndata_dir = \"{}\"\n",
+                dir.join(format!("{name}-data")).display()
             ),
         )?;
         let process = Process::start(

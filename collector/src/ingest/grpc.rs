@@ -5,7 +5,7 @@
 //! batch with INVALID_ARGUMENT naming the series and the rule, so the agent
 //! drops it (its own validation makes this rare) rather than retrying forever.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -16,7 +16,8 @@ use vigil_shared::proto::{Kind, PushRequest, PushResponse};
 
 use super::auth::Authenticator;
 use super::{IngestMetrics, RejectReason};
-use crate::store::Store;
+use crate::store::wal::Wal;
+use crate::store::{Store, now_ms};
 
 /// Family names agents may not use: the collector's own.
 pub const RESERVED_PREFIX: &str = "vigil_collector_";
@@ -24,6 +25,7 @@ pub const RESERVED_PREFIX: &str = "vigil_collector_";
 /// The gRPC service.
 pub struct IngestService {
     store: Arc<Store>,
+    wal: Arc<Mutex<Wal>>,
     metrics: Arc<IngestMetrics>,
     auth: Authenticator,
     limits: SeriesLimits,
@@ -34,6 +36,7 @@ impl IngestService {
     /// A service writing to `store`.
     pub fn new(
         store: Arc<Store>,
+        wal: Arc<Mutex<Wal>>,
         metrics: Arc<IngestMetrics>,
         auth: Authenticator,
         limits: SeriesLimits,
@@ -41,6 +44,7 @@ impl IngestService {
     ) -> Self {
         Self {
             store,
+            wal,
             metrics,
             auth,
             limits,
@@ -183,9 +187,44 @@ impl Ingest for IngestService {
         if batch.families.len() != before {
             debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
         }
+        if self.store.is_duplicate(&batch) {
+            self.metrics.duplicate();
+            debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");
+            return Ok(Response::new(PushResponse {
+                acknowledged_sequence: batch.sequence,
+                accepted_series: 0,
+                duplicate: true,
+            }));
+        }
+        // Log first, then apply, then acknowledge; the log's lock keeps the
+        // log's order and the store's order the same.
         let store = Arc::clone(&self.store);
-        let applied = store.apply(&batch);
+        let wal = Arc::clone(&self.wal);
+        let durable = tokio::task::spawn_blocking(move || {
+            let received = now_ms();
+            let mut wal = match wal.lock() {
+                Ok(w) => w,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            wal.append(&batch, received)?;
+            let applied = store.apply(&batch, received);
+            drop(wal);
+            Ok::<_, crate::store::wal::WalError>((batch, applied))
+        })
+        .await;
+        let (batch, applied) = match durable {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                self.metrics.wal_failed();
+                tracing::error!(error = %e, "cannot write the write-ahead log; push refused, the agent will retry");
+                return Err(Status::unavailable(format!(
+                    "the collector cannot write its log: {e}"
+                )));
+            }
+            Err(join) => return Err(Status::internal(format!("ingest task failed: {join}"))),
+        };
         self.metrics.skipped(applied.conflicts, reserved);
+        self.metrics.out_of_order(applied.out_of_order);
         if applied.duplicate {
             self.metrics.duplicate();
             debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");

@@ -47,6 +47,8 @@ pub struct IngestMetrics {
     series_applied: AtomicU64,
     series_conflicts: AtomicU64,
     series_reserved: AtomicU64,
+    out_of_order: AtomicU64,
+    wal_failures: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -75,6 +77,16 @@ impl IngestMetrics {
         self.series_conflicts
             .fetch_add(conflicts, Ordering::Relaxed);
         self.series_reserved.fetch_add(reserved, Ordering::Relaxed);
+    }
+
+    /// Counts samples the history refused as out of order.
+    pub fn out_of_order(&self, n: u64) {
+        self.out_of_order.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a push refused because the write-ahead log could not be written.
+    pub fn wal_failed(&self) {
+        self.wal_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes the counters as `vigil_collector_*` families.
@@ -144,6 +156,30 @@ impl IngestMetrics {
             "reason=\"reserved_name\"",
             None,
             load(&self.series_reserved),
+        );
+        w.header(
+            "vigil_collector_samples_out_of_order_total",
+            "Samples not added to the history because they were not newer than the series' last one.",
+            StoredKind::Counter,
+        );
+        w.sample(
+            "vigil_collector_samples_out_of_order_total",
+            "",
+            "",
+            None,
+            load(&self.out_of_order),
+        );
+        w.header(
+            "vigil_collector_wal_failures_total",
+            "Pushes refused (UNAVAILABLE, retried by the agent) because the write-ahead log could not be written.",
+            StoredKind::Counter,
+        );
+        w.sample(
+            "vigil_collector_wal_failures_total",
+            "",
+            "",
+            None,
+            load(&self.wal_failures),
         );
     }
 }

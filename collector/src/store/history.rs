@@ -46,7 +46,10 @@ impl Matcher {
 
     fn name(&self) -> &str {
         match self {
-            Matcher::Equal(n, _) | Matcher::NotEqual(n, _) | Matcher::Regex(n, _) | Matcher::NotRegex(n, _) => n,
+            Matcher::Equal(n, _)
+            | Matcher::NotEqual(n, _)
+            | Matcher::Regex(n, _)
+            | Matcher::NotRegex(n, _) => n,
         }
     }
 
@@ -112,8 +115,14 @@ impl History {
         let labels: Labels = labels.into();
         let id = self.series.len() as u32;
         for (name, value) in labels.iter() {
-            self.postings.entry((name.clone(), value.clone())).or_default().push(id);
-            self.values.entry(name.clone()).or_default().insert(value.clone());
+            self.postings
+                .entry((name.clone(), value.clone()))
+                .or_default()
+                .push(id);
+            self.values
+                .entry(name.clone())
+                .or_default()
+                .insert(value.clone());
         }
         self.series.push(Some(SeriesHistory {
             labels: Arc::clone(&labels),
@@ -129,7 +138,10 @@ impl History {
         let Some(Some(series)) = self.series.get_mut(id as usize) else {
             return Ok(());
         };
-        if let Some(last) = series.head.max_time().or_else(|| series.sealed.last().and_then(Chunk::max_time))
+        if let Some(last) = series
+            .head
+            .max_time()
+            .or_else(|| series.sealed.last().and_then(Chunk::max_time))
             && t <= last
         {
             return Err(AppendError::OutOfOrder { timestamp: t, last });
@@ -151,7 +163,11 @@ impl History {
             if let Matcher::Equal(name, value) = m
                 && !value.is_empty()
             {
-                let list = self.postings.get(&(name.clone(), value.clone())).cloned().unwrap_or_default();
+                let list = self
+                    .postings
+                    .get(&(name.clone(), value.clone()))
+                    .cloned()
+                    .unwrap_or_default();
                 candidates = Some(match candidates {
                     None => list,
                     Some(c) => intersect(&c, &list),
@@ -170,7 +186,13 @@ impl History {
                     .into_iter()
                     .flatten()
                     .filter(|v| re.is_match(v))
-                    .flat_map(|v| self.postings.get(&(name.clone(), v.clone())).into_iter().flatten().copied())
+                    .flat_map(|v| {
+                        self.postings
+                            .get(&(name.clone(), v.clone()))
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                    })
                     .collect();
                 list.sort_unstable();
                 list.dedup();
@@ -189,7 +211,11 @@ impl History {
                 self.series
                     .get(*id as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|s| matchers.iter().all(|m| m.matches(label_value(&s.labels, m.name()))))
+                    .is_some_and(|s| {
+                        matchers
+                            .iter()
+                            .all(|m| m.matches(label_value(&s.labels, m.name())))
+                    })
             })
             .collect()
     }
@@ -199,7 +225,9 @@ impl History {
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         let mut out = Vec::new();
         for id in self.select_ids(matchers) {
-            let Some(Some(series)) = self.series.get(id as usize) else { continue };
+            let Some(Some(series)) = self.series.get(id as usize) else {
+                continue;
+            };
             let mut samples = Vec::new();
             for chunk in series.sealed.iter().chain(std::iter::once(&series.head)) {
                 match (chunk.min_time(), chunk.max_time()) {
@@ -266,7 +294,8 @@ impl History {
         let mut series = 0;
         for s in self.series.iter().flatten() {
             series += 1;
-            chunk_bytes += s.head.encoded_bytes() + s.sealed.iter().map(Chunk::encoded_bytes).sum::<usize>();
+            chunk_bytes +=
+                s.head.encoded_bytes() + s.sealed.iter().map(Chunk::encoded_bytes).sum::<usize>();
         }
         HistoryStats {
             series,
@@ -305,7 +334,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         v.sort();
         v
     }
@@ -318,7 +350,11 @@ mod tests {
         let mut h = History::new();
         for (i, instance) in ["a", "b", "c"].iter().enumerate() {
             for mode in ["idle", "user"] {
-                let id = h.series_id(&labels(&[("__name__", "cpu"), ("instance", instance), ("mode", mode)]));
+                let id = h.series_id(&labels(&[
+                    ("__name__", "cpu"),
+                    ("instance", instance),
+                    ("mode", mode),
+                ]));
                 for t in 0..300 {
                     h.append(id, t * 1000, (t as f64) * (i as f64 + 1.0))?;
                 }
@@ -333,13 +369,38 @@ mod tests {
     fn selectors_use_every_matcher_kind() -> Result<(), Box<dyn std::error::Error>> {
         let h = fill()?;
         assert_eq!(h.select_ids(&[eq("__name__", "cpu")]).len(), 6);
-        assert_eq!(h.select_ids(&[eq("__name__", "cpu"), eq("mode", "idle")]).len(), 3);
-        assert_eq!(h.select_ids(&[eq("__name__", "cpu"), Matcher::NotEqual("instance".into(), "a".into())]).len(), 4);
-        assert_eq!(h.select_ids(&[Matcher::regex("instance", "a|b", false)?]).len(), 5);
-        assert_eq!(h.select_ids(&[eq("__name__", "cpu"), Matcher::regex("instance", "a|b", true)?]).len(), 2);
+        assert_eq!(
+            h.select_ids(&[eq("__name__", "cpu"), eq("mode", "idle")])
+                .len(),
+            3
+        );
+        assert_eq!(
+            h.select_ids(&[
+                eq("__name__", "cpu"),
+                Matcher::NotEqual("instance".into(), "a".into())
+            ])
+            .len(),
+            4
+        );
+        assert_eq!(
+            h.select_ids(&[Matcher::regex("instance", "a|b", false)?])
+                .len(),
+            5
+        );
+        assert_eq!(
+            h.select_ids(&[
+                eq("__name__", "cpu"),
+                Matcher::regex("instance", "a|b", true)?
+            ])
+            .len(),
+            2
+        );
         // A label that is absent matches the empty string.
         assert_eq!(h.select_ids(&[eq("mode", "")]).len(), 1);
-        assert_eq!(h.select_ids(&[Matcher::regex("mode", ".*", false)?]).len(), 7);
+        assert_eq!(
+            h.select_ids(&[Matcher::regex("mode", ".*", false)?]).len(),
+            7
+        );
         assert!(h.select_ids(&[eq("__name__", "nope")]).is_empty());
         Ok(())
     }
@@ -347,7 +408,15 @@ mod tests {
     #[test]
     fn ranges_span_sealed_and_head_chunks() -> Result<(), AppendError> {
         let h = fill()?;
-        let got = h.select(&[eq("__name__", "cpu"), eq("instance", "b"), eq("mode", "user")], 100_000, 250_000);
+        let got = h.select(
+            &[
+                eq("__name__", "cpu"),
+                eq("instance", "b"),
+                eq("mode", "user"),
+            ],
+            100_000,
+            250_000,
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].samples.len(), 151);
         assert_eq!(got[0].samples[0], (100_000, 200.0));
@@ -374,7 +443,15 @@ mod tests {
         let dropped = h.drop_before(130_000);
         assert_eq!(dropped, 6 * 120 + 1);
         assert!(h.select_ids(&[eq("__name__", "up")]).is_empty());
-        let got = h.select(&[eq("__name__", "cpu"), eq("instance", "a"), eq("mode", "idle")], 0, i64::MAX);
+        let got = h.select(
+            &[
+                eq("__name__", "cpu"),
+                eq("instance", "a"),
+                eq("mode", "idle"),
+            ],
+            0,
+            i64::MAX,
+        );
         assert_eq!(got[0].samples[0].0, 120_000);
         Ok(())
     }

@@ -8,15 +8,24 @@
 //! rendered in the exposition format, so that exposition copies text and
 //! formats only numbers.
 //!
-//! The store never blocks for long: one write lock per applied batch, one
-//! read lock per scrape.
+//! Every sample also goes to the [`history::History`] (compressed chunks,
+//! kept for `retention`), under Prometheus's names: a histogram becomes
+//! `_bucket{le}`, `_sum` and `_count` series.
+//!
+//! Times are the collector's wall clock when the batch was received (kept in
+//! the write-ahead log, so a replay restores the same freshness). The store
+//! never blocks for long: one write lock per applied batch, one read lock per
+//! scrape.
 
 pub mod chunk;
+pub mod history;
+pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use history::{History, HistoryStats, Matcher, SeriesSamples};
 use vigil_shared::labels::escape_label_value_into;
 use vigil_shared::proto::{self, Kind};
 
@@ -66,8 +75,8 @@ pub struct StoredSeries {
     pub value: f64,
     /// For histograms.
     pub cumulative: Option<Cumulative>,
-    /// When it was last updated.
-    pub updated: Instant,
+    /// When it was last updated, Unix milliseconds.
+    pub updated: i64,
     /// Which agent sent it (an index into the store's agents).
     pub agent: u32,
 }
@@ -90,8 +99,7 @@ struct AgentState {
     index: u32,
     epoch: u64,
     last_sequence: u64,
-    last_push: Instant,
-    last_push_unix: f64,
+    last_push: i64,
 }
 
 /// What applying a batch did.
@@ -103,19 +111,41 @@ pub struct Applied {
     pub conflicts: u64,
     /// True when the batch had been applied before.
     pub duplicate: bool,
+    /// Samples refused by the history because they were not newer than the
+    /// series' last sample (an agent's clock went back).
+    pub out_of_order: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     families: BTreeMap<String, StoredFamily>,
     agents: HashMap<String, AgentState>,
+    history: History,
 }
 
-/// The latest state of every series.
+/// The latest state of every series, and their history.
 #[derive(Debug)]
 pub struct Store {
     inner: RwLock<Inner>,
-    stale_after: Duration,
+    stale_after_ms: i64,
+    retention_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Formats a bucket bound as Prometheus writes `le` values.
+pub fn format_bound(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else {
+        format!("{v}")
+    }
 }
 
 /// Renders labels as they appear between braces in the exposition.
@@ -134,30 +164,48 @@ pub fn render_labels(labels: &[proto::Label]) -> String {
 }
 
 impl Store {
-    /// An empty store whose series go stale after `stale_after`.
-    pub fn new(stale_after: Duration) -> Self {
+    /// An empty store whose series go stale after `stale_after` and whose
+    /// history keeps `retention`.
+    pub fn new(stale_after: Duration, retention: Duration) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
-            stale_after,
+            stale_after_ms: stale_after.as_millis() as i64,
+            retention_ms: retention.as_millis() as i64,
         }
     }
 
-    /// Applies a validated batch once: a batch whose (agent, epoch, sequence)
-    /// was applied before is acknowledged as a duplicate and not applied again.
-    pub fn apply(&self, batch: &proto::PushRequest) -> Applied {
-        let now = Instant::now();
-        let mut inner = match self.inner.write() {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        match self.inner.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
-        };
-        let unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        match self.inner.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// True when this (agent, epoch, sequence) was applied before.
+    pub fn is_duplicate(&self, batch: &proto::PushRequest) -> bool {
+        self.read()
+            .agents
+            .get(&batch.agent_id)
+            .is_some_and(|a| a.epoch == batch.epoch && batch.sequence <= a.last_sequence)
+    }
+
+    /// Applies a validated batch received at `received_ms` once: a batch whose
+    /// (agent, epoch, sequence) was applied before is acknowledged as a
+    /// duplicate and not applied again.
+    pub fn apply(&self, batch: &proto::PushRequest, received_ms: i64) -> Applied {
+        let now = received_ms;
+        let mut guard = self.write();
+        let inner = &mut *guard;
         match inner.agents.get_mut(&batch.agent_id) {
             Some(agent) if agent.epoch == batch.epoch && batch.sequence <= agent.last_sequence => {
                 agent.last_push = now;
-                agent.last_push_unix = unix;
                 return Applied {
                     duplicate: true,
                     ..Applied::default()
@@ -167,7 +215,6 @@ impl Store {
                 agent.epoch = batch.epoch;
                 agent.last_sequence = batch.sequence;
                 agent.last_push = now;
-                agent.last_push_unix = unix;
             }
             None => {
                 let index = inner.agents.len() as u32;
@@ -178,7 +225,6 @@ impl Store {
                         epoch: batch.epoch,
                         last_sequence: batch.sequence,
                         last_push: now,
-                        last_push_unix: unix,
                     },
                 );
             }
@@ -188,7 +234,8 @@ impl Store {
             .get(&batch.agent_id)
             .map(|a| a.index)
             .unwrap_or(u32::MAX);
-        let stale_after = self.stale_after;
+        let stale_after = self.stale_after_ms;
+        let mut history_labels: Vec<(String, String)> = Vec::with_capacity(16);
         let mut applied = Applied::default();
         for family in &batch.families {
             let Some(kind) = StoredKind::from_wire(family.kind) else {
@@ -211,7 +258,7 @@ impl Store {
                 let others = stored
                     .series
                     .values()
-                    .any(|s| s.agent != agent && now.duration_since(s.updated) < stale_after);
+                    .any(|s| s.agent != agent && now - s.updated < stale_after);
                 if others {
                     applied.conflicts += family.series.len() as u64;
                     continue;
@@ -251,6 +298,45 @@ impl Store {
                     c.count += window.count;
                 }
                 applied.series += 1;
+                let t = series.timestamp_ms;
+                let history = &mut inner.history;
+                let mut append = |name: String, extra: Option<(&str, String)>, v: f64| {
+                    history_labels.clear();
+                    history_labels.push(("__name__".to_string(), name));
+                    history_labels.extend(
+                        series
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.clone(), l.value.clone())),
+                    );
+                    if let Some((k, val)) = extra {
+                        history_labels.push((k.to_string(), val));
+                    }
+                    history_labels.sort();
+                    let id = history.series_id(&history_labels);
+                    if history.append(id, t, v).is_err() {
+                        applied.out_of_order += 1;
+                    }
+                };
+                match &entry.cumulative {
+                    Some(c) => {
+                        for (bound, count) in family
+                            .bucket_bounds
+                            .iter()
+                            .chain(std::iter::once(&f64::INFINITY))
+                            .zip(&c.buckets)
+                        {
+                            append(
+                                format!("{}_bucket", family.name),
+                                Some(("le", format_bound(*bound))),
+                                *count as f64,
+                            );
+                        }
+                        append(format!("{}_sum", family.name), None, c.sum);
+                        append(format!("{}_count", family.name), None, c.count as f64);
+                    }
+                    None => append(family.name.clone(), None, series.value),
+                }
             }
         }
         applied
@@ -261,16 +347,13 @@ impl Store {
         &self,
         mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = &StoredSeries>),
     ) {
-        let inner = match self.inner.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = Instant::now();
+        let inner = self.read();
+        let now = now_ms();
         for (name, family) in &inner.families {
             let mut fresh = family
                 .series
                 .values()
-                .filter(|s| now.duration_since(s.updated) < self.stale_after)
+                .filter(|s| now - s.updated < self.stale_after_ms)
                 .peekable();
             if fresh.peek().is_none() {
                 continue;
@@ -281,16 +364,13 @@ impl Store {
 
     /// Agents that pushed within `stale_after`, with their last push time (Unix seconds).
     pub fn agents(&self) -> Vec<(String, f64)> {
-        let inner = match self.inner.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = Instant::now();
+        let inner = self.read();
+        let now = now_ms();
         let mut out: Vec<(String, f64)> = inner
             .agents
             .iter()
-            .filter(|(_, a)| now.duration_since(a.last_push) < self.stale_after)
-            .map(|(id, a)| (id.clone(), a.last_push_unix))
+            .filter(|(_, a)| now - a.last_push < self.stale_after_ms)
+            .map(|(id, a)| (id.clone(), a.last_push as f64 / 1000.0))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -298,31 +378,36 @@ impl Store {
 
     /// Number of series held.
     pub fn series_count(&self) -> usize {
-        self.inner
-            .read()
-            .map(|g| g.families.values().map(|f| f.series.len()).sum())
-            .unwrap_or(0)
+        self.read().families.values().map(|f| f.series.len()).sum()
     }
 
-    /// Forgets series and families that have been stale for a while; returns
-    /// how many series were dropped. Agents' sequence state is kept, so a
-    /// late replay is still recognised.
-    pub fn sweep(&self) -> usize {
-        let mut inner = match self.inner.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = Instant::now();
+    /// What the history holds.
+    pub fn history_stats(&self) -> HistoryStats {
+        self.read().history.stats()
+    }
+
+    /// Samples of the series the matchers select, `mint <= t <= maxt`.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.read().history.select(matchers, mint, maxt)
+    }
+
+    /// Forgets latest-state series that have been stale for a while, and
+    /// history older than the retention; returns (series forgotten, samples
+    /// dropped). Agents' sequence state is kept, so a late replay is still
+    /// recognised.
+    pub fn sweep(&self, now: i64) -> (usize, u64) {
+        let mut inner = self.write();
         let mut dropped = 0;
         for family in inner.families.values_mut() {
             let before = family.series.len();
             family
                 .series
-                .retain(|_, s| now.duration_since(s.updated) < self.stale_after);
+                .retain(|_, s| now - s.updated < self.stale_after_ms);
             dropped += before - family.series.len();
         }
         inner.families.retain(|_, f| !f.series.is_empty());
-        dropped
+        let samples = inner.history.drop_before(now - self.retention_ms);
+        (dropped, samples)
     }
 }
 
@@ -384,6 +469,12 @@ mod tests {
         }
     }
 
+    impl Store {
+        fn apply_now(&self, batch: &PushRequest) -> Applied {
+            self.apply(batch, now_ms())
+        }
+    }
+
     fn snapshot(store: &Store) -> Vec<(String, String, f64, Option<Cumulative>)> {
         let mut out = Vec::new();
         store.visit(|name, _, series| {
@@ -401,9 +492,9 @@ mod tests {
 
     #[test]
     fn replayed_batch_is_applied_once() {
-        let store = Store::new(Duration::from_secs(60));
-        assert_eq!(store.apply(&batch(1, 9, 1.0)).series, 2);
-        let replay = store.apply(&batch(1, 9, 1.0));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(store.apply_now(&batch(1, 9, 1.0)).series, 2);
+        let replay = store.apply_now(&batch(1, 9, 1.0));
         assert!(replay.duplicate);
         let snap = snapshot(&store);
         assert_eq!(
@@ -411,7 +502,7 @@ mod tests {
             Some((3, vec![2, 3, 3]))
         );
         // The next batch accumulates.
-        store.apply(&batch(2, 9, 2.0));
+        store.apply_now(&batch(2, 9, 2.0));
         let snap = snapshot(&store);
         assert_eq!(snap[0].2, 2.0);
         assert_eq!(snap[1].3.as_ref().map(|c| (c.count, c.sum)), Some((6, 3.0)));
@@ -420,33 +511,33 @@ mod tests {
 
     #[test]
     fn a_new_epoch_starts_a_new_sequence() {
-        let store = Store::new(Duration::from_secs(60));
-        store.apply(&batch(5, 1, 1.0));
-        let restarted = store.apply(&batch(1, 2, 3.0));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        store.apply_now(&batch(5, 1, 1.0));
+        let restarted = store.apply_now(&batch(1, 2, 3.0));
         assert!(!restarted.duplicate);
         assert_eq!(snapshot(&store)[0].2, 3.0);
     }
 
     #[test]
     fn kind_conflicts_are_skipped_not_fatal() {
-        let store = Store::new(Duration::from_secs(60));
-        store.apply(&batch(1, 1, 1.0));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        store.apply_now(&batch(1, 1, 1.0));
         let mut other = batch(1, 7, 1.0);
         other.agent_id = "b".into();
         other.families[0].kind = Kind::Counter as i32;
         other.families[0].series[0].labels = labels("b");
-        let applied = store.apply(&other);
+        let applied = store.apply_now(&other);
         assert_eq!(applied.conflicts, 1);
         assert_eq!(applied.series, 1);
     }
 
     #[test]
     fn one_agent_may_change_a_family_type() {
-        let store = Store::new(Duration::from_secs(60));
-        store.apply(&batch(1, 1, 1.0));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        store.apply_now(&batch(1, 1, 1.0));
         let mut changed = batch(2, 1, 5.0);
         changed.families[0].kind = Kind::Untyped as i32;
-        let applied = store.apply(&changed);
+        let applied = store.apply_now(&changed);
         assert_eq!(applied.conflicts, 0);
         let mut kinds = Vec::new();
         store.visit(|name, family, _| kinds.push((name.to_string(), family.kind)));
@@ -455,11 +546,42 @@ mod tests {
 
     #[test]
     fn stale_series_are_hidden_then_swept() {
-        let store = Store::new(Duration::from_millis(1));
-        store.apply(&batch(1, 1, 1.0));
-        std::thread::sleep(Duration::from_millis(5));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        store.apply(&batch(1, 1, 1.0), now_ms() - 61_000);
         assert!(snapshot(&store).is_empty());
-        assert_eq!(store.sweep(), 2);
+        assert_eq!(store.sweep(now_ms()).0, 2);
         assert_eq!(store.series_count(), 0);
+    }
+
+    #[test]
+    fn history_keeps_prometheus_series_for_every_sample() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        for seq in 1..=3 {
+            let mut b = batch(seq, 1, seq as f64);
+            for f in &mut b.families {
+                for s in &mut f.series {
+                    s.timestamp_ms = seq as i64 * 1000;
+                }
+            }
+            store.apply_now(&b);
+        }
+        let eq = |n: &str, v: &str| Matcher::Equal(n.into(), v.into());
+        let g = store.select(&[eq("__name__", "g")], 0, i64::MAX);
+        assert_eq!(g[0].samples, vec![(1000, 1.0), (2000, 2.0), (3000, 3.0)]);
+        let counts = store.select(&[eq("__name__", "h_count")], 0, i64::MAX);
+        assert_eq!(
+            counts[0].samples,
+            vec![(1000, 3.0), (2000, 6.0), (3000, 9.0)]
+        );
+        let le = store.select(&[eq("__name__", "h_bucket"), eq("le", "0.5")], 0, i64::MAX);
+        assert_eq!(le[0].samples.last(), Some(&(3000, 6.0)));
+        let inf = store.select(&[eq("__name__", "h_bucket"), eq("le", "+Inf")], 0, i64::MAX);
+        assert_eq!(inf[0].samples.last(), Some(&(3000, 9.0)));
+        assert_eq!(store.history_stats().series, 6);
+        // An agent whose clock went back: the sample is refused, counted.
+        let mut late = batch(4, 1, 4.0);
+        late.families[0].series[0].timestamp_ms = 500;
+        late.families.truncate(1);
+        assert_eq!(store.apply_now(&late).out_of_order, 1);
     }
 }

@@ -1,0 +1,351 @@
+//! The write-ahead log: every batch the collector accepts is appended here,
+//! and synced, before it is applied and acknowledged, so that a crash
+//! (SIGKILL, power loss) loses nothing an agent was told is safe. On start the
+//! log is replayed into the store.
+//!
+//! Layout: `DATA_DIR/wal/00000001.wal`, `00000002.wal`, …; a new segment is
+//! started when one reaches [`SEGMENT_BYTES`]. A record is the time the batch
+//! was received (i64 milliseconds, LE) followed by the batch's protobuf
+//! encoding, framed as `[length u32 LE][crc32 u32 LE][bytes]`. A torn
+//! or corrupt record at the end of the last segment (a crash mid-write) is
+//! reported and cut off; one anywhere else ends the replay of that segment
+//! and is reported, never fatal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use thiserror::Error;
+use vigil_shared::proto::PushRequest;
+
+/// Size at which a segment is closed and a new one started.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Largest record accepted on replay (a larger length is corruption).
+const MAX_RECORD_BYTES: u32 = 1 << 30;
+
+/// The log could not be opened or written.
+#[derive(Debug, Error)]
+pub enum WalError {
+    /// A file operation failed.
+    #[error("write-ahead log {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Batches in the order they were written, with the time each was received.
+    pub batches: Vec<(i64, PushRequest)>,
+    /// Problems found (torn tails, corrupt records), one line each.
+    pub problems: Vec<String>,
+    /// Segments read.
+    pub segments: usize,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// An open write-ahead log.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    segment: u32,
+    file: File,
+    written: u64,
+    sync: bool,
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.wal"))
+}
+
+fn segments(dir: &Path) -> Result<Vec<u32>, WalError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Reads one segment's records; returns the byte offset after the last good record.
+fn read_segment(path: &Path, replay: &mut Replay) -> Result<u64, WalError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut header = [0u8; 8];
+    let mut payload = Vec::new();
+    loop {
+        match read_full(&mut reader, &mut header) {
+            Ok(0) => return Ok(offset),
+            Ok(8) => {}
+            Ok(_) => {
+                replay.problems.push(format!(
+                    "{}: torn record header at byte {offset}",
+                    path.display()
+                ));
+                return Ok(offset);
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_RECORD_BYTES {
+            replay.problems.push(format!(
+                "{}: impossible record length {len} at byte {offset}",
+                path.display()
+            ));
+            return Ok(offset);
+        }
+        payload.resize(len as usize, 0);
+        match read_full(&mut reader, &mut payload) {
+            Ok(n) if n == len as usize => {}
+            Ok(_) => {
+                replay
+                    .problems
+                    .push(format!("{}: torn record at byte {offset}", path.display()));
+                return Ok(offset);
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        }
+        if crc32fast::hash(&payload) != crc {
+            replay.problems.push(format!(
+                "{}: checksum mismatch at byte {offset}",
+                path.display()
+            ));
+            return Ok(offset);
+        }
+        let decoded = payload
+            .split_first_chunk::<8>()
+            .ok_or_else(|| "shorter than its timestamp".to_string())
+            .and_then(|(t, rest)| {
+                PushRequest::decode(rest)
+                    .map(|b| (i64::from_le_bytes(*t), b))
+                    .map_err(|e| e.to_string())
+            });
+        match decoded {
+            Ok(batch) => replay.batches.push(batch),
+            Err(e) => {
+                replay.problems.push(format!(
+                    "{}: record at byte {offset} does not decode: {e}",
+                    path.display()
+                ));
+                return Ok(offset);
+            }
+        }
+        offset += 8 + u64::from(len);
+        replay.bytes += 8 + u64::from(len);
+    }
+}
+
+/// Reads until `buf` is full or the end; returns bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`, replays what it holds,
+    /// cuts a torn tail off the last segment, and starts a new segment.
+    /// `sync` makes every append wait for the disk.
+    pub fn open(dir: &Path, sync: bool) -> Result<(Self, Replay), WalError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let existing = segments(dir)?;
+        let mut replay = Replay::default();
+        for (i, n) in existing.iter().enumerate() {
+            let path = segment_path(dir, *n);
+            // A segment started by a run that then wrote nothing.
+            if std::fs::metadata(&path).map_err(io_error(&path))?.len() == 0 {
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+                continue;
+            }
+            let good = read_segment(&path, &mut replay)?;
+            replay.segments += 1;
+            let last = i + 1 == existing.len();
+            let size = std::fs::metadata(&path).map_err(io_error(&path))?.len();
+            if last && good < size {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                f.set_len(good).map_err(io_error(&path))?;
+                f.sync_all().map_err(io_error(&path))?;
+            }
+        }
+        let segment = existing.last().map(|n| n + 1).unwrap_or(1);
+        let path = segment_path(dir, segment);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        sync_dir(dir)?;
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                segment,
+                file,
+                written: 0,
+                sync,
+            },
+            replay,
+        ))
+    }
+
+    /// Appends one batch received at `received_ms`; when this returns, the
+    /// batch survives a crash (with `sync`) or a process kill (without).
+    pub fn append(&mut self, batch: &PushRequest, received_ms: i64) -> Result<(), WalError> {
+        if self.written >= SEGMENT_BYTES {
+            self.roll()?;
+        }
+        let mut payload = Vec::with_capacity(batch.encoded_len() + 8);
+        payload.extend_from_slice(&received_ms.to_le_bytes());
+        batch.encode(&mut payload).map_err(|e| WalError::Io {
+            path: self.dir.clone(),
+            source: io::Error::other(e),
+        })?;
+        let mut record = Vec::with_capacity(payload.len() + 8);
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let path = segment_path(&self.dir, self.segment);
+        self.file.write_all(&record).map_err(io_error(&path))?;
+        if self.sync {
+            self.file.sync_data().map_err(io_error(&path))?;
+        }
+        self.written += record.len() as u64;
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), WalError> {
+        self.segment += 1;
+        let path = segment_path(&self.dir, self.segment);
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        sync_dir(&self.dir)?;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Bytes written to the current segment.
+    pub fn segment_bytes(&self) -> u64 {
+        self.written
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(sequence: u64) -> PushRequest {
+        PushRequest {
+            agent_id: "a".into(),
+            epoch: 1,
+            sequence,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn appended_batches_replay_in_order() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let (mut wal, replay) = Wal::open(dir.path(), true)?;
+            assert!(replay.batches.is_empty());
+            for s in 1..=5 {
+                wal.append(&batch(s), 7)?;
+            }
+        }
+        let (mut wal, replay) = Wal::open(dir.path(), true)?;
+        let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
+        assert!(replay.batches.iter().all(|(t, _)| *t == 7));
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert!(replay.problems.is_empty());
+        wal.append(&batch(6), 7)?;
+        let (_, replay) = Wal::open(dir.path(), true)?;
+        assert_eq!(replay.batches.len(), 6);
+        assert_eq!(replay.segments, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            wal.append(&batch(1), 7)?;
+            wal.append(&batch(2), 7)?;
+        }
+        // A crash in the middle of the second record.
+        let path = segment_path(dir.path(), 1);
+        let len = std::fs::metadata(&path)?.len();
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(len - 3)?;
+        drop(f);
+        let (_, replay) = Wal::open(dir.path(), false)?;
+        assert_eq!(replay.batches.len(), 1);
+        assert_eq!(replay.problems.len(), 1, "{:?}", replay.problems);
+        assert!(replay.problems[0].contains("torn record"));
+        Ok(())
+    }
+
+    #[test]
+    fn flipped_bit_is_caught_by_the_checksum() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            wal.append(&batch(1), 7)?;
+        }
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path)?;
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, bytes)?;
+        let (_, replay) = Wal::open(dir.path(), false)?;
+        assert!(replay.batches.is_empty());
+        assert!(
+            replay.problems[0].contains("checksum mismatch"),
+            "{:?}",
+            replay.problems
+        );
+        Ok(())
+    }
+}
