@@ -151,11 +151,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
     let store = Arc::new(Store::new(config.stale_after, config.retention));
-    let wal = open_and_replay(&config, &store)?;
+    let wal = Arc::new(std::sync::Mutex::new(open_and_replay(&config, &store)?));
     let metrics = Arc::new(IngestMetrics::default());
     let service = IngestService::new(
         Arc::clone(&store),
-        Arc::new(std::sync::Mutex::new(wal)),
+        Arc::clone(&wal),
         Arc::clone(&metrics),
         Authenticator::new(config.ingest.agents.clone(), config.ingest.unauthenticated),
         config.ingest.limits,
@@ -195,6 +195,8 @@ pub async fn serve(
             .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
     });
     let sweep_store = Arc::clone(&store);
+    let sweep_wal = Arc::clone(&wal);
+    let retention_ms = config.retention.as_millis() as i64;
     let sweep_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -202,9 +204,22 @@ pub async fn serve(
             tokio::select! {
                 _ = sweep_shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    let (series, samples) = sweep_store.sweep(store::now_ms());
+                    let now = store::now_ms();
+                    let (series, samples) = sweep_store.sweep(now);
                     if series > 0 || samples > 0 {
                         info!(series, samples, "forgot stale series and history past retention");
+                    }
+                    let wal = Arc::clone(&sweep_wal);
+                    let removed = tokio::task::spawn_blocking(move || match wal.lock() {
+                        Ok(mut w) => w.remove_before(now - retention_ms),
+                        Err(poisoned) => poisoned.into_inner().remove_before(now - retention_ms),
+                    })
+                    .await;
+                    match removed {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => info!(segments = n, "removed write-ahead log segments past retention"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove old write-ahead log segments"),
+                        Err(e) => tracing::warn!(error = %e, "write-ahead log clean-up task failed"),
                     }
                 }
             }

@@ -66,6 +66,10 @@ pub struct Wal {
     file: File,
     written: u64,
     sync: bool,
+    /// Closed segments and the newest receive time each holds.
+    closed: Vec<(u32, i64)>,
+    /// The newest receive time in the current segment.
+    newest: i64,
 }
 
 fn segment_path(dir: &Path, n: u32) -> PathBuf {
@@ -181,6 +185,7 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let existing = segments(dir)?;
         let mut replay = Replay::default();
+        let mut closed = Vec::new();
         for (i, n) in existing.iter().enumerate() {
             let path = segment_path(dir, *n);
             // A segment started by a run that then wrote nothing.
@@ -188,8 +193,15 @@ impl Wal {
                 std::fs::remove_file(&path).map_err(io_error(&path))?;
                 continue;
             }
+            let before = replay.batches.len();
             let good = read_segment(&path, &mut replay)?;
             replay.segments += 1;
+            let newest = replay.batches[before..]
+                .iter()
+                .map(|(t, _)| *t)
+                .max()
+                .unwrap_or(i64::MIN);
+            closed.push((*n, newest));
             let last = i + 1 == existing.len();
             let size = std::fs::metadata(&path).map_err(io_error(&path))?.len();
             if last && good < size {
@@ -216,6 +228,8 @@ impl Wal {
                 file,
                 written: 0,
                 sync,
+                closed,
+                newest: i64::MIN,
             },
             replay,
         ))
@@ -243,10 +257,34 @@ impl Wal {
             self.file.sync_data().map_err(io_error(&path))?;
         }
         self.written += record.len() as u64;
+        self.newest = self.newest.max(received_ms);
         Ok(())
     }
 
+    /// Deletes the oldest closed segments whose every batch was received
+    /// before `cutoff_ms` (older than the retention), in order, stopping at the
+    /// first newer one; returns how many.
+    pub fn remove_before(&mut self, cutoff_ms: i64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while let Some(&(n, newest)) = self.closed.first() {
+            if newest >= cutoff_ms {
+                break;
+            }
+            let path = segment_path(&self.dir, n);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+            self.closed.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     fn roll(&mut self) -> Result<(), WalError> {
+        self.closed.push((self.segment, self.newest));
+        self.newest = i64::MIN;
         self.segment += 1;
         let path = segment_path(&self.dir, self.segment);
         self.file = OpenOptions::new()
@@ -303,6 +341,28 @@ mod tests {
         let (_, replay) = Wal::open(dir.path(), true)?;
         assert_eq!(replay.batches.len(), 6);
         assert_eq!(replay.segments, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn segments_past_retention_are_removed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            wal.append(&batch(1), 1_000)?;
+        }
+        {
+            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            wal.append(&batch(2), 5_000)?;
+        }
+        let (mut wal, replay) = Wal::open(dir.path(), false)?;
+        assert_eq!(replay.batches.len(), 2);
+        assert_eq!(wal.remove_before(2_000)?, 1);
+        assert_eq!(wal.remove_before(2_000)?, 0);
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), false)?;
+        let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
+        assert_eq!(seqs, [2]);
         Ok(())
     }
 
