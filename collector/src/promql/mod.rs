@@ -1,0 +1,138 @@
+//! PromQL over the store, with Prometheus 2.42's semantics. Parsing is the
+//! `promql-parser` crate's; this module evaluates the parsed expression.
+//!
+//! - [`eval`]: the evaluator (selectors with lookback and staleness, offset
+//!   and `@`, subqueries, operators with vector matching).
+//! - [`aggregate`]: `sum`, `avg`, `topk`, … with `by` / `without`.
+//! - [`functions`]: the function library.
+//! - [`testfile`]: Prometheus's `.test` format, to run its conformance tests.
+//!
+//! Evaluation never panics on any input: errors are values ([`EvalError`]),
+//! and the samples a query may load are limited ([`Limits`]).
+
+pub mod aggregate;
+pub mod eval;
+pub mod functions;
+pub mod testfile;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::store::history::{Matcher, SeriesSamples};
+
+/// A label set: sorted by name, `__name__` included when present.
+pub type Labels = Vec<(String, String)>;
+
+/// The metric name label.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Labels.
+    pub labels: Labels,
+    /// Milliseconds: the sample's own time for a selector, else the evaluation time.
+    pub t: i64,
+    /// The value.
+    pub v: f64,
+}
+
+/// One series of a range vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Labels.
+    pub labels: Labels,
+    /// `(milliseconds, value)` in time order.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// What an expression evaluates to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number.
+    Scalar(f64),
+    /// A string literal.
+    String(String),
+    /// An instant vector.
+    Vector(Vec<Sample>),
+    /// A range vector.
+    Matrix(Vec<RangeSeries>),
+}
+
+/// Why a query failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum EvalError {
+    /// The expression does not parse.
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// The expression is valid but cannot be evaluated as written.
+    #[error("{0}")]
+    Invalid(String),
+    /// More samples than [`Limits::max_samples`] would be loaded.
+    #[error("query would load more than {0} samples (limit max_samples)")]
+    TooManySamples(usize),
+    /// The evaluation took longer than [`Limits::timeout`].
+    #[error("query took longer than {0:?} (limit timeout)")]
+    Timeout(Duration),
+}
+
+/// Limits on one query.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most samples loaded from the store in one query.
+    pub max_samples: usize,
+    /// Longest evaluation.
+    pub timeout: Duration,
+    /// How far back an instant selector looks for a sample.
+    pub lookback: Duration,
+    /// Step of subqueries written without one (`x[5m:]`).
+    pub default_subquery_step: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            lookback: Duration::from_secs(300),
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a query reads samples from.
+pub trait Queryable {
+    /// Samples of the series the matchers select with `mint <= t <= maxt`.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples>;
+}
+
+impl Queryable for crate::store::Store {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        crate::store::Store::select(self, matchers, mint, maxt)
+    }
+}
+
+impl Queryable for crate::store::history::History {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        crate::store::history::History::select(self, matchers, mint, maxt)
+    }
+}
+
+/// Parses a PromQL expression. `holt_winters`, Prometheus 2's name, is
+/// accepted as well as `double_exponential_smoothing`, Prometheus 3's.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
+    let query = query.replace("holt_winters(", "double_exponential_smoothing(");
+    promql_parser::parser::parse(&query).map_err(EvalError::Parse)
+}
+
+/// Evaluates `query` at `t` (milliseconds since the Unix epoch).
+pub fn instant_query(
+    store: &dyn Queryable,
+    query: &str,
+    t: i64,
+    limits: Limits,
+) -> Result<Value, EvalError> {
+    let expr = parse(query)?;
+    eval::Evaluator::new(store, t, t, limits).eval_instant(&expr, t)
+}
