@@ -192,6 +192,33 @@ impl Collector {
     }
 }
 
+/// Percent-encodes a query-string value.
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Collector {
+    /// Runs a PromQL instant query through `/api/v1/query` at `time` (Unix seconds).
+    pub fn query(&self, query: &str, time: f64) -> Result<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}&time={time}", url_encode(query));
+        let (status, _, body) = http_get(self.http, &path, None)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("not JSON: {body}"))?;
+        if status != 200 {
+            bail!("{query}: HTTP {status}: {body}");
+        }
+        Ok(json)
+    }
+}
+
 /// Starts an agent whose config is `config` (TOML), written to `dir/name.toml`.
 pub fn start_agent(dir: &Path, name: &str, config: &str) -> Result<Process> {
     let path = dir.join(format!("{name}.toml"));

@@ -136,6 +136,33 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
     );
     ensure!(lo.is_some(), "no loopback interface counters");
 
+    // The same data through the Prometheus query API.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let answer = collector.query(
+        &format!("count(node_cpu_seconds_total{{instance=\"{INSTANCE}\"}})"),
+        now,
+    )?;
+    let count = answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok());
+    ensure!(
+        count == Some((cpus * 8) as f64),
+        "count(node_cpu_seconds_total) = {count:?}: {answer}"
+    );
+    let answer = collector.query(
+        &format!("vigil_memory_used_ratio_count{{instance=\"{INSTANCE}\"}}"),
+        now,
+    )?;
+    let count = answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok());
+    ensure!(
+        count.is_some_and(|c| c >= second_samples),
+        "vigil_memory_used_ratio_count from the query API: {count:?}"
+    );
+
     // promtool: no parse error, and no lint problem outside node_exporter's own names.
     let (code, problems) = promtool_check_metrics(&second.text)?;
     let foreign: Vec<&String> = problems

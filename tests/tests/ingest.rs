@@ -33,7 +33,21 @@ fn labels(instance: &str, extra: &[(&str, &str)]) -> Vec<Label> {
     l
 }
 
+/// A fixed base time so that every batch's samples are one second apart.
+fn base_ms() -> i64 {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<i64> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        now - 120_000
+    })
+}
+
 fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest> {
+    let t = base_ms() + sequence as i64 * 1000;
     let mut encoder = WindowEncoder::new()?;
     let window = encoder.encode(&[0.25, 0.5, 0.75], &RATIO, 1_000, 4_000)?;
     let gauge_labels = labels("door", extra_label.as_slice());
@@ -41,7 +55,7 @@ fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest
         agent_id: "door".into(),
         epoch: 42,
         sequence,
-        timestamp_ms: 4_000,
+        timestamp_ms: t,
         flush_interval_ms: 1_000,
         families: vec![
             Family {
@@ -52,7 +66,7 @@ fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest
                 series: vec![Series {
                     labels: gauge_labels,
                     value: sequence as f64,
-                    timestamp_ms: 4_000,
+                    timestamp_ms: t,
                     window: None,
                 }],
             },
@@ -64,7 +78,7 @@ fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest
                 series: vec![Series {
                     labels: labels("door", &[]),
                     value: 0.75,
-                    timestamp_ms: 4_000,
+                    timestamp_ms: t,
                     window: Some(window),
                 }],
             },
@@ -240,6 +254,28 @@ fn acknowledged_batches_survive_sigkill() -> Result<()> {
         "after restart: count {count:?}, acknowledged {acknowledged} batches of 3 samples"
     );
     ensure!(scrape.value("door_gauge", &[("instance", "door")]) == Some(acknowledged as f64));
+    // The history came back too: every acknowledged sample, read through the query API.
+    let at = (base_ms() as f64 + 60_000.0) / 1000.0;
+    let answer = collector.query("door_gauge{instance=\"door\"}[2m]", at)?;
+    let values = &answer["data"]["result"][0]["values"];
+    let got: Vec<f64> = values
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p[1].as_str().and_then(|v| v.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: Vec<f64> = (1..=acknowledged).map(|s| s as f64).collect();
+    ensure!(
+        got == want,
+        "history after restart: {got:?}, want {want:?} ({answer})"
+    );
+    let rate = collector.query(
+        "increase(door_busy_ratio_count{instance=\"door\"}[10m])",
+        at,
+    )?;
+    ensure!(rate["data"]["resultType"] == "vector", "{rate}");
     // The collector still knows what it applied: a replayed batch is a duplicate.
     let replay = runtime.block_on(async {
         let mut client = IngestClient::connect(format!("http://{}", collector.ingest)).await?;

@@ -1,8 +1,10 @@
 //! The collector's HTTP server (default `0.0.0.0:9470`): `/metrics` for
 //! Prometheus (text 0.0.4, or OpenMetrics 1.0 when asked), `/-/healthy` and
-//! `/-/ready`. Later: the query API, the status page and admin endpoints,
-//! each a file in this folder.
+//! `/-/ready`, and the Prometheus query API (`/api/v1/query`,
+//! `/api/v1/query_range`). Later: the status page and admin endpoints, each a
+//! file in this folder.
 
+pub mod api;
 pub mod exposition;
 
 use std::sync::Arc;
@@ -43,6 +45,11 @@ impl HttpState {
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/v1/query", get(api::query_get).post(api::query_post))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range_get).post(api::query_range_post),
+        )
         .route(
             "/-/healthy",
             get(|| async { "Vigil collector is Healthy.\n" }),

@@ -126,6 +126,58 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
     promql_parser::parser::parse(&query).map_err(EvalError::Parse)
 }
 
+/// Most steps a range query may have (as Prometheus).
+pub const MAX_STEPS: i64 = 11_000;
+
+/// Evaluates `query` at every `step` from `start` to `end` (milliseconds),
+/// giving one series per label set.
+pub fn range_query(
+    store: &dyn Queryable,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    limits: Limits,
+) -> Result<Vec<RangeSeries>, EvalError> {
+    if step <= 0 {
+        return Err(EvalError::Invalid("step must be more than 0".into()));
+    }
+    if end < start {
+        return Err(EvalError::Invalid("end is before start".into()));
+    }
+    if (end - start) / step >= MAX_STEPS {
+        return Err(EvalError::Invalid(format!(
+            "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try a larger step"
+        )));
+    }
+    let expr = parse(query)?;
+    let ev = eval::Evaluator::new(store, start, end, limits);
+    let mut series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>> =
+        std::collections::BTreeMap::new();
+    let mut t = start;
+    while t <= end {
+        match ev.eval(&expr, t)? {
+            Value::Scalar(v) => series.entry(Vec::new()).or_default().push((t, v)),
+            Value::Vector(v) => {
+                for s in v {
+                    series.entry(s.labels).or_default().push((t, s.v));
+                }
+            }
+            _ => {
+                return Err(EvalError::Invalid(
+                    "a range query needs an expression that gives a number or an instant vector"
+                        .into(),
+                ));
+            }
+        }
+        t += step;
+    }
+    Ok(series
+        .into_iter()
+        .map(|(labels, points)| RangeSeries { labels, points })
+        .collect())
+}
+
 /// Evaluates `query` at `t` (milliseconds since the Unix epoch).
 pub fn instant_query(
     store: &dyn Queryable,
