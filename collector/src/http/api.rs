@@ -94,10 +94,11 @@ fn format_float(v: f64) -> String {
     crate::promql::aggregate::format_value(v)
 }
 
-fn limits(params: &QueryParams) -> Result<Limits, Response> {
+/// The query's limits: the defaults, with a shorter timeout if asked for.
+fn limits(params: &QueryParams) -> Result<Limits, String> {
     let mut limits = Limits::default();
     if let Some(t) = &params.timeout {
-        let ms = parse_step(t).map_err(bad_data)?;
+        let ms = parse_step(t)?;
         limits.timeout = limits.timeout.min(Duration::from_millis(ms as u64));
     }
     Ok(limits)
@@ -113,7 +114,7 @@ fn instant(state: &HttpState, params: QueryParams) -> Response {
     };
     let limits = match limits(&params) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(e) => return bad_data(e),
     };
     let data = match instant_query(state.store.as_ref(), query, t, limits) {
         Ok(Value::Scalar(v)) => json!({"resultType": "scalar", "result": point_json(t, v)}),
@@ -156,7 +157,7 @@ fn range(state: &HttpState, params: QueryParams) -> Response {
     };
     let limits = match limits(&params) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(e) => return bad_data(e),
     };
     match range_query(state.store.as_ref(), query, start, end, step, limits) {
         Ok(m) => axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": matrix_json(&m)}})).into_response(),
