@@ -226,6 +226,21 @@ pub async fn serve(
             }
         }
     });
+    let stale_store = Arc::clone(&store);
+    let stale_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stale_shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    for agent in stale_store.mark_silent_agents(store::now_ms()) {
+                        tracing::warn!(agent, "agent missed its pushes; its series are marked stale");
+                    }
+                }
+            }
+        }
+    });
     tasks.close();
     // If either server fails, stop the other.
     let result = tokio::select! {

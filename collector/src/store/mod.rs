@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
+use chunk::stale_marker;
 use history::{History, HistoryStats, Matcher, SeriesSamples};
 use vigil_shared::labels::escape_label_value_into;
 use vigil_shared::proto::{self, Kind};
@@ -94,12 +95,18 @@ pub struct StoredFamily {
     pub series: BTreeMap<String, StoredSeries>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct AgentState {
     index: u32,
     epoch: u64,
     last_sequence: u64,
     last_push: i64,
+    /// The agent's flush interval: when its next batch is due.
+    flush_interval_ms: i64,
+    /// History series its last batch wrote.
+    last_series: Vec<u32>,
+    /// True once its series were marked stale for silence.
+    silenced: bool,
 }
 
 /// What applying a batch did.
@@ -215,6 +222,8 @@ impl Store {
                 agent.epoch = batch.epoch;
                 agent.last_sequence = batch.sequence;
                 agent.last_push = now;
+                agent.flush_interval_ms = batch.flush_interval_ms as i64;
+                agent.silenced = false;
             }
             None => {
                 let index = inner.agents.len() as u32;
@@ -225,6 +234,9 @@ impl Store {
                         epoch: batch.epoch,
                         last_sequence: batch.sequence,
                         last_push: now,
+                        flush_interval_ms: batch.flush_interval_ms as i64,
+                        last_series: Vec::new(),
+                        silenced: false,
                     },
                 );
             }
@@ -236,6 +248,7 @@ impl Store {
             .unwrap_or(u32::MAX);
         let stale_after = self.stale_after_ms;
         let mut history_labels: Vec<(String, String)> = Vec::with_capacity(16);
+        let mut written: Vec<u32> = Vec::new();
         let mut applied = Applied::default();
         for family in &batch.families {
             let Some(kind) = StoredKind::from_wire(family.kind) else {
@@ -314,6 +327,7 @@ impl Store {
                     }
                     history_labels.sort();
                     let id = history.series_id(&history_labels);
+                    written.push(id);
                     if history.append(id, t, v).is_err() {
                         applied.out_of_order += 1;
                     }
@@ -339,7 +353,50 @@ impl Store {
                 }
             }
         }
+        // Series the agent sent last time and not this time are gone:
+        // a stale marker ends them now, as Prometheus does after a scrape.
+        let batch_time = if batch.timestamp_ms > 0 {
+            batch.timestamp_ms
+        } else {
+            now
+        };
+        written.sort_unstable();
+        written.dedup();
+        if let Some(agent) = inner.agents.get_mut(&batch.agent_id) {
+            let previous = std::mem::replace(&mut agent.last_series, written);
+            for id in previous {
+                if agent.last_series.binary_search(&id).is_err() {
+                    let _ = inner.history.append(id, batch_time, stale_marker());
+                }
+            }
+        }
         applied
+    }
+
+    /// Ends the series of agents that missed their next push (two flush
+    /// intervals without a batch) with a stale marker at `now`, so that
+    /// queries stop returning their last values after the lookback. Returns
+    /// the agents marked.
+    pub fn mark_silent_agents(&self, now: i64) -> Vec<String> {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let mut marked = Vec::new();
+        for (id, agent) in inner.agents.iter_mut() {
+            let interval = if agent.flush_interval_ms > 0 {
+                agent.flush_interval_ms
+            } else {
+                10_000
+            };
+            if agent.silenced || now <= agent.last_push + 2 * interval {
+                continue;
+            }
+            for series in &agent.last_series {
+                let _ = inner.history.append(*series, now, stale_marker());
+            }
+            agent.silenced = true;
+            marked.push(id.clone());
+        }
+        marked
     }
 
     /// Calls `visit` with every family and its fresh series, in name order.
@@ -551,6 +608,54 @@ mod tests {
         assert!(snapshot(&store).is_empty());
         assert_eq!(store.sweep(now_ms()).0, 2);
         assert_eq!(store.series_count(), 0);
+    }
+
+    #[test]
+    fn series_that_stop_arriving_get_a_stale_marker() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        let mut first = batch(1, 1, 1.0);
+        first.timestamp_ms = 1_000;
+        for f in &mut first.families {
+            for s in &mut f.series {
+                s.timestamp_ms = 1_000;
+            }
+        }
+        store.apply_now(&first);
+        let mut second = batch(2, 1, 2.0);
+        second.timestamp_ms = 2_000;
+        second.families.truncate(1); // the histogram is gone
+        second.families[0].series[0].timestamp_ms = 2_000;
+        store.apply_now(&second);
+        let eq = |n: &str, v: &str| Matcher::Equal(n.into(), v.into());
+        let count = store.select(&[eq("__name__", "h_count")], 0, i64::MAX);
+        assert_eq!(count[0].samples.len(), 2);
+        assert!(chunk::is_stale_marker(count[0].samples[1].1));
+        assert_eq!(count[0].samples[1].0, 2_000);
+        let g = store.select(&[eq("__name__", "g")], 0, i64::MAX);
+        assert!(g[0].samples.iter().all(|(_, v)| !v.is_nan()));
+    }
+
+    #[test]
+    fn silent_agents_series_are_ended() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        let mut b = batch(1, 1, 1.0);
+        b.flush_interval_ms = 1_000;
+        b.families.truncate(1);
+        b.families[0].series[0].timestamp_ms = 1_000;
+        store.apply(&b, 1_000);
+        assert!(store.mark_silent_agents(2_500).is_empty());
+        assert_eq!(store.mark_silent_agents(3_500), vec!["a".to_string()]);
+        assert!(store.mark_silent_agents(9_000).is_empty(), "marked once");
+        let g = store.select(
+            &[Matcher::Equal("__name__".into(), "g".into())],
+            0,
+            i64::MAX,
+        );
+        assert!(
+            g[0].samples
+                .last()
+                .is_some_and(|(t, v)| *t == 3_500 && chunk::is_stale_marker(*v))
+        );
     }
 
     #[test]
