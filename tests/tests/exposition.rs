@@ -163,6 +163,29 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
         "vigil_memory_used_ratio_count from the query API: {count:?}"
     );
 
+    // The exact quantile of every per-second sample, from the windows' HDR histograms.
+    let path = format!(
+        "/api/v1/vigil/quantile?q=0.5&query={}",
+        vigil_tests::url_encode(&format!(
+            "vigil_memory_used_ratio{{instance=\"{INSTANCE}\"}}"
+        ))
+    );
+    let (status, _, body) = http_get(collector.http, &path, None)?;
+    ensure!(status == 200, "{status}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    let merged = answer["data"]["count"].as_f64();
+    ensure!(
+        merged.is_some_and(|c| c >= second_samples),
+        "quantile merged {merged:?} samples, {second_samples} taken: {body}"
+    );
+    let median = answer["data"]["value"]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok());
+    ensure!(
+        median.is_some_and(|m| (0.0..=1.0).contains(&m)),
+        "median memory used ratio {median:?}"
+    );
+
     // promtool: no parse error, and no lint problem outside node_exporter's own names.
     let (code, problems) = promtool_check_metrics(&second.text)?;
     let foreign: Vec<&String> = problems

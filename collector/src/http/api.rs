@@ -25,6 +25,7 @@ pub struct QueryParams {
     end: Option<String>,
     step: Option<String>,
     timeout: Option<String>,
+    q: Option<String>,
 }
 
 fn bad_data(message: impl Into<String>) -> Response {
@@ -163,6 +164,66 @@ fn range(state: &HttpState, params: QueryParams) -> Response {
         Ok(m) => axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": matrix_json(&m)}})).into_response(),
         Err(e) => eval_error(e),
     }
+}
+
+/// The exact quantile of the per-second samples of windowed series:
+/// `query` is a selector (`vigil_cpu_busy_ratio{instance=~"web-.*"}`), `q`
+/// the quantile, `start`/`end` the range (default: the last hour).
+fn window_quantile(state: &HttpState, params: QueryParams) -> Response {
+    let Some(query) = params.query.as_deref() else {
+        return bad_data("query is required: a selector of a vigil_ windowed family");
+    };
+    let q = match params.q.as_deref().map(str::parse::<f64>) {
+        Some(Ok(q)) if (0.0..=1.0).contains(&q) => q,
+        _ => return bad_data("q is required: a quantile between 0 and 1"),
+    };
+    let end = match params.end.as_deref().map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or_else(now_ms),
+        Err(e) => return bad_data(e),
+    };
+    let start = match params.start.as_deref().map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or(end - 3_600_000),
+        Err(e) => return bad_data(e),
+    };
+    let matchers = match crate::promql::parse(query) {
+        Ok(promql_parser::parser::Expr::VectorSelector(vs)) => {
+            match crate::promql::eval::selector_matchers(&vs) {
+                Ok(m) => m,
+                Err(e) => return bad_data(e.to_string()),
+            }
+        }
+        Ok(_) => {
+            return bad_data(
+                "query must be a series selector such as vigil_cpu_busy_ratio{instance=\"web-1\"}",
+            );
+        }
+        Err(e) => return bad_data(e.to_string()),
+    };
+    match state.store.window_quantile(&matchers, q, start, end) {
+        Ok(Some(r)) => axum::Json(json!({"status": "success", "data": {
+            "quantile": q,
+            "value": format_float(r.value),
+            "count": r.count,
+            "min": format_float(r.min),
+            "max": format_float(r.max),
+            "start": start as f64 / 1000.0,
+            "end": end as f64 / 1000.0,
+        }}))
+        .into_response(),
+        Ok(None) => axum::Json(
+            json!({"status": "success", "data": {"quantile": q, "value": null, "count": 0}}),
+        )
+        .into_response(),
+        Err(e) => error_response(StatusCode::UNPROCESSABLE_ENTITY, "execution", e.to_string()),
+    }
+}
+
+/// `GET /api/v1/vigil/quantile`
+pub async fn window_quantile_get(
+    State(state): State<Arc<HttpState>>,
+    Query(params): Query<QueryParams>,
+) -> Response {
+    run_blocking(state, params, window_quantile).await
 }
 
 /// `GET /api/v1/query`

@@ -46,6 +46,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/query", get(api::query_get).post(api::query_post))
+        .route("/api/v1/vigil/quantile", get(api::window_quantile_get))
         .route(
             "/api/v1/query_range",
             get(api::query_range_get).post(api::query_range_post),

@@ -203,6 +203,13 @@ impl<'a> Evaluator<'a> {
     }
 
     fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+        selector_matchers(vs)
+    }
+}
+
+/// The store matchers of a parsed selector, its metric name included.
+pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+    {
         let mut out = Vec::new();
         if let Some(name) = &vs.name {
             out.push(Matcher::Equal(METRIC_NAME.into(), name.clone()));
@@ -222,7 +229,9 @@ impl<'a> Evaluator<'a> {
         }
         Ok(out)
     }
+}
 
+impl<'a> Evaluator<'a> {
     fn load(
         &self,
         vs: &VectorSelector,

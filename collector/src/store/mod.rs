@@ -20,6 +20,7 @@
 pub mod chunk;
 pub mod history;
 pub mod wal;
+pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -29,6 +30,7 @@ use chunk::stale_marker;
 use history::{History, HistoryStats, Matcher, SeriesSamples};
 use vigil_shared::labels::escape_label_value_into;
 use vigil_shared::proto::{self, Kind};
+use windows::{QuantileError, QuantileResult, WindowStore};
 
 /// A family's kind, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +130,7 @@ struct Inner {
     families: BTreeMap<String, StoredFamily>,
     agents: HashMap<String, AgentState>,
     history: History,
+    windows: WindowStore,
 }
 
 /// The latest state of every series, and their history.
@@ -297,6 +300,19 @@ impl Store {
                 entry.updated = now;
                 entry.agent = agent;
                 if let Some(window) = &series.window {
+                    let mut labels: Vec<(String, String)> =
+                        Vec::with_capacity(series.labels.len() + 1);
+                    labels.push(("__name__".to_string(), family.name.clone()));
+                    labels.extend(
+                        series
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.clone(), l.value.clone())),
+                    );
+                    labels.sort();
+                    if let Err(e) = inner.windows.add(&labels.into(), window) {
+                        tracing::error!(family = %family.name, error = %e, "cannot keep a window's histogram");
+                    }
                     let c = entry.cumulative.get_or_insert_with(|| Cumulative {
                         buckets: vec![0; family.bucket_bounds.len() + 1],
                         sum: 0.0,
@@ -443,6 +459,18 @@ impl Store {
         self.read().history.stats()
     }
 
+    /// The `q` quantile of every per-second sample of the selected windowed
+    /// series whose windows ended within `[start, end]`.
+    pub fn window_quantile(
+        &self,
+        matchers: &[Matcher],
+        q: f64,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<QuantileResult>, QuantileError> {
+        self.read().windows.quantile(matchers, q, start, end)
+    }
+
     /// Samples of the series the matchers select, `mint <= t <= maxt`.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         self.read().history.select(matchers, mint, maxt)
@@ -464,6 +492,7 @@ impl Store {
         }
         inner.families.retain(|_, f| !f.series.is_empty());
         let samples = inner.history.drop_before(now - self.retention_ms);
+        inner.windows.drop_before(now - self.retention_ms);
         (dropped, samples)
     }
 }
