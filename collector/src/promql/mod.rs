@@ -188,3 +188,66 @@ pub fn instant_query(
     let expr = parse(query)?;
     eval::Evaluator::new(store, t, t, limits).eval_instant(&expr, t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::history::History;
+
+    fn history() -> Result<History, crate::store::chunk::AppendError> {
+        let mut h = History::new();
+        for i in 0..10 {
+            let id = h.series_id(&[
+                ("__name__".to_string(), "x".to_string()),
+                ("i".to_string(), i.to_string()),
+            ]);
+            for t in 0..100 {
+                h.append(id, t * 1000, t as f64)?;
+            }
+        }
+        Ok(h)
+    }
+
+    #[test]
+    fn sample_limit_stops_a_query_with_a_clear_error() -> Result<(), Box<dyn std::error::Error>> {
+        let h = history()?;
+        let limits = Limits {
+            max_samples: 500,
+            ..Limits::default()
+        };
+        let err = instant_query(&h, "sum(rate(x[100s]))", 99_000, limits).err();
+        assert_eq!(
+            err.as_ref().map(ToString::to_string),
+            Some("query would load more than 500 samples (limit max_samples)".to_string())
+        );
+        assert!(instant_query(&h, "sum(rate(x[10s]))", 99_000, limits).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn timeout_stops_a_query() -> Result<(), Box<dyn std::error::Error>> {
+        let h = history()?;
+        let limits = Limits {
+            timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            instant_query(&h, "x", 99_000, limits),
+            Err(EvalError::Timeout(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn range_queries_evaluate_every_step() -> Result<(), Box<dyn std::error::Error>> {
+        let h = history()?;
+        let m = range_query(&h, "sum(x)", 0, 60_000, 30_000, Limits::default())?;
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m[0].points,
+            vec![(0, 0.0), (30_000, 300.0), (60_000, 600.0)]
+        );
+        assert!(range_query(&h, "x", 0, 100_000_000, 1, Limits::default()).is_err());
+        Ok(())
+    }
+}

@@ -120,6 +120,11 @@ impl Chunk {
         self.count == 0
     }
 
+    /// Gives back spare capacity once the chunk takes no more samples.
+    pub fn shrink_to_fit(&mut self) {
+        self.writer.bytes.shrink_to_fit();
+    }
+
     /// Bytes of encoded data.
     pub fn encoded_bytes(&self) -> usize {
         self.writer.bytes.len()

@@ -147,7 +147,8 @@ impl History {
             return Err(AppendError::OutOfOrder { timestamp: t, last });
         }
         if series.head.len() >= SAMPLES_PER_CHUNK {
-            let full = std::mem::take(&mut series.head);
+            let mut full = std::mem::take(&mut series.head);
+            full.shrink_to_fit();
             series.sealed.push(full);
         }
         series.head.append(t, v)?;
