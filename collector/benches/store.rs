@@ -44,7 +44,9 @@ fn value(h: usize, s: usize, i: usize, state: &mut u64) -> f64 {
     match s % 20 {
         0..=7 => ((h * 31 + s) * 4096) as f64,
         8..=14 => i * 5_000.0 + (r as f64) * (i.min(1.0)) + (s * 7) as f64,
-        15..=17 => ((i * 9.5 + (r % 100) as f64 / 100.0) * 100.0).round() / 100.0 + (h * 1000) as f64,
+        15..=17 => {
+            ((i * 9.5 + (r % 100) as f64 / 100.0) * 100.0).round() / 100.0 + (h * 1000) as f64
+        }
         _ => (1_000_000 + (r % 64) * 4096 + s as u64 * 4096) as f64,
     }
 }
@@ -137,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     let wal_hosts = (hosts / 100).max(1);
     let dir = tempfile::tempdir()?;
     {
-        let (mut wal, _) = Wal::open(dir.path(), false)?;
+        let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
         let mut state = 1u64;
         for i in 0..steps {
             for h in 0..wal_hosts {
@@ -183,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(86_400),
     );
     let t0 = Instant::now();
-    let (_, replay) = Wal::open(dir.path(), false)?;
+    let (_, replay) = Wal::open(dir.path(), false, 0)?;
     let read = t0.elapsed();
     for (received, batch) in &replay.batches {
         store.apply(batch, *received);

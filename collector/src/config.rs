@@ -157,6 +157,9 @@ pub struct RawStore {
     /// How long history is kept.
     #[serde(default = "default_retention")]
     pub retention: HumanDuration,
+    /// How often the whole store is written to a checkpoint.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: HumanDuration,
 }
 
 impl Default for RawStore {
@@ -165,12 +168,16 @@ impl Default for RawStore {
             stale_after: default_stale_after(),
             data_dir: default_data_dir(),
             retention: default_retention(),
+            checkpoint_interval: default_checkpoint_interval(),
         }
     }
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil/collector")
+}
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 60))
 }
 fn default_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(24 * 3600))
@@ -241,6 +248,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// How long history is kept.
     pub retention: Duration,
+    /// How often the store is checkpointed.
+    pub checkpoint_interval: Duration,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -371,6 +380,12 @@ impl RawConfig {
         if retention < Duration::from_secs(60) {
             problems.push(ConfigProblem::new("store.retention", "must be at least 1m"));
         }
+        if self.store.checkpoint_interval.0 < Duration::from_secs(1) {
+            problems.push(ConfigProblem::new(
+                "store.checkpoint_interval",
+                "must be at least 1s",
+            ));
+        }
         if self.store.data_dir.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("store.data_dir", "must not be empty"));
         }
@@ -395,6 +410,7 @@ impl RawConfig {
             stale_after,
             data_dir: self.store.data_dir,
             retention,
+            checkpoint_interval: self.store.checkpoint_interval.0,
         })
     }
 }

@@ -54,6 +54,9 @@ pub enum CollectorError {
     /// A server failed.
     #[error("{0} server failed: {1}")]
     Serve(&'static str, String),
+    /// A checkpoint could not be restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The write-ahead log could not be opened (set store.data_dir or --data-dir).
     #[error("{0} (set store.data_dir or --data-dir to a writable folder)")]
     Wal(#[from] store::wal::WalError),
@@ -116,14 +119,31 @@ fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, Colle
     Ok(Some(server))
 }
 
-/// Opens the write-ahead log in `data_dir/wal` and replays it into the store.
+/// Loads the checkpoint, if any, then opens the write-ahead log in
+/// `data_dir/wal` and replays what the checkpoint does not cover.
 fn open_and_replay(
     config: &CollectorConfig,
     store: &Store,
 ) -> Result<store::wal::Wal, CollectorError> {
     let started = std::time::Instant::now();
+    let from = match store::checkpoint::read(&config.data_dir) {
+        Ok(Some(cp)) => {
+            let segment = cp.wal_segment;
+            let series = cp.history.len();
+            store.restore(cp).map_err(CollectorError::Checkpoint)?;
+            info!(series, took = ?started.elapsed(), "checkpoint loaded");
+            segment
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            // Checkpoints are written whole and renamed into place, so this
+            // is damage on disk: keep going with what the log still holds.
+            tracing::error!(error = %e, "checkpoint unreadable; replaying the write-ahead log that remains (data only in the checkpoint is lost)");
+            0
+        }
+    };
     let dir = config.data_dir.join("wal");
-    let (wal, replay) = store::wal::Wal::open(&dir, true)?;
+    let (wal, replay) = store::wal::Wal::open(&dir, true, from)?;
     for problem in &replay.problems {
         tracing::warn!(%problem, "write-ahead log damaged; replayed up to the damage");
     }
@@ -142,6 +162,34 @@ fn open_and_replay(
         "write-ahead log replayed"
     );
     Ok(wal)
+}
+
+/// Writes a checkpoint: under the log's lock (so no batch is applied in
+/// between) start a new segment and copy the store; then write the copy and
+/// delete the segments it covers.
+fn write_checkpoint(
+    store: &Store,
+    wal: &std::sync::Mutex<store::wal::Wal>,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let (segment, snapshot) = {
+        let mut wal = wal
+            .lock()
+            .map_err(|_| "write-ahead log lock poisoned".to_string())?;
+        let segment = wal.start_segment().map_err(|e| e.to_string())?;
+        (segment, store.snapshot(segment))
+    };
+    let copied = started.elapsed();
+    let bytes =
+        store::checkpoint::write(dir, &snapshot).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let removed = wal
+        .lock()
+        .map_err(|_| "write-ahead log lock poisoned".to_string())?
+        .remove_below(segment)
+        .map_err(|e| e.to_string())?;
+    info!(bytes, segment, removed_segments = removed, ingest_paused = ?copied, took = ?started.elapsed(), "checkpoint written");
+    Ok(())
 }
 
 /// Serves on already-bound listeners until `shutdown` is cancelled.
@@ -223,6 +271,29 @@ pub async fn serve(
                         Err(e) => tracing::warn!(error = %e, "write-ahead log clean-up task failed"),
                     }
                 }
+            }
+        }
+    });
+    let checkpoint_store = Arc::clone(&store);
+    let checkpoint_wal = Arc::clone(&wal);
+    let checkpoint_shutdown = shutdown.clone();
+    let checkpoint_dir = config.data_dir.clone();
+    let checkpoint_every = config.checkpoint_interval;
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + checkpoint_every, checkpoint_every);
+        loop {
+            let last = tokio::select! {
+                _ = checkpoint_shutdown.cancelled() => true,
+                _ = every.tick() => false,
+            };
+            let (store, wal, dir) = (Arc::clone(&checkpoint_store), Arc::clone(&checkpoint_wal), checkpoint_dir.clone());
+            match tokio::task::spawn_blocking(move || write_checkpoint(&store, &wal, &dir)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything"),
+                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+            }
+            if last {
+                return;
             }
         }
     });

@@ -148,11 +148,24 @@ impl Collector {
         ingest_extra: &str,
         rest: &str,
     ) -> Result<Self> {
+        Self::start_with_store(dir, name, http_port, ingest_port, ingest_extra, rest, "")
+    }
+
+    /// As [`Collector::start`], with extra TOML in `[store]`.
+    pub fn start_with_store(
+        dir: &Path,
+        name: &str,
+        http_port: u16,
+        ingest_port: u16,
+        ingest_extra: &str,
+        rest: &str,
+        store_extra: &str,
+    ) -> Result<Self> {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n[store]\ndata_dir = \"{}\"\n",
+                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n[store]\ndata_dir = \"{}\"\n{store_extra}\n",
                 dir.join(format!("{name}-data")).display()
             ),
         )?;

@@ -284,3 +284,64 @@ fn acknowledged_batches_survive_sigkill() -> Result<()> {
     ensure!(replay.duplicate, "{replay:?}");
     Ok(())
 }
+
+#[test]
+fn restart_after_a_checkpoint_replays_only_the_newer_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
+    let every_second = "checkpoint_interval = \"1s\"";
+    let start = || {
+        Collector::start_with_store(
+            dir.path(),
+            "collector",
+            http_port,
+            ingest_port,
+            "",
+            "",
+            every_second,
+        )
+    };
+    let collector = start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let push = |collector: &Collector, sequences: std::ops::RangeInclusive<u64>| {
+        runtime.block_on(async {
+            let mut client = IngestClient::connect(format!("http://{}", collector.ingest)).await?;
+            for sequence in sequences {
+                let answer = client.push(batch(sequence, None)?).await?.into_inner();
+                ensure!(answer.acknowledged_sequence == sequence && !answer.duplicate);
+            }
+            anyhow::Ok(())
+        })
+    };
+    push(&collector, 1..=20)?;
+    collector
+        .process
+        .wait_for_log("checkpoint written", Duration::from_secs(15))?;
+    push(&collector, 21..=30)?;
+    drop(collector); // SIGKILL
+    let collector = start()?;
+    collector
+        .process
+        .wait_for_log("write-ahead log replayed", Duration::from_secs(10))?;
+    let log = collector.process.log();
+    ensure!(log.contains("checkpoint loaded"), "{log}");
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value("door_busy_ratio_count", &[("instance", "door")]) == Some(90.0),
+        "{}",
+        scrape.text
+    );
+    ensure!(scrape.value("door_gauge", &[("instance", "door")]) == Some(30.0));
+    let at = (base_ms() as f64 + 60_000.0) / 1000.0;
+    let answer = collector.query("door_gauge{instance=\"door\"}[2m]", at)?;
+    let n = answer["data"]["result"][0]["values"]
+        .as_array()
+        .map(Vec::len);
+    ensure!(
+        n == Some(30),
+        "history after checkpoint and restart: {n:?} samples: {answer}"
+    );
+    Ok(())
+}

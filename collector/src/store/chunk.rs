@@ -216,6 +216,52 @@ impl Chunk {
         }
     }
 
+    /// Rebuilds a chunk from its encoded bytes and sample count (as
+    /// [`Chunk::raw`] gives them), ready to take more samples. `None` when the
+    /// bytes do not hold `count` samples.
+    pub fn from_raw(bytes: Vec<u8>, count: u32) -> Option<Self> {
+        if count == 0 {
+            return bytes.is_empty().then(Chunk::new);
+        }
+        let mut it = ChunkIter::new(&bytes, count);
+        let mut first_t = 0;
+        let mut n = 0;
+        for (t, _) in it.by_ref() {
+            if n == 0 {
+                first_t = t;
+            }
+            n += 1;
+        }
+        if n != count {
+            return None;
+        }
+        let (last_t, last_delta, last_v, leading, trailing, window_seen, position) = (
+            it.t,
+            it.delta,
+            it.v,
+            it.leading,
+            it.trailing,
+            it.window_seen,
+            it.reader.position,
+        );
+        if position.div_ceil(8) != bytes.len() {
+            return None;
+        }
+        Some(Self {
+            writer: BitWriter {
+                bytes,
+                used: (position % 8) as u8,
+            },
+            count,
+            first_t,
+            last_t,
+            last_delta,
+            last_v,
+            leading: if window_seen { leading } else { 0xff },
+            trailing,
+        })
+    }
+
     /// The samples, in time order.
     pub fn iter(&self) -> ChunkIter<'_> {
         ChunkIter::new(&self.writer.bytes, self.count)
@@ -232,6 +278,7 @@ pub struct ChunkIter<'a> {
     v: u64,
     leading: u8,
     trailing: u8,
+    window_seen: bool,
 }
 
 impl<'a> ChunkIter<'a> {
@@ -246,6 +293,7 @@ impl<'a> ChunkIter<'a> {
             v: 0,
             leading: 0,
             trailing: 0,
+            window_seen: false,
         }
     }
 
@@ -254,6 +302,7 @@ impl<'a> ChunkIter<'a> {
             return Some(());
         }
         if self.reader.bit()? {
+            self.window_seen = true;
             self.leading = self.reader.bits(5)? as u8;
             let mut significant = self.reader.bits(6)? as u8;
             if significant == 0 {
@@ -382,6 +431,28 @@ mod tests {
         assert_eq!(back, want);
         assert!(is_stale_marker(f64::from_bits(back[1].1)));
         assert!(!is_stale_marker(f64::NAN));
+    }
+
+    #[test]
+    fn a_rebuilt_chunk_takes_more_samples() {
+        for split in [0usize, 1, 2, 3, 50] {
+            let samples: Vec<(i64, f64)> = (0..100)
+                .map(|i| (i * 1000 + (i % 3), (i * i) as f64 * 0.5))
+                .collect();
+            let mut c = Chunk::new();
+            for (t, v) in &samples[..split] {
+                assert!(c.append(*t, *v).is_ok());
+            }
+            let (bytes, count) = c.raw();
+            let mut rebuilt = Chunk::from_raw(bytes.to_vec(), count).unwrap_or_default();
+            assert_eq!(rebuilt.len(), split);
+            for (t, v) in &samples[split..] {
+                assert!(rebuilt.append(*t, *v).is_ok());
+            }
+            let back: Vec<(i64, f64)> = rebuilt.iter().collect();
+            assert_eq!(back, samples, "split at {split}");
+        }
+        assert!(Chunk::from_raw(vec![1, 2, 3], 5).is_none());
     }
 
     #[test]

@@ -306,6 +306,81 @@ impl History {
     }
 }
 
+impl History {
+    /// Every series with its id and chunks, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<super::checkpoint::CpHistorySeries> {
+        use super::checkpoint::{CpChunk, CpHistorySeries, CpLabel};
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (id, s)))
+            .map(|(id, s)| CpHistorySeries {
+                id: id as u32,
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(name, value)| CpLabel {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                chunks: s
+                    .sealed
+                    .iter()
+                    .chain(std::iter::once(&s.head))
+                    .map(|c| {
+                        let (bytes, count) = c.raw();
+                        CpChunk {
+                            bytes: bytes.to_vec(),
+                            count,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Rebuilds a history from a checkpoint, keeping every series' id.
+    pub fn restore(series: Vec<super::checkpoint::CpHistorySeries>) -> Result<Self, String> {
+        let mut h = History::new();
+        for cp in series {
+            let labels: Vec<(String, String)> =
+                cp.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            let mut chunks = Vec::with_capacity(cp.chunks.len());
+            for c in cp.chunks {
+                let samples = c.count;
+                h.samples += u64::from(samples);
+                chunks.push(Chunk::from_raw(c.bytes, samples).ok_or_else(|| {
+                    format!("checkpoint: a chunk of series {labels:?} does not decode")
+                })?);
+            }
+            let head = chunks.pop().unwrap_or_default();
+            let labels: Labels = labels.into();
+            let id = cp.id;
+            while h.series.len() <= id as usize {
+                h.series.push(None);
+            }
+            for (name, value) in labels.iter() {
+                let list = h.postings.entry((name.clone(), value.clone())).or_default();
+                if let Err(at) = list.binary_search(&id) {
+                    list.insert(at, id);
+                }
+                h.values
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(value.clone());
+            }
+            h.ids.insert(Arc::clone(&labels), id);
+            h.series[id as usize] = Some(SeriesHistory {
+                labels,
+                sealed: chunks,
+                head,
+            });
+        }
+        Ok(h)
+    }
+}
+
 fn label_value<'a>(labels: &'a [(String, String)], name: &str) -> &'a str {
     labels
         .binary_search_by(|(n, _)| n.as_str().cmp(name))
@@ -422,6 +497,31 @@ mod tests {
         assert_eq!(got[0].samples.len(), 151);
         assert_eq!(got[0].samples[0], (100_000, 200.0));
         assert_eq!(got[0].samples[150], (250_000, 500.0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_checkpoint_restores_every_series_and_takes_more_samples()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let h = fill()?;
+        let mut back = History::restore(h.snapshot())?;
+        assert_eq!(back.stats(), h.stats());
+        let m = [
+            eq("__name__", "cpu"),
+            eq("instance", "b"),
+            eq("mode", "user"),
+        ];
+        assert_eq!(back.select(&m, 0, i64::MAX), h.select(&m, 0, i64::MAX));
+        let id = back.series_id(&labels(&[
+            ("__name__", "cpu"),
+            ("instance", "b"),
+            ("mode", "user"),
+        ]));
+        back.append(id, 300_000, 1.0)?;
+        assert_eq!(
+            back.select(&m, 300_000, 300_000)[0].samples,
+            vec![(300_000, 1.0)]
+        );
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 //! never blocks for long: one write lock per applied batch, one read lock per
 //! scrape.
 
+pub mod checkpoint;
 pub mod chunk;
 pub mod history;
 pub mod wal;
@@ -387,6 +388,131 @@ impl Store {
             }
         }
         applied
+    }
+
+    /// Copies the whole store into a checkpoint that covers the log before
+    /// segment `wal_segment`.
+    pub fn snapshot(&self, wal_segment: u32) -> checkpoint::Checkpoint {
+        use checkpoint::{Checkpoint, CpAgent, CpFamily, CpSeries};
+        let inner = self.read();
+        let families = inner
+            .families
+            .iter()
+            .map(|(name, f)| CpFamily {
+                name: name.clone(),
+                help: f.help.clone(),
+                kind: match f.kind {
+                    StoredKind::Counter => 0,
+                    StoredKind::Gauge => 1,
+                    StoredKind::Untyped => 2,
+                    StoredKind::Histogram => 3,
+                },
+                bounds: f.bounds.clone(),
+                series: f
+                    .series
+                    .values()
+                    .map(|s| CpSeries {
+                        labels_text: s.labels_text.clone(),
+                        value: s.value,
+                        buckets: s
+                            .cumulative
+                            .as_ref()
+                            .map(|c| c.buckets.clone())
+                            .unwrap_or_default(),
+                        sum: s.cumulative.as_ref().map(|c| c.sum).unwrap_or(0.0),
+                        count: s.cumulative.as_ref().map(|c| c.count).unwrap_or(0),
+                        cumulative: s.cumulative.is_some(),
+                        updated: s.updated,
+                        agent: s.agent,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let agents = inner
+            .agents
+            .iter()
+            .map(|(id, a)| CpAgent {
+                id: id.clone(),
+                index: a.index,
+                epoch: a.epoch,
+                last_sequence: a.last_sequence,
+                last_push: a.last_push,
+                flush_interval_ms: a.flush_interval_ms,
+                last_series: a.last_series.clone(),
+                silenced: a.silenced,
+            })
+            .collect();
+        Checkpoint {
+            wal_segment,
+            created_ms: now_ms(),
+            families,
+            agents,
+            history: inner.history.snapshot(),
+            windows: inner.windows.snapshot(),
+        }
+    }
+
+    /// Replaces the store's contents with a checkpoint's.
+    pub fn restore(&self, cp: checkpoint::Checkpoint) -> Result<(), String> {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        inner.families.clear();
+        for f in cp.families {
+            let kind = match f.kind {
+                0 => StoredKind::Counter,
+                1 => StoredKind::Gauge,
+                2 => StoredKind::Untyped,
+                _ => StoredKind::Histogram,
+            };
+            let series = f
+                .series
+                .into_iter()
+                .map(|s| {
+                    let stored = StoredSeries {
+                        labels_text: s.labels_text.clone(),
+                        value: s.value,
+                        cumulative: s.cumulative.then_some(Cumulative {
+                            buckets: s.buckets,
+                            sum: s.sum,
+                            count: s.count,
+                        }),
+                        updated: s.updated,
+                        agent: s.agent,
+                    };
+                    (s.labels_text, stored)
+                })
+                .collect();
+            inner.families.insert(
+                f.name,
+                StoredFamily {
+                    help: f.help,
+                    kind,
+                    bounds: f.bounds,
+                    series,
+                },
+            );
+        }
+        inner.agents = cp
+            .agents
+            .into_iter()
+            .map(|a| {
+                (
+                    a.id,
+                    AgentState {
+                        index: a.index,
+                        epoch: a.epoch,
+                        last_sequence: a.last_sequence,
+                        last_push: a.last_push,
+                        flush_interval_ms: a.flush_interval_ms,
+                        last_series: a.last_series,
+                        silenced: a.silenced,
+                    },
+                )
+            })
+            .collect();
+        inner.history = History::restore(cp.history)?;
+        inner.windows = WindowStore::restore(cp.windows);
+        Ok(())
     }
 
     /// Ends the series of agents that missed their next push (two flush

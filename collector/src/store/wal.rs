@@ -178,12 +178,18 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir`, replays what it holds,
-    /// cuts a torn tail off the last segment, and starts a new segment.
-    /// `sync` makes every append wait for the disk.
-    pub fn open(dir: &Path, sync: bool) -> Result<(Self, Replay), WalError> {
+    /// Opens (creating if needed) the log in `dir`, replays what it holds
+    /// from segment `from` on (older ones, covered by a checkpoint, are
+    /// deleted), cuts a torn tail off the last segment, and starts a new
+    /// segment. `sync` makes every append wait for the disk.
+    pub fn open(dir: &Path, sync: bool, from: u32) -> Result<(Self, Replay), WalError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let existing = segments(dir)?;
+        let mut existing = segments(dir)?;
+        for n in existing.iter().filter(|n| **n < from) {
+            let path = segment_path(dir, *n);
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        existing.retain(|n| *n >= from);
         let mut replay = Replay::default();
         let mut closed = Vec::new();
         for (i, n) in existing.iter().enumerate() {
@@ -213,7 +219,7 @@ impl Wal {
                 f.sync_all().map_err(io_error(&path))?;
             }
         }
-        let segment = existing.last().map(|n| n + 1).unwrap_or(1);
+        let segment = existing.last().map(|n| n + 1).unwrap_or(1).max(from);
         let path = segment_path(dir, segment);
         let file = OpenOptions::new()
             .create(true)
@@ -282,6 +288,33 @@ impl Wal {
         Ok(removed)
     }
 
+    /// Closes the current segment and starts a new one; returns the new
+    /// segment's number. Everything appended before is in older segments.
+    pub fn start_segment(&mut self) -> Result<u32, WalError> {
+        self.roll()?;
+        Ok(self.segment)
+    }
+
+    /// Deletes every closed segment numbered below `segment` (covered by a
+    /// checkpoint); returns how many.
+    pub fn remove_below(&mut self, segment: u32) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while let Some(&(n, _)) = self.closed.first() {
+            if n >= segment {
+                break;
+            }
+            let path = segment_path(&self.dir, n);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+            self.closed.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     fn roll(&mut self) -> Result<(), WalError> {
         self.closed.push((self.segment, self.newest));
         self.newest = i64::MIN;
@@ -326,19 +359,19 @@ mod tests {
     fn appended_batches_replay_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, replay) = Wal::open(dir.path(), true)?;
+            let (mut wal, replay) = Wal::open(dir.path(), true, 0)?;
             assert!(replay.batches.is_empty());
             for s in 1..=5 {
                 wal.append(&batch(s), 7)?;
             }
         }
-        let (mut wal, replay) = Wal::open(dir.path(), true)?;
+        let (mut wal, replay) = Wal::open(dir.path(), true, 0)?;
         let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
         assert!(replay.batches.iter().all(|(t, _)| *t == 7));
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
         assert!(replay.problems.is_empty());
         wal.append(&batch(6), 7)?;
-        let (_, replay) = Wal::open(dir.path(), true)?;
+        let (_, replay) = Wal::open(dir.path(), true, 0)?;
         assert_eq!(replay.batches.len(), 6);
         assert_eq!(replay.segments, 2);
         Ok(())
@@ -348,19 +381,19 @@ mod tests {
     fn segments_past_retention_are_removed() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
             wal.append(&batch(1), 1_000)?;
         }
         {
-            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
             wal.append(&batch(2), 5_000)?;
         }
-        let (mut wal, replay) = Wal::open(dir.path(), false)?;
+        let (mut wal, replay) = Wal::open(dir.path(), false, 0)?;
         assert_eq!(replay.batches.len(), 2);
         assert_eq!(wal.remove_before(2_000)?, 1);
         assert_eq!(wal.remove_before(2_000)?, 0);
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), false)?;
+        let (_, replay) = Wal::open(dir.path(), false, 0)?;
         let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
         assert_eq!(seqs, [2]);
         Ok(())
@@ -370,7 +403,7 @@ mod tests {
     fn torn_tail_is_cut_and_reported() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
             wal.append(&batch(1), 7)?;
             wal.append(&batch(2), 7)?;
         }
@@ -380,7 +413,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(len - 3)?;
         drop(f);
-        let (_, replay) = Wal::open(dir.path(), false)?;
+        let (_, replay) = Wal::open(dir.path(), false, 0)?;
         assert_eq!(replay.batches.len(), 1);
         assert_eq!(replay.problems.len(), 1, "{:?}", replay.problems);
         assert!(replay.problems[0].contains("torn record"));
@@ -391,7 +424,7 @@ mod tests {
     fn flipped_bit_is_caught_by_the_checksum() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false)?;
+            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
             wal.append(&batch(1), 7)?;
         }
         let path = segment_path(dir.path(), 1);
@@ -399,7 +432,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         std::fs::write(&path, bytes)?;
-        let (_, replay) = Wal::open(dir.path(), false)?;
+        let (_, replay) = Wal::open(dir.path(), false, 0)?;
         assert!(replay.batches.is_empty());
         assert!(
             replay.problems[0].contains("checksum mismatch"),

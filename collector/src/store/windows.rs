@@ -176,6 +176,53 @@ impl WindowStore {
         dropped
     }
 
+    /// Every series' windows, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<super::checkpoint::CpWindowSeries> {
+        use super::checkpoint::{CpLabel, CpWindow, CpWindowSeries};
+        self.series
+            .iter()
+            .map(|(labels, windows)| CpWindowSeries {
+                labels: labels
+                    .iter()
+                    .map(|(name, value)| CpLabel {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                windows: windows
+                    .iter()
+                    .map(|w| CpWindow {
+                        end_ms: w.end_ms,
+                        scale: w.scale,
+                        count: w.count,
+                        hdr: w.hdr.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Rebuilds the store from a checkpoint.
+    pub fn restore(series: Vec<super::checkpoint::CpWindowSeries>) -> Self {
+        let mut store = Self::new();
+        for s in series {
+            let labels: Vec<(String, String)> =
+                s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            let windows = s
+                .windows
+                .into_iter()
+                .map(|w| StoredWindow {
+                    end_ms: w.end_ms,
+                    scale: w.scale,
+                    count: w.count,
+                    hdr: w.hdr,
+                })
+                .collect();
+            store.series.insert(labels.into(), windows);
+        }
+        store
+    }
+
     /// Windows held, and their encoded bytes.
     pub fn stats(&self) -> (usize, usize) {
         self.series
