@@ -135,6 +135,34 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    // Checkpoint of the whole history: write it, then read it back as a restart does.
+    let cp_dir = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    let checkpoint = vigil_collector::store::checkpoint::Checkpoint {
+        history: history.snapshot(),
+        ..Default::default()
+    };
+    let copied = t0.elapsed();
+    let bytes = vigil_collector::store::checkpoint::write(cp_dir.path(), &checkpoint)?;
+    let written = t0.elapsed();
+    drop(checkpoint);
+    let t1 = Instant::now();
+    let read = vigil_collector::store::checkpoint::read(cp_dir.path())
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
+    let restored = History::restore(read.history).map_err(anyhow::Error::msg)?;
+    let loaded = t1.elapsed();
+    anyhow::ensure!(restored.stats() == history.stats(), "restored history differs");
+    println!(
+        "checkpoint: {:.1} MiB; copy {:.2} s, copy + write {:.2} s; restart (read, verify, rebuild {} series) {:.2} s",
+        bytes as f64 / (1 << 20) as f64,
+        copied.as_secs_f64(),
+        written.as_secs_f64(),
+        restored.stats().series,
+        loaded.as_secs_f64()
+    );
+    drop(restored);
+
     // Write-ahead log: the same batches an agent would push, for 1 % of the hosts.
     let wal_hosts = (hosts / 100).max(1);
     let dir = tempfile::tempdir()?;
