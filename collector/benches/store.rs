@@ -152,7 +152,10 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
     let restored = History::restore(read.history).map_err(anyhow::Error::msg)?;
     let loaded = t1.elapsed();
-    anyhow::ensure!(restored.stats() == history.stats(), "restored history differs");
+    anyhow::ensure!(
+        restored.stats() == history.stats(),
+        "restored history differs"
+    );
     println!(
         "checkpoint: {:.1} MiB; copy {:.2} s, copy + write {:.2} s; restart (read, verify, rebuild {} series) {:.2} s",
         bytes as f64 / (1 << 20) as f64,

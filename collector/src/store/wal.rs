@@ -271,21 +271,7 @@ impl Wal {
     /// before `cutoff_ms` (older than the retention), in order, stopping at the
     /// first newer one; returns how many.
     pub fn remove_before(&mut self, cutoff_ms: i64) -> Result<usize, WalError> {
-        let mut removed = 0;
-        while let Some(&(n, newest)) = self.closed.first() {
-            if newest >= cutoff_ms {
-                break;
-            }
-            let path = segment_path(&self.dir, n);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&path)(e)),
-            }
-            self.closed.remove(0);
-            removed += 1;
-        }
-        Ok(removed)
+        self.remove_oldest_while(|_, newest| newest < cutoff_ms)
     }
 
     /// Closes the current segment and starts a new one; returns the new
@@ -298,9 +284,17 @@ impl Wal {
     /// Deletes every closed segment numbered below `segment` (covered by a
     /// checkpoint); returns how many.
     pub fn remove_below(&mut self, segment: u32) -> Result<usize, WalError> {
+        self.remove_oldest_while(|n, _| n < segment)
+    }
+
+    /// Deletes closed segments, oldest first, while `remove(number, newest)` says so.
+    fn remove_oldest_while(
+        &mut self,
+        remove: impl Fn(u32, i64) -> bool,
+    ) -> Result<usize, WalError> {
         let mut removed = 0;
-        while let Some(&(n, _)) = self.closed.first() {
-            if n >= segment {
+        while let Some(&(n, newest)) = self.closed.first() {
+            if !remove(n, newest) {
                 break;
             }
             let path = segment_path(&self.dir, n);
