@@ -67,6 +67,16 @@ fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
+/// An empty histogram that grows to hold whatever is added to it: decoded
+/// histograms only cover their own range, so merging into one of them fails
+/// when a later one holds larger values.
+fn growing() -> Result<Histogram<u64>, QuantileError> {
+    let mut h = Histogram::<u64>::new(vigil_shared::histogram::SIGNIFICANT_DIGITS)
+        .map_err(|e| QuantileError::Decode(e.to_string()))?;
+    h.auto(true);
+    Ok(h)
+}
+
 fn encode(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     V2DeflateSerializer::new()
@@ -90,9 +100,13 @@ impl WindowStore {
             && last.scale == window.scale
             && window.end_ms >= last.end_ms
         {
-            let mut merged = decode(&last.hdr)?;
-            let other = decode(&window.hdr)?;
-            merged.add(&other).map_err(|e| format!("{e:?}"))?;
+            let mut merged = growing().map_err(|e| e.to_string())?;
+            merged
+                .add(&decode(&last.hdr)?)
+                .map_err(|e| format!("{e:?}"))?;
+            merged
+                .add(&decode(&window.hdr)?)
+                .map_err(|e| format!("{e:?}"))?;
             last.hdr = encode(&merged)?;
             last.end_ms = window.end_ms;
             last.count += window.count;
@@ -142,12 +156,12 @@ impl WindowStore {
                     _ => scale = Some(w.scale),
                 }
                 let h = decode(&w.hdr).map_err(QuantileError::Decode)?;
-                match &mut merged {
-                    None => merged = Some(h),
-                    Some(m) => m
-                        .add(&h)
-                        .map_err(|e| QuantileError::Decode(format!("{e:?}")))?,
-                }
+                let m = match &mut merged {
+                    Some(m) => m,
+                    None => merged.insert(growing()?),
+                };
+                m.add(&h)
+                    .map_err(|e| QuantileError::Decode(format!("{e:?}")))?;
             }
         }
         let (Some(h), Some(scale)) = (merged, scale) else {
@@ -349,11 +363,39 @@ mod tests {
             &Arc::from(bytes),
             &encoder.encode(&[1e6], &BYTES_PER_SECOND, 0, 10_000)?,
         )?;
-        assert!(matches!(
-            store.quantile(&[], 0.5, 0, i64::MAX),
-            Err(QuantileError::MixedScales(..))
-        ));
+        let mixed = store.quantile(&[], 0.5, 0, i64::MAX);
+        assert!(
+            matches!(mixed, Err(QuantileError::MixedScales(..))),
+            "{mixed:?}"
+        );
         assert_eq!(store.drop_before(20_000), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn small_then_large_values_merge() -> Result<(), Box<dyn std::error::Error>> {
+        // A decoded histogram only covers its own range: merging must grow.
+        let mut encoder = WindowEncoder::new()?;
+        let mut store = WindowStore::new();
+        store.add(
+            &labels("a"),
+            &encoder.encode(&[1.0], &BYTES_PER_SECOND, 0, 10_000)?,
+        )?;
+        store.add(
+            &labels("a"),
+            &encoder.encode(&[4e9], &BYTES_PER_SECOND, 0, 20_000)?,
+        )?;
+        store.add(
+            &labels("a"),
+            &encoder.encode(&[2.0], &BYTES_PER_SECOND, 60_000, 70_000)?,
+        )?;
+        store.add(
+            &labels("a"),
+            &encoder.encode(&[8e9], &BYTES_PER_SECOND, 120_000, 130_000)?,
+        )?;
+        let r = store.quantile(&[], 1.0, 0, i64::MAX)?.ok_or("none")?;
+        assert_eq!(r.count, 4);
+        assert!((r.max - 8e9).abs() / 8e9 < 1e-3, "{r:?}");
         Ok(())
     }
 
