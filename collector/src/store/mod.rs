@@ -585,6 +585,11 @@ impl Store {
         self.read().history.stats()
     }
 
+    /// Window histograms held, and their encoded bytes.
+    pub fn window_stats(&self) -> (usize, usize) {
+        self.read().windows.stats()
+    }
+
     /// The `q` quantile of every per-second sample of the selected windowed
     /// series whose windows ended within `[start, end]`.
     pub fn window_quantile(
