@@ -8,27 +8,29 @@ cd "$(dirname "$0")"
 
 cargo build --release --bins
 
-pids=()
+agent=""
+collector=""
 stop() {
   trap - INT TERM EXIT
   echo
   echo "stopping Vigil..."
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+  # The agent first, so that its last window still reaches the collector.
+  if [ -n "$agent" ]; then kill -TERM "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true; fi
+  if [ -n "$collector" ]; then kill -TERM "$collector" 2>/dev/null || true; wait "$collector" 2>/dev/null || true; fi
 }
 trap stop INT TERM EXIT
 
-./target/release/vigil-collector --data-dir ./data/collector &
+# Each in its own session, so that Ctrl-C reaches only this script, which
+# stops them in order.
+setsid ./target/release/vigil-collector --data-dir ./data/collector &
 collector=$!
-pids+=($collector)
 for _ in $(seq 100); do
   kill -0 "$collector" 2>/dev/null || { echo "the collector did not start (see its message above)"; exit 1; }
   if (exec 3<>/dev/tcp/127.0.0.1/9470) 2>/dev/null; then break; fi
   sleep 0.1
 done
-./target/release/vigil-agent &
+setsid ./target/release/vigil-agent &
 agent=$!
-pids+=($agent)
 sleep 0.5
 kill -0 "$agent" 2>/dev/null || { echo "the agent did not start (see its message above)"; exit 1; }
 
@@ -42,4 +44,4 @@ Try:  curl -s localhost:9470/metrics | grep -E '^(node_load1|vigil_cpu_busy_rati
 Ctrl-C stops both.
 
 TXT
-wait
+wait "$collector" "$agent"

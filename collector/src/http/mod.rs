@@ -105,6 +105,38 @@ pub fn render(state: &HttpState, format: Format) -> String {
         None,
         state.store.series_count() as f64,
     );
+    let history = state.store.history_stats();
+    let (windows, window_bytes) = state.store.window_stats();
+    for (name, help, value) in [
+        (
+            "vigil_collector_history_series",
+            "Series in the history.",
+            history.series as f64,
+        ),
+        (
+            "vigil_collector_history_samples",
+            "Samples in the history.",
+            history.samples as f64,
+        ),
+        (
+            "vigil_collector_history_chunk_bytes",
+            "Bytes of compressed chunk data in the history.",
+            history.chunk_bytes as f64,
+        ),
+        (
+            "vigil_collector_window_histograms",
+            "Per-minute HDR histograms kept for exact quantiles.",
+            windows as f64,
+        ),
+        (
+            "vigil_collector_window_histogram_bytes",
+            "Bytes of those histograms, compressed.",
+            window_bytes as f64,
+        ),
+    ] {
+        w.header(name, help, StoredKind::Gauge);
+        w.sample(name, "", "", None, value);
+    }
     w.header(
         "vigil_collector_build_info",
         "The collector's version, always 1.",
