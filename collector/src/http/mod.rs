@@ -124,12 +124,12 @@ pub fn render(state: &HttpState, format: Format) -> String {
             history.chunk_bytes as f64,
         ),
         (
-            "vigil_collector_window_histograms",
+            "vigil_collector_windows_stored",
             "Per-minute HDR histograms kept for exact quantiles.",
             windows as f64,
         ),
         (
-            "vigil_collector_window_histogram_bytes",
+            "vigil_collector_windows_stored_bytes",
             "Bytes of those histograms, compressed.",
             window_bytes as f64,
         ),
