@@ -78,14 +78,55 @@ fn main() -> anyhow::Result<()> {
             ids.push(history.series_id(&labels(h, s)));
         }
     }
+    // OPENMETRICS_OUT=path also writes the same samples as OpenMetrics text,
+    // for `promtool tsdb create-blocks-from openmetrics` (small fleets only).
+    let openmetrics = std::env::var("OPENMETRICS_OUT").ok();
+    let mut kept: Vec<Vec<f64>> = if openmetrics.is_some() {
+        vec![Vec::with_capacity(steps); hosts * series]
+    } else {
+        Vec::new()
+    };
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..steps {
         let t = base + i as i64 * step_ms;
         for h in 0..hosts {
             for s in 0..series {
-                history.append(ids[h * series + s], t, value(h, s, i, &mut state))?;
+                let v = value(h, s, i, &mut state);
+                history.append(ids[h * series + s], t, v)?;
+                if let Some(k) = kept.get_mut(h * series + s) {
+                    k.push(v);
+                }
             }
         }
+    }
+    if let Some(path) = &openmetrics {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for family in 0..100.min(series) {
+            writeln!(out, "# TYPE metric_{family:03} gauge")?;
+            for h in 0..hosts {
+                for s in (family..series).step_by(100) {
+                    let l = labels(h, s);
+                    let rest: Vec<String> = l
+                        .iter()
+                        .filter(|(k, _)| k != "__name__")
+                        .map(|(k, v)| format!("{k}=\"{v}\""))
+                        .collect();
+                    for (i, v) in kept[h * series + s].iter().enumerate() {
+                        let t = base + i as i64 * step_ms;
+                        writeln!(
+                            out,
+                            "metric_{family:03}{{{}}} {v} {}.{:03}",
+                            rest.join(","),
+                            t / 1000,
+                            t % 1000
+                        )?;
+                    }
+                }
+            }
+        }
+        writeln!(out, "# EOF")?;
+        println!("wrote the same samples as OpenMetrics to {path}");
     }
     let ingest = started.elapsed();
     let stats = history.stats();
