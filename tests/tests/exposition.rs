@@ -22,6 +22,13 @@ fn samples_total(scrape: &Scrape, instance: &str) -> Option<f64> {
     scrape.value("vigil_agent_samples_total", &[("instance", instance)])
 }
 
+/// The value of the first element of an instant query's answer.
+fn first_value(answer: &serde_json::Value) -> Option<f64> {
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
 #[test]
 fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -144,9 +151,7 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
         &format!("count(node_cpu_seconds_total{{instance=\"{INSTANCE}\"}})"),
         now,
     )?;
-    let count = answer["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse::<f64>().ok());
+    let count = first_value(&answer);
     ensure!(
         count == Some((cpus * 8) as f64),
         "count(node_cpu_seconds_total) = {count:?}: {answer}"
@@ -155,9 +160,7 @@ fn collector_serves_this_host_under_node_exporter_names() -> Result<()> {
         &format!("vigil_memory_used_ratio_count{{instance=\"{INSTANCE}\"}}"),
         now,
     )?;
-    let count = answer["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse::<f64>().ok());
+    let count = first_value(&answer);
     ensure!(
         count.is_some_and(|c| c >= second_samples),
         "vigil_memory_used_ratio_count from the query API: {count:?}"

@@ -81,10 +81,15 @@ impl MemoryQueue {
         }
     }
 
+    /// The queue; a panic elsewhere while it was held leaves it usable.
+    fn batches(&self) -> std::sync::MutexGuard<'_, VecDeque<Batch>> {
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn remove(&self, sequence: u64) {
-        let Ok(mut batches) = self.batches.lock() else {
-            return;
-        };
+        let mut batches = self.batches();
         if let Some(i) = batches.iter().position(|b| b.sequence == sequence)
             && let Some(b) = batches.remove(i)
         {
@@ -96,9 +101,7 @@ impl MemoryQueue {
 
 impl Outbox for MemoryQueue {
     fn enqueue(&self, batch: Batch) {
-        let Ok(mut batches) = self.batches.lock() else {
-            return;
-        };
+        let mut batches = self.batches();
         let mut bytes = self.bytes.load(Ordering::Relaxed) + batch.encoded_len as u64;
         while bytes > self.max_bytes {
             match batches.pop_front() {
@@ -125,7 +128,7 @@ impl Outbox for MemoryQueue {
     }
 
     fn oldest(&self) -> Option<Batch> {
-        self.batches.lock().ok()?.front().cloned()
+        self.batches().front().cloned()
     }
 
     fn acknowledge(&self, sequence: u64) {
@@ -141,7 +144,7 @@ impl Outbox for MemoryQueue {
     }
 
     fn len(&self) -> usize {
-        self.batches.lock().map(|b| b.len()).unwrap_or(0)
+        self.batches().len()
     }
 
     fn bytes(&self) -> u64 {

@@ -202,36 +202,6 @@ impl<'a> Evaluator<'a> {
         base - offset_ms(offset)
     }
 
-    fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
-        selector_matchers(vs)
-    }
-}
-
-/// The store matchers of a parsed selector, its metric name included.
-pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
-    {
-        let mut out = Vec::new();
-        if let Some(name) = &vs.name {
-            out.push(Matcher::Equal(METRIC_NAME.into(), name.clone()));
-        }
-        if !vs.matchers.or_matchers.is_empty() {
-            return Err(EvalError::Invalid(
-                "`or` inside a selector is not supported".into(),
-            ));
-        }
-        for m in &vs.matchers.matchers {
-            out.push(match &m.op {
-                MatchOp::Equal => Matcher::Equal(m.name.clone(), m.value.clone()),
-                MatchOp::NotEqual => Matcher::NotEqual(m.name.clone(), m.value.clone()),
-                MatchOp::Re(re) => Matcher::Regex(m.name.clone(), re.clone()),
-                MatchOp::NotRe(re) => Matcher::NotRegex(m.name.clone(), re.clone()),
-            });
-        }
-        Ok(out)
-    }
-}
-
-impl<'a> Evaluator<'a> {
     fn load(
         &self,
         vs: &VectorSelector,
@@ -239,7 +209,7 @@ impl<'a> Evaluator<'a> {
         maxt: i64,
     ) -> Result<Vec<crate::store::history::SeriesSamples>, EvalError> {
         self.check_deadline()?;
-        let series = self.store.select(&Self::matchers(vs)?, mint, maxt);
+        let series = self.store.select(&selector_matchers(vs)?, mint, maxt);
         let n: usize = series.iter().map(|s| s.samples.len()).sum();
         let total = self.loaded.get() + n;
         if total > self.limits.max_samples {
@@ -293,8 +263,12 @@ impl<'a> Evaluator<'a> {
         Ok((out, t))
     }
 
-    /// Evaluates a subquery at `ts`.
-    pub fn subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<Vec<RangeSeries>, EvalError> {
+    /// Evaluates a subquery at `ts`: its series, and where its range ends.
+    pub fn subquery(
+        &self,
+        sq: &SubqueryExpr,
+        ts: i64,
+    ) -> Result<(Vec<RangeSeries>, i64), EvalError> {
         let end = self.selector_time(&sq.at, &sq.offset, ts);
         let range = sq.range.as_millis() as i64;
         let step = sq
@@ -329,15 +303,11 @@ impl<'a> Evaluator<'a> {
             }
             t += step;
         }
-        Ok(series
+        let series = series
             .into_iter()
             .map(|(labels, points)| RangeSeries { labels, points })
-            .collect())
-    }
-
-    /// Evaluates `expr` at `ts` for an instant query.
-    pub fn eval_instant(&self, expr: &Expr, ts: i64) -> Result<Value, EvalError> {
-        self.eval(expr, ts)
+            .collect();
+        Ok((series, end))
     }
 
     /// Evaluates `expr` at `ts`.
@@ -358,7 +328,7 @@ impl<'a> Evaluator<'a> {
                 self.matrix_selector(&ms.vs, ms.range.as_millis() as i64, ts)?
                     .0,
             )),
-            Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, ts)?)),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, ts)?.0)),
             Expr::Unary(u) => match self.eval(&u.expr, ts)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
                 Value::Vector(mut v) => {
@@ -528,6 +498,28 @@ impl<'a> Evaluator<'a> {
         }
         Ok(Value::Vector(out))
     }
+}
+
+/// The store matchers of a parsed selector, its metric name included.
+pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::Equal(METRIC_NAME.into(), name.clone()));
+    }
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(EvalError::Invalid(
+            "`or` inside a selector is not supported".into(),
+        ));
+    }
+    for m in &vs.matchers.matchers {
+        out.push(match &m.op {
+            MatchOp::Equal => Matcher::Equal(m.name.clone(), m.value.clone()),
+            MatchOp::NotEqual => Matcher::NotEqual(m.name.clone(), m.value.clone()),
+            MatchOp::Re(re) => Matcher::Regex(m.name.clone(), re.clone()),
+            MatchOp::NotRe(re) => Matcher::NotRegex(m.name.clone(), re.clone()),
+        });
+    }
+    Ok(out)
 }
 
 fn set_operation(op: &str, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &Matching) -> Vec<Sample> {

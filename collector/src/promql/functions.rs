@@ -8,7 +8,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use super::aggregate::quantile;
-use super::eval::{Evaluator, check_unique, drop_name, label, system_time_ms};
+use super::eval::{Evaluator, check_unique, drop_name, label};
 use super::{EvalError, Labels, METRIC_NAME, RangeSeries, Sample, Value};
 
 fn invalid<T>(message: impl Into<String>) -> Result<T, EvalError> {
@@ -30,26 +30,10 @@ fn range_arg(ev: &Evaluator<'_>, expr: &Expr, ts: i64) -> Result<RangeArg, EvalE
             Ok(RangeArg { series, end, range })
         }
         Expr::Subquery(sq) => {
-            let series = ev.subquery(sq, ts)?;
-            let at_end = match (&sq.at, &sq.offset) {
-                (None, None) => ts,
-                _ => {
-                    // The subquery's own end, as its selector time.
-                    let base = match &sq.at {
-                        None => ts,
-                        Some(promql_parser::parser::AtModifier::At(t)) => system_time_ms(t),
-                        Some(_) => ts,
-                    };
-                    base - match &sq.offset {
-                        None => 0,
-                        Some(promql_parser::parser::Offset::Pos(d)) => d.as_millis() as i64,
-                        Some(promql_parser::parser::Offset::Neg(d)) => -(d.as_millis() as i64),
-                    }
-                }
-            };
+            let (series, end) = ev.subquery(sq, ts)?;
             Ok(RangeArg {
                 series,
-                end: at_end,
+                end,
                 range: sq.range.as_millis() as i64,
             })
         }
@@ -776,7 +760,8 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
             let v = vector_arg(ev, arg(1)?, ts)?;
             let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
             for s in v {
-                let Ok(upper) = parse_bound(label(&s.labels, "le")) else {
+                // Rust's float parser reads `+Inf`, `-Inf` and `NaN` as Go's does.
+                let Ok(upper) = label(&s.labels, "le").parse::<f64>() else {
                     continue;
                 };
                 // Grouped with the name, reported without it: two histograms
@@ -829,15 +814,6 @@ fn go_min(a: f64, b: f64) -> f64 {
         f64::NAN
     } else {
         a.min(b)
-    }
-}
-
-fn parse_bound(text: &str) -> Result<f64, ()> {
-    match text {
-        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
-        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        t => t.parse::<f64>().map_err(|_| ()),
     }
 }
 

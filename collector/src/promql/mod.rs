@@ -186,7 +186,7 @@ pub fn instant_query(
     limits: Limits,
 ) -> Result<Value, EvalError> {
     let expr = parse(query)?;
-    eval::Evaluator::new(store, t, t, limits).eval_instant(&expr, t)
+    eval::Evaluator::new(store, t, t, limits).eval(&expr, t)
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ impl Matcher {
         })
     }
 
-    fn name(&self) -> &str {
+    /// The label this matcher looks at.
+    pub fn name(&self) -> &str {
         match self {
             Matcher::Equal(n, _)
             | Matcher::NotEqual(n, _)
@@ -381,7 +382,8 @@ impl History {
     }
 }
 
-fn label_value<'a>(labels: &'a [(String, String)], name: &str) -> &'a str {
+/// The value of `name` in sorted `labels`, empty when absent.
+pub fn label_value<'a>(labels: &'a [(String, String)], name: &str) -> &'a str {
     labels
         .binary_search_by(|(n, _)| n.as_str().cmp(name))
         .map(|i| labels[i].1.as_str())

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use vigil_shared::proto::Window;
 
-use super::history::{Labels, Matcher};
+use super::history::{Labels, Matcher, label_value};
 
 /// Windows are merged into slots of this many milliseconds.
 pub const SLOT_MS: i64 = 60_000;
@@ -136,14 +136,9 @@ impl WindowStore {
         let mut merged: Option<Histogram<u64>> = None;
         let mut scale: Option<f64> = None;
         for (labels, windows) in &self.series {
-            let selected = matchers.iter().all(|m| {
-                let value = labels
-                    .iter()
-                    .find(|(k, _)| m_name(m) == k)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or("");
-                m.matches(value)
-            });
+            let selected = matchers
+                .iter()
+                .all(|m| m.matches(label_value(labels, m.name())));
             if !selected {
                 continue;
             }
@@ -250,15 +245,6 @@ impl WindowStore {
     fn span(&self, labels: &Labels) -> Option<(i64, i64)> {
         let w = self.series.get(labels)?;
         Some((w.first()?.end_ms, w.last()?.end_ms))
-    }
-}
-
-fn m_name(m: &Matcher) -> &str {
-    match m {
-        Matcher::Equal(n, _)
-        | Matcher::NotEqual(n, _)
-        | Matcher::Regex(n, _)
-        | Matcher::NotRegex(n, _) => n,
     }
 }
 
