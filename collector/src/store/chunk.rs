@@ -45,6 +45,16 @@ impl BitWriter {
             self.bit((value >> i) & 1 == 1);
         }
     }
+
+    /// LEB128: seven bits a byte, low groups first, high bit set on all but
+    /// the last byte (a 10 s delta takes 2 bytes, not 8).
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.bits((value & 0x7f) | 0x80, 8);
+            value >>= 7;
+        }
+        self.bits(value, 8);
+    }
 }
 
 /// Reads bits back.
@@ -68,6 +78,26 @@ impl BitReader<'_> {
         }
         Some(v)
     }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.bits(8)?;
+            v |= (byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Delta-of-delta buckets: (prefix bits, prefix length, value bits).
@@ -110,6 +140,19 @@ impl Chunk {
         Self::default()
     }
 
+    /// An empty chunk with room for `bytes` of encoded data, so that a
+    /// series whose last chunk took N bytes does not grow the next one by
+    /// doubling (and leave up to half of it unused).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            writer: BitWriter {
+                bytes: Vec::with_capacity(bytes),
+                used: 0,
+            },
+            ..Self::default()
+        }
+    }
+
     /// Samples held.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -150,7 +193,7 @@ impl Chunk {
         let bits = v.to_bits();
         match self.count {
             0 => {
-                self.writer.bits(t as u64, 64);
+                self.writer.varint(zigzag(t));
                 self.writer.bits(bits, 64);
                 self.first_t = t;
                 self.leading = 0xff;
@@ -162,13 +205,13 @@ impl Chunk {
                 });
             }
             1 => {
-                let delta = t - self.last_t;
-                self.writer.bits(delta as u64, 64);
+                let delta = t.wrapping_sub(self.last_t);
+                self.writer.varint(delta as u64);
                 self.write_value(bits);
                 self.last_delta = delta;
             }
             _ => {
-                let delta = t - self.last_t;
+                let delta = t.wrapping_sub(self.last_t);
                 let dod = delta.wrapping_sub(self.last_delta);
                 if dod == 0 {
                     self.writer.bit(false);
@@ -266,6 +309,70 @@ impl Chunk {
     pub fn iter(&self) -> ChunkIter<'_> {
         ChunkIter::new(&self.writer.bytes, self.count)
     }
+
+    /// Turns a full chunk into its compact sealed form; `None` when empty.
+    pub fn seal(self) -> Option<SealedChunk> {
+        (self.count > 0).then(|| SealedChunk {
+            bytes: self.writer.bytes.into_boxed_slice(),
+            count: self.count,
+            min_t: self.first_t,
+            max_t: self.last_t,
+        })
+    }
+}
+
+/// A chunk that takes no more samples: only its bytes and time bounds, so a
+/// sealed chunk costs 40 bytes beside its data instead of a head chunk's
+/// encoder state.
+#[derive(Debug, Clone)]
+pub struct SealedChunk {
+    bytes: Box<[u8]>,
+    count: u32,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl SealedChunk {
+    /// Rebuilds a sealed chunk from its bytes and sample count; `None` when
+    /// the bytes do not hold `count` (at least one) samples.
+    pub fn from_raw(bytes: Vec<u8>, count: u32) -> Option<Self> {
+        Chunk::from_raw(bytes, count)?.seal()
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Always false: an empty chunk is never sealed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of encoded data.
+    pub fn encoded_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The first sample's time.
+    pub fn min_time(&self) -> i64 {
+        self.min_t
+    }
+
+    /// The last sample's time.
+    pub fn max_time(&self) -> i64 {
+        self.max_t
+    }
+
+    /// The encoded bytes and sample count, for a checkpoint.
+    pub fn raw(&self) -> (&[u8], u32) {
+        (&self.bytes, self.count)
+    }
+
+    /// The samples, in time order.
+    pub fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter::new(&self.bytes, self.count)
+    }
 }
 
 /// Decodes a chunk's samples.
@@ -319,11 +426,11 @@ impl<'a> ChunkIter<'a> {
     fn next_sample(&mut self) -> Option<(i64, f64)> {
         match self.read {
             0 => {
-                self.t = self.reader.bits(64)? as i64;
+                self.t = unzigzag(self.reader.varint()?);
                 self.v = self.reader.bits(64)?;
             }
             1 => {
-                self.delta = self.reader.bits(64)? as i64;
+                self.delta = self.reader.varint()? as i64;
                 self.t = self.t.wrapping_add(self.delta);
                 self.read_value()?;
             }
@@ -411,7 +518,7 @@ mod tests {
             let _ = gauge.append(i64::from(i) * 10_000, 0.5);
         }
         assert!(
-            gauge.encoded_bytes() <= 55, // 24 bytes for the first two samples, then two bits each
+            gauge.encoded_bytes() <= 42, // 11 bytes for the first two samples, then two bits each
             "{} bytes for a constant",
             gauge.encoded_bytes()
         );

@@ -7,12 +7,12 @@
 //! to the sorted ids of the series that carry it, so a selector intersects
 //! short lists instead of scanning every series.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use regex::Regex;
 
-use super::chunk::{AppendError, Chunk};
+use super::chunk::{AppendError, Chunk, SealedChunk};
 
 /// Samples per chunk before it is sealed (as Prometheus).
 pub const SAMPLES_PER_CHUNK: usize = 120;
@@ -65,21 +65,90 @@ impl Matcher {
     }
 }
 
+/// Label strings, each held once however many series carry it, and named by
+/// a number. A string is counted per use and forgotten with its last series.
+#[derive(Debug, Default)]
+struct Symbols {
+    strings: Vec<Arc<str>>,
+    lookup: HashMap<Arc<str>, u32>,
+    uses: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Symbols {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.lookup.get(s).copied()
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.lookup.get(s) {
+            self.uses[id as usize] += 1;
+            return id;
+        }
+        let string: Arc<str> = s.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strings[id as usize] = Arc::clone(&string);
+                self.uses[id as usize] = 1;
+                id
+            }
+            None => {
+                self.strings.push(Arc::clone(&string));
+                self.uses.push(1);
+                (self.strings.len() - 1) as u32
+            }
+        };
+        self.lookup.insert(string, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let Some(uses) = self.uses.get_mut(id as usize) else {
+            return;
+        };
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            let string = std::mem::replace(&mut self.strings[id as usize], Arc::from(""));
+            self.lookup.remove(&string);
+            self.free.push(id);
+        }
+    }
+
+    fn str(&self, id: u32) -> &str {
+        self.strings.get(id as usize).map_or("", |s| s)
+    }
+}
+
 #[derive(Debug)]
 struct SeriesHistory {
-    labels: Labels,
-    sealed: Vec<Chunk>,
+    /// `(name, value)` symbols, sorted by name.
+    labels: Box<[(u32, u32)]>,
+    sealed: Vec<SealedChunk>,
     head: Chunk,
 }
 
 /// The history of every series.
+///
+/// Memory per series is kept small: label strings are interned, a series'
+/// labels are a few symbol numbers, series are found by a hash of their labels
+/// (compared in full on a hit), and sealed chunks keep only their bytes.
 #[derive(Debug, Default)]
 pub struct History {
     series: Vec<Option<SeriesHistory>>,
-    ids: HashMap<Labels, u32>,
-    postings: HashMap<(String, String), Vec<u32>>,
-    values: BTreeMap<String, BTreeSet<String>>,
+    hasher: std::hash::RandomState,
+    /// Label hash → series id.
+    ids: HashMap<u64, u32>,
+    /// Further series whose labels hash the same as the one in `ids`.
+    collisions: HashMap<u64, Vec<u32>>,
+    symbols: Symbols,
+    /// `(name, value)` symbols → ascending ids of the series that carry it.
+    postings: HashMap<(u32, u32), Vec<u32>>,
+    /// Label name symbol → the value symbols it takes.
+    values: HashMap<u32, BTreeSet<u32>>,
     samples: u64,
+    /// Tests set it to make every label set hash alike.
+    #[cfg(test)]
+    constant_hash: bool,
 }
 
 /// One series' samples in a time range.
@@ -108,30 +177,142 @@ impl History {
         Self::default()
     }
 
-    /// The id of the series with these labels, creating it if new.
+    fn hash<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.hasher.build_hasher();
+        for (name, value) in pairs {
+            // 0xff never occurs in UTF-8, so it separates strings unambiguously.
+            h.write(name.as_bytes());
+            h.write_u8(0xff);
+            h.write(value.as_bytes());
+            h.write_u8(0xff);
+        }
+        #[cfg(test)]
+        if self.constant_hash {
+            return 7;
+        }
+        h.finish()
+    }
+
+    fn same_labels(&self, id: u32, labels: &[(String, String)]) -> bool {
+        self.series
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| {
+                s.labels.len() == labels.len()
+                    && s.labels.iter().zip(labels).all(|((n, v), (name, value))| {
+                        self.symbols.str(*n) == name && self.symbols.str(*v) == value
+                    })
+            })
+    }
+
+    fn find(&self, hash: u64, labels: &[(String, String)]) -> Option<u32> {
+        let first = self.ids.get(&hash).copied();
+        first
+            .into_iter()
+            .chain(self.collisions.get(&hash).into_iter().flatten().copied())
+            .find(|id| self.same_labels(*id, labels))
+    }
+
+    /// The id of the series with these labels (sorted by name), creating it
+    /// if new.
     pub fn series_id(&mut self, labels: &[(String, String)]) -> u32 {
-        if let Some(&id) = self.ids.get(labels) {
+        let hash = self.hash(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if let Some(id) = self.find(hash, labels) {
             return id;
         }
-        let labels: Labels = labels.into();
         let id = self.series.len() as u32;
-        for (name, value) in labels.iter() {
-            self.postings
-                .entry((name.clone(), value.clone()))
-                .or_default()
-                .push(id);
-            self.values
-                .entry(name.clone())
-                .or_default()
-                .insert(value.clone());
-        }
-        self.series.push(Some(SeriesHistory {
-            labels: Arc::clone(&labels),
-            sealed: Vec::new(),
-            head: Chunk::new(),
-        }));
-        self.ids.insert(labels, id);
+        self.insert(id, hash, labels, Vec::new(), Chunk::new());
         id
+    }
+
+    fn insert(
+        &mut self,
+        id: u32,
+        hash: u64,
+        labels: &[(String, String)],
+        sealed: Vec<SealedChunk>,
+        head: Chunk,
+    ) {
+        let symbols: Box<[(u32, u32)]> = labels
+            .iter()
+            .map(|(name, value)| (self.symbols.intern(name), self.symbols.intern(value)))
+            .collect();
+        for &(name, value) in symbols.iter() {
+            let list = self.postings.entry((name, value)).or_default();
+            // New series take the highest id; only a restore inserts in between.
+            match list.last() {
+                Some(&last) if last > id => {
+                    if let Err(at) = list.binary_search(&id) {
+                        list.insert(at, id);
+                    }
+                }
+                _ => list.push(id),
+            }
+            self.values.entry(name).or_default().insert(value);
+        }
+        while self.series.len() <= id as usize {
+            self.series.push(None);
+        }
+        self.series[id as usize] = Some(SeriesHistory {
+            labels: symbols,
+            sealed,
+            head,
+        });
+        match self.ids.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(hash).or_default().push(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        let Some(series) = self.series.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        let hash = self.hash(
+            series
+                .labels
+                .iter()
+                .map(|(n, v)| (self.symbols.str(*n), self.symbols.str(*v))),
+        );
+        if self.ids.get(&hash) == Some(&id) {
+            self.ids.remove(&hash);
+            if let Some(list) = self.collisions.get_mut(&hash) {
+                if let Some(next) = list.pop() {
+                    self.ids.insert(hash, next);
+                }
+                if list.is_empty() {
+                    self.collisions.remove(&hash);
+                }
+            }
+        } else if let Some(list) = self.collisions.get_mut(&hash) {
+            list.retain(|x| *x != id);
+            if list.is_empty() {
+                self.collisions.remove(&hash);
+            }
+        }
+        for &(name, value) in series.labels.iter() {
+            if let Some(list) = self.postings.get_mut(&(name, value)) {
+                if let Ok(at) = list.binary_search(&id) {
+                    list.remove(at);
+                }
+                if list.is_empty() {
+                    self.postings.remove(&(name, value));
+                    if let Some(values) = self.values.get_mut(&name) {
+                        values.remove(&value);
+                        if values.is_empty() {
+                            self.values.remove(&name);
+                        }
+                    }
+                }
+            }
+            self.symbols.release(name);
+            self.symbols.release(value);
+        }
     }
 
     /// Appends a sample to a series, after its last one.
@@ -142,32 +323,47 @@ impl History {
         if let Some(last) = series
             .head
             .max_time()
-            .or_else(|| series.sealed.last().and_then(Chunk::max_time))
+            .or_else(|| series.sealed.last().map(SealedChunk::max_time))
             && t <= last
         {
             return Err(AppendError::OutOfOrder { timestamp: t, last });
         }
         if series.head.len() >= SAMPLES_PER_CHUNK {
-            let mut full = std::mem::take(&mut series.head);
-            full.shrink_to_fit();
-            series.sealed.push(full);
+            let full = std::mem::take(&mut series.head);
+            if let Some(sealed) = full.seal() {
+                // The next chunk will most likely take about as many bytes.
+                let size = sealed.encoded_bytes();
+                series.head = Chunk::with_capacity(size + size / 8 + 8);
+                series.sealed.push(sealed);
+            }
         }
         series.head.append(t, v)?;
         self.samples += 1;
         Ok(())
     }
 
+    /// The value of the label named by symbol `name` (`None`: no series has
+    /// that label) in a series, empty when absent.
+    fn value_of(&self, series: &SeriesHistory, name: Option<u32>) -> &str {
+        name.and_then(|name| series.labels.iter().find(|(n, _)| *n == name))
+            .map_or("", |(_, v)| self.symbols.str(*v))
+    }
+
     /// Ids of the series every matcher accepts, ascending.
     pub fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let names: Vec<Option<u32>> = matchers
+            .iter()
+            .map(|m| self.symbols.get(m.name()))
+            .collect();
         // Start from the narrowest equality posting list, if any.
         let mut candidates: Option<Vec<u32>> = None;
-        for m in matchers {
-            if let Matcher::Equal(name, value) = m
+        for (m, name) in matchers.iter().zip(&names) {
+            if let Matcher::Equal(_, value) = m
                 && !value.is_empty()
             {
-                let list = self
-                    .postings
-                    .get(&(name.clone(), value.clone()))
+                let list = name
+                    .zip(self.symbols.get(value))
+                    .and_then(|key| self.postings.get(&key))
                     .cloned()
                     .unwrap_or_default();
                 candidates = Some(match candidates {
@@ -178,20 +374,18 @@ impl History {
         }
         // Regex matchers that cannot match the empty string need the label:
         // union the postings of the values they accept.
-        for m in matchers {
-            if let Matcher::Regex(name, re) = m
+        for (m, name) in matchers.iter().zip(&names) {
+            if let Matcher::Regex(_, re) = m
                 && !re.is_match("")
             {
-                let mut list: Vec<u32> = self
-                    .values
-                    .get(name)
+                let mut list: Vec<u32> = name
+                    .and_then(|name| self.values.get(&name).map(|values| (name, values)))
                     .into_iter()
-                    .flatten()
-                    .filter(|v| re.is_match(v))
-                    .flat_map(|v| {
-                        self.postings
-                            .get(&(name.clone(), v.clone()))
-                            .into_iter()
+                    .flat_map(|(name, values)| {
+                        values
+                            .iter()
+                            .filter(|v| re.is_match(self.symbols.str(**v)))
+                            .flat_map(move |v| self.postings.get(&(name, *v)))
                             .flatten()
                             .copied()
                     })
@@ -216,8 +410,22 @@ impl History {
                     .is_some_and(|s| {
                         matchers
                             .iter()
-                            .all(|m| m.matches(label_value(&s.labels, m.name())))
+                            .zip(&names)
+                            .all(|(m, name)| m.matches(self.value_of(s, *name)))
                     })
+            })
+            .collect()
+    }
+
+    fn labels_of(&self, series: &SeriesHistory) -> Vec<(String, String)> {
+        series
+            .labels
+            .iter()
+            .map(|(n, v)| {
+                (
+                    self.symbols.str(*n).to_string(),
+                    self.symbols.str(*v).to_string(),
+                )
             })
             .collect()
     }
@@ -231,17 +439,20 @@ impl History {
                 continue;
             };
             let mut samples = Vec::new();
-            for chunk in series.sealed.iter().chain(std::iter::once(&series.head)) {
-                match (chunk.min_time(), chunk.max_time()) {
-                    (Some(lo), Some(hi)) if hi >= mint && lo <= maxt => {
-                        samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
-                    }
-                    _ => {}
+            for chunk in &series.sealed {
+                if chunk.max_time() >= mint && chunk.min_time() <= maxt {
+                    samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
                 }
+            }
+            if let (Some(lo), Some(hi)) = (series.head.min_time(), series.head.max_time())
+                && hi >= mint
+                && lo <= maxt
+            {
+                samples.extend(series.head.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
             }
             if !samples.is_empty() {
                 out.push(SeriesSamples {
-                    labels: Arc::clone(&series.labels),
+                    labels: self.labels_of(series).into(),
                     samples,
                 });
             }
@@ -257,7 +468,7 @@ impl History {
         for (id, slot) in self.series.iter_mut().enumerate() {
             let Some(series) = slot else { continue };
             series.sealed.retain(|c| {
-                let keep = c.max_time().is_some_and(|t| t >= cutoff);
+                let keep = c.max_time() >= cutoff;
                 if !keep {
                     dropped += c.len() as u64;
                 }
@@ -270,21 +481,7 @@ impl History {
             }
         }
         for id in emptied {
-            if let Some(series) = self.series[id as usize].take() {
-                self.ids.remove(&series.labels);
-                for (name, value) in series.labels.iter() {
-                    let key = (name.clone(), value.clone());
-                    if let Some(list) = self.postings.get_mut(&key) {
-                        list.retain(|x| *x != id);
-                        if list.is_empty() {
-                            self.postings.remove(&key);
-                            if let Some(values) = self.values.get_mut(name) {
-                                values.remove(value);
-                            }
-                        }
-                    }
-                }
-            }
+            self.remove(id);
         }
         self.samples -= dropped.min(self.samples);
         dropped
@@ -296,8 +493,11 @@ impl History {
         let mut series = 0;
         for s in self.series.iter().flatten() {
             series += 1;
-            chunk_bytes +=
-                s.head.encoded_bytes() + s.sealed.iter().map(Chunk::encoded_bytes).sum::<usize>();
+            chunk_bytes += s.head.encoded_bytes()
+                + s.sealed
+                    .iter()
+                    .map(SealedChunk::encoded_bytes)
+                    .sum::<usize>();
         }
         HistoryStats {
             series,
@@ -317,24 +517,19 @@ impl History {
             .filter_map(|(id, s)| s.as_ref().map(|s| (id, s)))
             .map(|(id, s)| CpHistorySeries {
                 id: id as u32,
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|(name, value)| CpLabel {
-                        name: name.clone(),
-                        value: value.clone(),
-                    })
+                labels: self
+                    .labels_of(s)
+                    .into_iter()
+                    .map(|(name, value)| CpLabel { name, value })
                     .collect(),
                 chunks: s
                     .sealed
                     .iter()
-                    .chain(std::iter::once(&s.head))
-                    .map(|c| {
-                        let (bytes, count) = c.raw();
-                        CpChunk {
-                            bytes: bytes.to_vec(),
-                            count,
-                        }
+                    .map(SealedChunk::raw)
+                    .chain(std::iter::once(s.head.raw()))
+                    .map(|(bytes, count)| CpChunk {
+                        bytes: bytes.to_vec(),
+                        count,
                     })
                     .collect(),
             })
@@ -347,36 +542,24 @@ impl History {
         for cp in series {
             let labels: Vec<(String, String)> =
                 cp.labels.into_iter().map(|l| (l.name, l.value)).collect();
-            let mut chunks = Vec::with_capacity(cp.chunks.len());
-            for c in cp.chunks {
-                let samples = c.count;
-                h.samples += u64::from(samples);
-                chunks.push(Chunk::from_raw(c.bytes, samples).ok_or_else(|| {
-                    format!("checkpoint: a chunk of series {labels:?} does not decode")
-                })?);
-            }
-            let head = chunks.pop().unwrap_or_default();
-            let labels: Labels = labels.into();
-            let id = cp.id;
-            while h.series.len() <= id as usize {
-                h.series.push(None);
-            }
-            for (name, value) in labels.iter() {
-                let list = h.postings.entry((name.clone(), value.clone())).or_default();
-                if let Err(at) = list.binary_search(&id) {
-                    list.insert(at, id);
+            let last = cp.chunks.len().saturating_sub(1);
+            let mut sealed = Vec::with_capacity(last);
+            let mut head = Chunk::new();
+            for (i, c) in cp.chunks.into_iter().enumerate() {
+                let count = c.count;
+                h.samples += u64::from(count);
+                let bad = || format!("checkpoint: a chunk of series {labels:?} does not decode");
+                if i == last {
+                    head = Chunk::from_raw(c.bytes, count).ok_or_else(bad)?;
+                } else {
+                    sealed.push(SealedChunk::from_raw(c.bytes, count).ok_or_else(bad)?);
                 }
-                h.values
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(value.clone());
             }
-            h.ids.insert(Arc::clone(&labels), id);
-            h.series[id as usize] = Some(SeriesHistory {
-                labels,
-                sealed: chunks,
-                head,
-            });
+            let hash = h.hash(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            if h.find(hash, &labels).is_some() {
+                return Err(format!("checkpoint: series {labels:?} is held twice"));
+            }
+            h.insert(cp.id, hash, &labels, sealed, head);
         }
         Ok(h)
     }
@@ -524,6 +707,56 @@ mod tests {
             back.select(&m, 300_000, 300_000)[0].samples,
             vec![(300_000, 1.0)]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn series_whose_labels_hash_alike_stay_apart() -> Result<(), AppendError> {
+        let mut h = History {
+            constant_hash: true,
+            ..History::default()
+        };
+        let names = ["a", "b", "c"];
+        let ids: Vec<u32> = names
+            .iter()
+            .map(|n| h.series_id(&labels(&[("__name__", n)])))
+            .collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+        for (i, id) in ids.iter().enumerate() {
+            h.append(*id, 1000 * (i as i64 + 1), i as f64)?;
+            assert_eq!(h.series_id(&labels(&[("__name__", names[i])])), *id);
+        }
+        // Retention drops "a" (the one in the first map) and "b" (a collision).
+        h.append(ids[2], 5000, 9.0)?;
+        h.drop_before(4000);
+        assert!(h.select_ids(&[eq("__name__", "a")]).is_empty());
+        let c = h.series_id(&labels(&[("__name__", "c")]));
+        assert_eq!(c, 2, "c kept its id");
+        let a = h.series_id(&labels(&[("__name__", "a")]));
+        assert_eq!(a, 3, "a comes back as a new series");
+        assert_eq!(h.select_ids(&[eq("__name__", "a")]), vec![3]);
+        Ok(())
+    }
+
+    #[test]
+    fn label_strings_are_forgotten_with_their_last_series() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let mut h = History::new();
+        let keep = h.series_id(&labels(&[("__name__", "up"), ("pod", "p1")]));
+        let gone = h.series_id(&labels(&[("__name__", "up"), ("pod", "p2")]));
+        h.append(keep, 10_000, 1.0)?;
+        h.append(gone, 1_000, 1.0)?;
+        h.drop_before(5_000);
+        assert!(h.symbols.get("p2").is_none());
+        assert!(h.symbols.get("p1").is_some());
+        assert_eq!(
+            h.select_ids(&[Matcher::regex("pod", "p.*", false)?]),
+            vec![keep]
+        );
+        // The freed symbol is reused by the next new string.
+        let again = h.series_id(&labels(&[("__name__", "up"), ("pod", "p3")]));
+        assert_eq!(h.select_ids(&[eq("pod", "p3")]), vec![again]);
+        assert_eq!(h.select_ids(&[eq("pod", "p1")]), vec![keep]);
         Ok(())
     }
 
