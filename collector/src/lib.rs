@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod promql;
+pub mod rules;
 pub mod store;
 
 use std::net::SocketAddr;
