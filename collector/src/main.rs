@@ -24,10 +24,76 @@ struct Flags {
     /// Log format: text or json. The level comes from RUST_LOG (default info).
     #[arg(long, env = "VIGIL_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Rule files: check them, or run their unit tests (promtool's formats
+    /// and exit codes: 0 when all pass, 1 when any fails).
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RulesAction {
+    /// Checks rule files: YAML, PromQL and templates.
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Runs rule unit-test files (`promtool test rules` format).
+    Test {
+        /// Unit-test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `rules check` / `rules test`, printing as promtool does; the exit code.
+fn rules_command(action: RulesAction) -> i32 {
+    use vigil_collector::rules::{file, unittest};
+    let mut failed = false;
+    match action {
+        RulesAction::Check { files } => {
+            for path in files {
+                println!("Checking {}", path.display());
+                match file::load_rule_file(&path) {
+                    Ok(groups) => {
+                        let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+                        println!("  SUCCESS: {rules} rules found\n");
+                    }
+                    Err(errors) => {
+                        failed = true;
+                        eprintln!("  FAILED:");
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                        eprintln!();
+                    }
+                }
+            }
+        }
+        RulesAction::Test { files } => {
+            for path in files {
+                let outcome = unittest::run_file(&path);
+                print!("{}", outcome.report);
+                failed |= !outcome.passed;
+            }
+        }
+    }
+    i32::from(failed)
 }
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    if let Some(Command::Rules { action }) = flags.command {
+        std::process::exit(rules_command(action));
+    }
     init_logging(flags.log_format);
     let mut config = vigil_collector::config::load(flags.config.as_deref())?;
     if let Some(dir) = flags.data_dir {
