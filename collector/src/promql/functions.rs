@@ -145,11 +145,13 @@ fn extrapolated_rate(
     } else {
         average / 2.0
     };
-    result *= interval / sampled;
+    // Prometheus 2.42 folds the range into the factor before multiplying;
+    // the order changes the last bit, which promtool's exact checks see.
+    let mut factor = interval / sampled;
     if rate {
-        result /= range as f64 / 1000.0;
+        factor /= range as f64 / 1000.0;
     }
-    Some(result)
+    Some(result * factor)
 }
 
 fn instant_value(points: &[(i64, f64)], rate: bool) -> Option<f64> {
@@ -622,10 +624,10 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
                 "abs" => f64::abs,
                 "ceil" => f64::ceil,
                 "floor" => f64::floor,
-                "exp" => f64::exp,
-                "ln" => f64::ln,
-                "log2" => f64::log2,
-                "log10" => f64::log10,
+                "exp" => super::gomath::exp,
+                "ln" => super::gomath::ln,
+                "log2" => super::gomath::log2,
+                "log10" => super::gomath::log10,
                 "sqrt" => f64::sqrt,
                 "sgn" => |v: f64| {
                     if v > 0.0 {
@@ -636,16 +638,16 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
                         v
                     }
                 },
-                "acos" => f64::acos,
+                "acos" => super::gomath::acos,
                 "acosh" => f64::acosh,
-                "asin" => f64::asin,
+                "asin" => super::gomath::asin,
                 "asinh" => f64::asinh,
-                "atan" => f64::atan,
+                "atan" => super::gomath::atan,
                 "atanh" => f64::atanh,
                 "cos" => f64::cos,
-                "cosh" => f64::cosh,
+                "cosh" => super::gomath::cosh,
                 "sin" => f64::sin,
-                "sinh" => f64::sinh,
+                "sinh" => super::gomath::sinh,
                 "tan" => f64::tan,
                 "tanh" => f64::tanh,
                 "deg" => |v: f64| v * 180.0 / std::f64::consts::PI,

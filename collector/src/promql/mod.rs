@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod eval;
 pub mod functions;
+pub mod gomath;
 pub mod testfile;
 
 use std::time::Duration;
