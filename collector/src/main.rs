@@ -81,7 +81,8 @@ fn rules_command(action: RulesAction) -> i32 {
         RulesAction::Test { files } => {
             for path in files {
                 let outcome = unittest::run_file(&path);
-                print!("{}", outcome.report);
+                print!("{}", outcome.stdout);
+                eprint!("{}", outcome.stderr);
                 failed |= !outcome.passed;
             }
         }

@@ -78,7 +78,6 @@ pub fn log10(x: f64) -> f64 {
 /// r/16, square back four times, scale by 2^k.
 /// Go takes the fused multiply-add path when the CPU has FMA, so this does too.
 pub fn exp(x: f64) -> f64 {
-    const LOG2E: f64 = 1.442_695_040_888_963_4;
     const LN2U: f64 = 0.693_147_180_559_662_956_511_601_805_686_950_683_593_75;
     const LN2L: f64 = 0.282_352_905_630_315_771_225_884_481_750_134_360_255_254_120_68e-12;
     const OVERFLOW: f64 = 7.097_827_128_933_84e2;
@@ -90,7 +89,7 @@ pub fn exp(x: f64) -> f64 {
         8.333_333_333_333_333e-3,
         1.388_888_888_888_889e-3,
         1.984_126_984_126_984e-4,
-        2.480_158_730_158_730_2e-5,
+        2.480_158_730_158_73e-5,
     ];
     if x.is_nan() || x == f64::INFINITY {
         return x;
@@ -101,7 +100,7 @@ pub fn exp(x: f64) -> f64 {
     if x > OVERFLOW {
         return f64::INFINITY;
     }
-    let k = (LOG2E * x).round_ties_even() as i32;
+    let k = (LOG2_E * x).round_ties_even() as i32;
     let kf = f64::from(k);
     let fma = fma_available();
     let mut r = if fma {

@@ -17,14 +17,25 @@ use crate::promql::testfile::parse_duration_ms;
 
 /// A rule file that cannot be used.
 #[derive(Debug, Clone, Error, PartialEq)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}: {}{message}", position(*line, *column))]
 pub struct RuleFileError {
     /// The file.
     pub file: String,
     /// 1-based line (0 when unknown).
     pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
     /// What is wrong, with the group and rule when known.
     pub message: String,
+}
+
+/// `line:column: ` as promtool prints it, or nothing when unknown.
+fn position(line: usize, column: usize) -> String {
+    match (line, column) {
+        (0, _) => String::new(),
+        (l, 0) => format!("{l}: "),
+        (l, c) => format!("{l}:{c}: "),
+    }
 }
 
 /// A scalar read as text: Prometheus takes `expr: 1` as the string "1".
@@ -145,7 +156,7 @@ pub enum RuleKind {
     /// A recording rule.
     Record,
     /// An alerting rule.
-    Alert(AlertDef),
+    Alert(Box<AlertDef>),
 }
 
 /// The alerting part of a rule.
@@ -200,6 +211,18 @@ fn rule_lines(text: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The line and column of the `expr:` value of the rule starting at `from`.
+fn expr_position(text: &str, from: usize) -> (usize, usize) {
+    for (i, l) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let trimmed = l.trim_start().trim_start_matches('-').trim_start();
+        if let Some(rest) = trimmed.strip_prefix("expr:") {
+            let value_at = l.len() - rest.trim_start().len();
+            return (i + 1, value_at + 1);
+        }
+    }
+    (from, 0)
+}
+
 /// Lines where each group's `name:` is written, in order.
 fn group_lines(text: &str) -> Vec<usize> {
     text.lines()
@@ -245,6 +268,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
             return Err(vec![RuleFileError {
                 file,
                 line,
+                column: 0,
                 message: format!("yaml: {message}"),
             }]);
         }
@@ -257,18 +281,19 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
     let mut rule_index = 0usize;
     for (gi, g) in raw.groups.into_iter().enumerate() {
         let gline = group_at.get(gi).copied().unwrap_or(0);
-        let mut fail = |line: usize, message: String| {
+        let mut fail = |(line, column): (usize, usize), message: String| {
             errors.push(RuleFileError {
                 file: file.clone(),
                 line,
+                column,
                 message,
             })
         };
         if g.name.is_empty() {
-            fail(gline, "group name must not be empty".into());
+            fail((gline, 0), "group name must not be empty".into());
         } else if !seen.insert(g.name.clone()) {
             fail(
-                gline,
+                (gline, 0),
                 format!("group name {:?} is repeated in the same file", g.name),
             );
         }
@@ -277,14 +302,14 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
             Some(t) => match parse_duration_ms(t.trim()) {
                 Ok(0) => {
                     fail(
-                        gline,
+                        (gline, 0),
                         format!("group {:?}: interval must be more than 0", g.name),
                     );
                     None
                 }
                 Ok(ms) => Some(ms),
                 Err(e) => {
-                    fail(gline, format!("group {:?}: interval: {e}", g.name));
+                    fail((gline, 0), format!("group {:?}: interval: {e}", g.name));
                     None
                 }
             },
@@ -299,8 +324,9 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
                 .or(r.record.as_ref())
                 .map(|t| t.0.clone())
                 .unwrap_or_default();
-            let at = format!("group {:?}, rule {} ({name:?})", g.name, ri + 1);
+            let at = format!("group {:?}, rule {}, {name:?}", g.name, ri + 1);
             let mut problems: Vec<String> = Vec::new();
+            let mut expr_problem: Option<String> = None;
             match (&r.record, &r.alert) {
                 (Some(_), Some(_)) => {
                     problems.push("only one of 'record' and 'alert' must be set".into())
@@ -336,7 +362,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
                 Ok(p) => Some(p),
                 Err(e) => {
                     if !r.expr.0.trim().is_empty() {
-                        problems.push(format!("expr: could not parse expression: {e}"));
+                        expr_problem = Some(format!("could not parse expression: {e}"));
                     }
                     None
                 }
@@ -408,9 +434,12 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
                 }
                 _ => None,
             };
-            if !problems.is_empty() {
+            if let Some(p) = &expr_problem {
+                fail(expr_position(text, line), format!("{at}: {p}"));
+            }
+            if !problems.is_empty() || expr_problem.is_some() {
                 for p in problems {
-                    fail(line, format!("{at}: {p}"));
+                    fail((line, 0), format!("{at}: {p}"));
                 }
                 continue;
             }
@@ -418,12 +447,12 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
             rules.push(RuleDef {
                 name,
                 kind: if is_alert {
-                    RuleKind::Alert(AlertDef {
+                    RuleKind::Alert(Box::new(AlertDef {
                         for_ms,
                         keep_firing_for_ms,
                         annotations,
                         clear,
-                    })
+                    }))
                 } else {
                     RuleKind::Record
                 },
@@ -454,6 +483,7 @@ pub fn load_rule_file(path: &Path) -> Result<Vec<GroupDef>, Vec<RuleFileError>> 
         vec![RuleFileError {
             file: path.display().to_string(),
             line: 0,
+            column: 0,
             message: format!("cannot read: {e}"),
         }]
     })?;
@@ -544,11 +574,11 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert_eq!(errs[0].line, 4);
+        assert_eq!((errs[0].line, errs[0].column), (5, 11));
         assert!(
             errs[0]
                 .to_string()
-                .starts_with("r.yml:4: group \"g\", rule 1 (\"A\"): expr: could not parse"),
+                .starts_with("r.yml: 5:11: group \"g\", rule 1, \"A\": could not parse expression"),
             "{}",
             errs[0]
         );

@@ -281,7 +281,9 @@ fn eval_alert(
             .render(data, Some(&query))
             .unwrap_or_else(|e| format!("<error expanding template: {e}>"))
     };
-    let mut current: HashMap<Labels, (Labels, Vec<(String, String)>, f64)> = HashMap::new();
+    // Alert labels → (the expression's labels, annotations, value).
+    type Found = (Labels, Vec<(String, String)>, f64);
+    let mut current: HashMap<Labels, Found> = HashMap::new();
     for (source, v) in vector {
         let data = TemplateData {
             labels: source.iter().cloned().collect(),

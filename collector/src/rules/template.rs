@@ -420,23 +420,23 @@ struct Parser {
     at: usize,
 }
 
-enum End {
+enum Stop {
     Eof,
     End,
     Else(Vec<Tok>),
 }
 
 impl Parser {
-    fn list(&mut self) -> Result<(Vec<Node>, End), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
         let mut nodes = Vec::new();
         while let Some(piece) = self.pieces.get(self.at).cloned() {
             self.at += 1;
             match piece {
                 Piece::Text(t) => nodes.push(Node::Text(t)),
                 Piece::Action(toks) => match toks.first() {
-                    Some(Tok::Ident(k)) if k == "end" => return Ok((nodes, End::End)),
+                    Some(Tok::Ident(k)) if k == "end" => return Ok((nodes, Stop::End)),
                     Some(Tok::Ident(k)) if k == "else" => {
-                        return Ok((nodes, End::Else(toks[1..].to_vec())));
+                        return Ok((nodes, Stop::Else(toks[1..].to_vec())));
                     }
                     Some(Tok::Ident(k)) if k == "if" || k == "with" => {
                         let with = k == "with";
@@ -446,15 +446,15 @@ impl Parser {
                             let (body, end) = self.list()?;
                             branches.push((cond, body));
                             match end {
-                                End::End => break Vec::new(),
-                                End::Eof => return err(format!("unexpected EOF in {k}")),
-                                End::Else(rest) => match rest.first() {
+                                Stop::End => break Vec::new(),
+                                Stop::Eof => return err(format!("unexpected EOF in {k}")),
+                                Stop::Else(rest) => match rest.first() {
                                     Some(Tok::Ident(k2)) if k2 == k => {
                                         cond = pipeline(&rest[1..])?;
                                     }
                                     None => {
                                         let (body, end) = self.list()?;
-                                        if !matches!(end, End::End) {
+                                        if !matches!(end, Stop::End) {
                                             return err(format!("expected end after else in {k}"));
                                         }
                                         break body;
@@ -473,14 +473,14 @@ impl Parser {
                         let pipe = pipeline(&toks[1..])?;
                         let (body, end) = self.list()?;
                         let otherwise = match end {
-                            End::End => Vec::new(),
-                            End::Eof => return err("unexpected EOF in range"),
-                            End::Else(rest) => {
+                            Stop::End => Vec::new(),
+                            Stop::Eof => return err("unexpected EOF in range"),
+                            Stop::Else(rest) => {
                                 if !rest.is_empty() {
                                     return err("unexpected tokens after else in range");
                                 }
                                 let (body, end) = self.list()?;
-                                if !matches!(end, End::End) {
+                                if !matches!(end, Stop::End) {
                                     return err("expected end after else in range");
                                 }
                                 body
@@ -500,7 +500,7 @@ impl Parser {
                 },
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 }
 
@@ -642,9 +642,9 @@ impl Template {
         };
         let (nodes, end) = parser.list()?;
         match end {
-            End::Eof => Ok(Self { nodes }),
-            End::End => err("unexpected {{end}}"),
-            End::Else(_) => err("unexpected {{else}}"),
+            Stop::Eof => Ok(Self { nodes }),
+            Stop::End => err("unexpected {{end}}"),
+            Stop::Else(_) => err("unexpected {{else}}"),
         }
     }
 
@@ -1241,7 +1241,7 @@ fn title(s: &str) -> String {
         } else {
             out.push(c);
         }
-        prev_sep = !(c.is_alphanumeric() || c == '_' || (!c.is_ascii() && !c.is_whitespace()));
+        prev_sep = (c.is_whitespace() || c.is_ascii()) && c != '_' && !c.is_alphanumeric();
     }
     out
 }

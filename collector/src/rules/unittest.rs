@@ -96,8 +96,10 @@ struct ExpSample {
 pub struct TestOutcome {
     /// True when every test passed.
     pub passed: bool,
-    /// What promtool would print for the file.
-    pub report: String,
+    /// What promtool prints on standard output for the file.
+    pub stdout: String,
+    /// What promtool prints on standard error (the failures).
+    pub stderr: String,
 }
 
 /// History as a rule target.
@@ -258,28 +260,32 @@ fn yaml_float(text: &str) -> Option<f64> {
     }
 }
 
-/// Runs one unit-test file; the report reads as promtool's.
+/// Runs one unit-test file; the report reads as promtool's, byte for byte
+/// where the same tests fail the same way.
 pub fn run_file(path: &Path) -> TestOutcome {
-    let mut report = format!("Unit Testing:  {}\n", path.display());
+    let stdout = format!("Unit Testing:  {}\n", path.display());
     let errors = match run_inner(path) {
         Ok(errors) => errors,
         Err(e) => vec![e],
     };
     if errors.is_empty() {
-        report.push_str("  SUCCESS\n");
         TestOutcome {
             passed: true,
-            report,
+            stdout: format!("{stdout}  SUCCESS\n\n"),
+            stderr: String::new(),
         }
     } else {
-        report.push_str("  FAILED:\n");
-        for e in errors {
-            report.push_str(&e);
-            report.push_str("\n\n");
+        // promtool writes each failure to standard error and a blank line
+        // after it to standard output, then one more blank line.
+        let mut stderr = String::from("  FAILED:\n");
+        for e in &errors {
+            stderr.push_str(e);
+            stderr.push('\n');
         }
         TestOutcome {
             passed: false,
-            report,
+            stdout: format!("{stdout}{}\n", "\n".repeat(errors.len())),
+            stderr,
         }
     }
 }
@@ -310,7 +316,7 @@ fn run_inner(path: &Path) -> Result<Vec<String>, String> {
             match load_rule_file(p) {
                 Ok(groups) => defs.extend(groups),
                 Err(errs) => {
-                    return Ok(errs.iter().map(|e| format!("    {e}")).collect());
+                    return Ok(errs.iter().map(ToString::to_string).collect());
                 }
             }
         }
