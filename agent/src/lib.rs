@@ -128,7 +128,7 @@ fn sample_until_stopped(
         sampler.sample(&mut windows, SystemTime::now());
         let now = Instant::now();
         if now + Duration::from_millis(5) >= next_flush {
-            flusher.flush(&sampler, &mut windows);
+            flusher.flush(&sampler, &mut windows, false);
             next_flush += flush;
             if next_flush < now {
                 next_flush = now + flush;
@@ -143,7 +143,9 @@ fn sample_until_stopped(
             _ => break,
         }
     }
-    flusher.flush(&sampler, &mut windows);
+    // The last batch tells the collector this agent stops cleanly, so that
+    // its silence from now on is not reported as a host down.
+    flusher.flush(&sampler, &mut windows, true);
 }
 
 /// Closes windows into batches.
@@ -158,7 +160,7 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn flush(&mut self, sampler: &Sampler, windows: &mut Windows) {
+    fn flush(&mut self, sampler: &Sampler, windows: &mut Windows, last: bool) {
         if let Err(e) = self.record_own_metrics(sampler, windows) {
             error!(error = %e, "cannot record the agent's own metrics");
         }
@@ -177,6 +179,7 @@ impl Flusher {
             timestamp_ms: unix_millis(SystemTime::now()),
             flush_interval_ms: self.flush_interval.as_millis() as u64,
             families,
+            last,
         };
         self.stats
             .created

@@ -247,6 +247,7 @@ fn main() -> anyhow::Result<()> {
                     timestamp_ms: base + i as i64 * step_ms,
                     flush_interval_ms: 10_000,
                     families,
+                    last: false,
                 };
                 wal.append(&batch, base + i as i64 * step_ms)?;
             }

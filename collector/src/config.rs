@@ -26,6 +26,81 @@ pub struct RawConfig {
     /// `[store]`
     #[serde(default)]
     pub store: RawStore,
+    /// `[rules]`
+    #[serde(default)]
+    pub rules: RawRules,
+}
+
+/// `[rules]`: alerting and recording rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    /// Rule files (globs), relative to the config file's folder.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// How often groups without their own `interval` are evaluated.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: HumanDuration,
+    /// `$externalURL` in templates.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// `$externalLabels` in templates.
+    #[serde(default)]
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// The built-in host-down alert.
+    #[serde(default = "default_true")]
+    pub host_down: bool,
+    /// Flush intervals without a push before a host is down.
+    #[serde(default = "default_host_down_after")]
+    pub host_down_after: u32,
+    /// The always-firing heartbeat alert.
+    #[serde(default)]
+    pub heartbeat: bool,
+}
+
+impl Default for RawRules {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            evaluation_interval: default_evaluation_interval(),
+            external_url: None,
+            external_labels: Default::default(),
+            host_down: true,
+            host_down_after: default_host_down_after(),
+            heartbeat: false,
+        }
+    }
+}
+
+fn default_evaluation_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_host_down_after() -> u32 {
+    3
+}
+
+/// The validated `[rules]` section.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    /// Rule file globs, as written.
+    pub files: Vec<String>,
+    /// Folder that relative globs start from.
+    pub base_dir: PathBuf,
+    /// Default group interval.
+    pub evaluation_interval: Duration,
+    /// `$externalURL`.
+    pub external_url: String,
+    /// `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Built-in host-down alert on.
+    pub host_down: bool,
+    /// Flush intervals before a host is down.
+    pub host_down_after: u32,
+    /// Heartbeat alert on.
+    pub heartbeat: bool,
 }
 
 /// `[http]`: /metrics, health.
@@ -35,12 +110,24 @@ pub struct RawHttp {
     /// Address of the HTTP server.
     #[serde(default = "default_http_listen")]
     pub listen: String,
+    /// Token for admin endpoints (`POST /-/reload`), inline.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// An environment variable holding the admin token.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            admin_token: None,
+            admin_token_file: None,
+            admin_token_env: None,
         }
     }
 }
@@ -250,13 +337,25 @@ pub struct CollectorConfig {
     pub retention: Duration,
     /// How often the store is checkpointed.
     pub checkpoint_interval: Duration,
+    /// Token for admin endpoints; without one they answer loopback callers only.
+    pub admin_token: Option<Secret>,
+    /// Rules.
+    pub rules: RulesConfig,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
 pub fn load(path: Option<&std::path::Path>) -> Result<CollectorConfig, ConfigError> {
     let source = ConfigSource::read(path)?;
     let raw: RawConfig = source.parse()?;
-    raw.validate().map_err(|problems| source.invalid(problems))
+    let mut config = raw
+        .validate()
+        .map_err(|problems| source.invalid(problems))?;
+    if let Some(dir) = path.and_then(std::path::Path::parent)
+        && !dir.as_os_str().is_empty()
+    {
+        config.rules.base_dir = dir.to_path_buf();
+    }
+    Ok(config)
 }
 
 fn address(key: &str, text: &str, problems: &mut Vec<ConfigProblem>) -> SocketAddr {
@@ -277,6 +376,62 @@ impl RawConfig {
     pub fn validate(self) -> Result<CollectorConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let http_listen = address("http.listen", &self.http.listen, &mut problems);
+        let admin = SecretRef {
+            token: self.http.admin_token,
+            token_file: self.http.admin_token_file,
+            token_env: self.http.admin_token_env,
+        };
+        let admin_token = match admin.resolve() {
+            Ok(Some(t)) if t.expose().len() < 16 => {
+                problems.push(ConfigProblem::new(
+                    "http.admin_token",
+                    "must be at least 16 characters",
+                ));
+                None
+            }
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(ConfigProblem::new("http.admin_token", e));
+                None
+            }
+        };
+        let r = self.rules;
+        if r.evaluation_interval.0 < Duration::from_millis(100) {
+            problems.push(ConfigProblem::new(
+                "rules.evaluation_interval",
+                "must be at least 100ms",
+            ));
+        }
+        if r.host_down_after == 0 {
+            problems.push(ConfigProblem::new(
+                "rules.host_down_after",
+                "must be at least 1 (flush intervals)",
+            ));
+        }
+        for name in r.external_labels.keys() {
+            if !vigil_shared::labels::is_valid_label_name(name) {
+                problems.push(ConfigProblem::new(
+                    format!("rules.external_labels.{name}"),
+                    "is not a valid label name",
+                ));
+            }
+        }
+        let external_url = r.external_url.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("http://{host}:{}", http_listen.port())
+        });
+        let rules = RulesConfig {
+            files: r.files,
+            base_dir: std::env::current_dir().unwrap_or_default(),
+            evaluation_interval: r.evaluation_interval.0,
+            external_url,
+            external_labels: r.external_labels,
+            host_down: r.host_down,
+            host_down_after: r.host_down_after,
+            heartbeat: r.heartbeat,
+        };
         let i = self.ingest;
         let ingest_listen = address("ingest.listen", &i.listen, &mut problems);
         if i.max_message_size.0 < 64 * 1024 || i.max_message_size.0 > 1 << 30 {
@@ -411,6 +566,8 @@ impl RawConfig {
             data_dir: self.store.data_dir,
             retention,
             checkpoint_interval: self.store.checkpoint_interval.0,
+            admin_token,
+            rules,
         })
     }
 }

@@ -61,6 +61,9 @@ pub enum CollectorError {
     /// The write-ahead log could not be opened (set store.data_dir or --data-dir).
     #[error("{0} (set store.data_dir or --data-dir to a writable folder)")]
     Wal(#[from] store::wal::WalError),
+    /// A rule file has errors (each names file, line, group and rule).
+    #[error("rule files have errors:\n{}", .0.join("\n"))]
+    Rules(Vec<String>),
 }
 
 /// Addresses actually bound (useful when the config asks for port 0).
@@ -203,6 +206,14 @@ pub async fn serve(
     let store = Arc::new(Store::new(config.stale_after, config.retention));
     let wal = Arc::new(std::sync::Mutex::new(open_and_replay(&config, &store)?));
     let metrics = Arc::new(IngestMetrics::default());
+    let rules = Arc::new(
+        rules::manager::RuleManager::new(
+            config.rules.clone(),
+            Arc::clone(&store),
+            &config.data_dir,
+        )
+        .map_err(CollectorError::Rules)?,
+    );
     let service = IngestService::new(
         Arc::clone(&store),
         Arc::clone(&wal),
@@ -233,16 +244,46 @@ pub async fn serve(
             .await
             .map_err(|e| CollectorError::Serve("ingest", e.to_string()))
     });
+    let (groups, rule_count) = rules.counts();
+    info!(groups, rules = rule_count, "rules loaded");
+    let rules_thread = Arc::clone(&rules)
+        .spawn(shutdown.clone())
+        .map_err(|e| CollectorError::Serve("rules", e.to_string()))?;
+    let reload_rules = Arc::clone(&rules);
+    let reload_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload rules with POST /-/reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = reload_shutdown.cancelled() => return,
+                _ = hangups.recv() => {
+                    info!("SIGHUP: reloading rules");
+                    let rules = Arc::clone(&reload_rules);
+                    let _ = tokio::task::spawn_blocking(move || rules.reload()).await;
+                }
+            }
+        }
+    });
     let state = Arc::new(http::HttpState::new(
         Arc::clone(&store),
         Arc::clone(&metrics),
+        Arc::clone(&rules),
+        config.admin_token.clone(),
     ));
     let http_shutdown = shutdown.clone();
     let http_task = tasks.spawn(async move {
-        axum::serve(http_listener, http::router(state))
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-            .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
+        axum::serve(
+            http_listener,
+            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_shutdown.cancelled_owned())
+        .await
+        .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
     });
     let sweep_store = Arc::clone(&store);
     let sweep_wal = Arc::clone(&wal);
@@ -321,6 +362,13 @@ pub async fn serve(
     };
     shutdown.cancel();
     tasks.wait().await;
+    if tokio::task::spawn_blocking(move || rules_thread.join())
+        .await
+        .map(|r| r.is_err())
+        .unwrap_or(true)
+    {
+        error!("the rule thread panicked");
+    }
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {

@@ -101,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     if flags.check_config {
+        let (groups, rules) = vigil_collector::rules::manager::check(&config.rules)
+            .map_err(|errors| anyhow::anyhow!("rule files have errors:\n{}", errors.join("\n")))?;
+        println!("rules are valid: {groups} groups, {rules} rules (built-in ones included)");
         println!(
             "config {} is valid: HTTP {}, ingest {}, {} agent tokens",
             flags

@@ -57,6 +57,7 @@ fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest
         sequence,
         timestamp_ms: t,
         flush_interval_ms: 1_000,
+        last: false,
         families: vec![
             Family {
                 name: "door_gauge".into(),

@@ -4,6 +4,7 @@
 //! `/api/v1/query_range`). Later: the status page and admin endpoints, each a
 //! file in this folder.
 
+pub mod admin;
 pub mod api;
 pub mod exposition;
 
@@ -17,8 +18,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::ingest::IngestMetrics;
+use crate::rules::manager::RuleManager;
 use crate::store::{Store, StoredKind};
 use exposition::{ExpositionWriter, Format};
+use vigil_shared::config::Secret;
 
 /// What the HTTP handlers read.
 pub struct HttpState {
@@ -26,16 +29,27 @@ pub struct HttpState {
     pub store: Arc<Store>,
     /// Ingest counters.
     pub ingest: Arc<IngestMetrics>,
+    /// The rules.
+    pub rules: Arc<RuleManager>,
+    /// Token of admin endpoints.
+    pub admin_token: Option<Secret>,
     /// Size of the last exposition, to size the next buffer.
     last_size: AtomicUsize,
 }
 
 impl HttpState {
-    /// State over a store and its counters.
-    pub fn new(store: Arc<Store>, ingest: Arc<IngestMetrics>) -> Self {
+    /// State over a store, its counters and the rules.
+    pub fn new(
+        store: Arc<Store>,
+        ingest: Arc<IngestMetrics>,
+        rules: Arc<RuleManager>,
+        admin_token: Option<Secret>,
+    ) -> Self {
         Self {
             store,
             ingest,
+            rules,
+            admin_token,
             last_size: AtomicUsize::new(64 * 1024),
         }
     }
@@ -56,6 +70,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             get(|| async { "Vigil collector is Healthy.\n" }),
         )
         .route("/-/ready", get(|| async { "Vigil collector is Ready.\n" }))
+        .route("/-/reload", axum::routing::post(admin::reload))
         .with_state(state)
 }
 
@@ -67,6 +82,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
         w.family(name, &family.help, family.kind, &family.bounds, series);
     });
     state.ingest.write(&mut w);
+    state.rules.write_metrics(&mut w);
     let agents = state.store.agents();
     w.header(
         "vigil_collector_agents",

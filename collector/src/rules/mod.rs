@@ -16,7 +16,7 @@
 
 pub mod file;
 pub mod gofmt;
-// pub mod manager;
+pub mod manager;
 pub mod template;
 pub mod unittest;
 
@@ -90,10 +90,25 @@ pub struct Alert {
     /// When `vigil.clear_expr` started holding (ms).
     pub clear_since: Option<i64>,
     /// The value of the sample that made it active, at the last evaluation.
+    #[serde(with = "float_text")]
     pub value: f64,
     /// The expression's labels, before rule labels were added; the key that
     /// `clear_expr` results are matched on.
     pub source: Labels,
+}
+
+/// Floats as text in saved state, so that NaN and ±Inf survive JSON.
+mod float_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Resolved alerts are kept this long so that notifiers get the resolution
@@ -113,6 +128,14 @@ pub struct Rule {
     pub last_error: Option<String>,
     /// How long the last evaluation took, seconds.
     pub last_duration: f64,
+}
+
+impl Rule {
+    /// Takes over the series an older copy of this rule wrote, so that a
+    /// reload still ends them with stale markers.
+    pub fn carry_previous(&mut self, old: &Rule) {
+        self.previous = old.previous.clone();
+    }
 }
 
 /// A group of rules evaluated in order at one interval.

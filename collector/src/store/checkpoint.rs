@@ -103,6 +103,9 @@ pub struct CpAgent {
     /// Marked stale for silence.
     #[prost(bool, tag = "8")]
     pub silenced: bool,
+    /// Stopped cleanly: not reported as down.
+    #[prost(bool, tag = "9")]
+    pub deregistered: bool,
 }
 
 /// One compressed chunk.

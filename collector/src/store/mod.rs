@@ -110,6 +110,8 @@ struct AgentState {
     last_series: Vec<u32>,
     /// True once its series were marked stale for silence.
     silenced: bool,
+    /// True after its last batch said it stopped cleanly.
+    deregistered: bool,
 }
 
 /// What applying a batch did.
@@ -228,6 +230,7 @@ impl Store {
                 agent.last_push = now;
                 agent.flush_interval_ms = batch.flush_interval_ms as i64;
                 agent.silenced = false;
+                agent.deregistered = batch.last;
             }
             None => {
                 let index = inner.agents.len() as u32;
@@ -241,6 +244,7 @@ impl Store {
                         flush_interval_ms: batch.flush_interval_ms as i64,
                         last_series: Vec::new(),
                         silenced: false,
+                        deregistered: batch.last,
                     },
                 );
             }
@@ -440,6 +444,7 @@ impl Store {
                 flush_interval_ms: a.flush_interval_ms,
                 last_series: a.last_series.clone(),
                 silenced: a.silenced,
+                deregistered: a.deregistered,
             })
             .collect();
         Checkpoint {
@@ -506,6 +511,7 @@ impl Store {
                         flush_interval_ms: a.flush_interval_ms,
                         last_series: a.last_series,
                         silenced: a.silenced,
+                        deregistered: a.deregistered,
                     },
                 )
             })
@@ -539,6 +545,42 @@ impl Store {
             marked.push(id.clone());
         }
         marked
+    }
+
+    /// Every agent that has not stopped cleanly: `(instance, last push ms,
+    /// flush interval ms)`, for the host-down rule.
+    pub fn agent_liveness(&self) -> Vec<(String, i64, i64)> {
+        let inner = self.read();
+        let mut out: Vec<(String, i64, i64)> = inner
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.deregistered)
+            .map(|(id, a)| {
+                let interval = if a.flush_interval_ms > 0 {
+                    a.flush_interval_ms
+                } else {
+                    10_000
+                };
+                (id.clone(), a.last_push, interval)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Writes samples that rules produced (recorded series, `ALERTS`, stale
+    /// markers) into the history. A sample not newer than its series' last
+    /// one is skipped; returns how many were.
+    pub fn write_rule_samples(&self, samples: Vec<(crate::promql::Labels, i64, f64)>) -> u64 {
+        let mut inner = self.write();
+        let mut skipped = 0;
+        for (labels, t, v) in samples {
+            let id = inner.history.series_id(&labels);
+            if inner.history.append(id, t, v).is_err() {
+                skipped += 1;
+            }
+        }
+        skipped
     }
 
     /// Calls `visit` with every family and its fresh series, in name order.

@@ -1,0 +1,79 @@
+//! Admin endpoints: `POST /-/reload` re-reads the rule files. With
+//! `http.admin_token` set, a request needs `Authorization: Bearer <token>`;
+//! without one, only callers on the collector's own host (loopback) are
+//! served, as with agents and no ingest tokens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use tracing::warn;
+
+use super::HttpState;
+use crate::ingest::auth::constant_time_eq;
+
+/// Why an admin request is refused; `None` when it may go on.
+pub fn refuse(
+    state: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<(StatusCode, String)> {
+    match &state.admin_token {
+        Some(token) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(token.expose().as_bytes(), presented.as_bytes()) {
+                None
+            } else {
+                warn!(%peer, "admin request with a missing or wrong token refused");
+                Some((
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong admin token (Authorization: Bearer <http.admin_token>)\n"
+                        .into(),
+                ))
+            }
+        }
+        None if peer.ip().is_loopback() => None,
+        None => {
+            warn!(%peer, "admin request from another host refused: no http.admin_token is set");
+            Some((
+                StatusCode::FORBIDDEN,
+                "admin endpoints answer only this host until http.admin_token is set\n".into(),
+            ))
+        }
+    }
+}
+
+/// `POST /-/reload`.
+pub async fn reload(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    if let Some(refusal) = refuse(&state, peer, &headers) {
+        return refusal;
+    }
+    let rules = Arc::clone(&state.rules);
+    match tokio::task::spawn_blocking(move || rules.reload()).await {
+        Ok(Ok((groups, rules))) => (
+            StatusCode::OK,
+            format!("rules reloaded: {groups} groups, {rules} rules\n"),
+        ),
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "reload refused; the previous rules keep running:\n{}\n",
+                errors.join("\n")
+            ),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}\n"),
+        ),
+    }
+}

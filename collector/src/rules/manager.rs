@@ -1,0 +1,520 @@
+//! The collector's rule loop: loads the rule files named in `[rules]`, adds
+//! the built-in groups (host down, heartbeat), evaluates each group at its
+//! interval on its own thread, writes what rules produce into the store,
+//! keeps alert states in `DATA_DIR/alerts.json` so that a restart resumes
+//! them, and reloads the files on SIGHUP or `POST /-/reload`: a bad file is
+//! refused with its error and the rules already running keep running.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::file::{GroupDef, expand_globs, load_rule_file, parse_rule_file};
+use super::{AlertState, EvalContext, Group, RuleTarget, SavedAlert, restore_alerts, saved_alerts};
+use crate::config::RulesConfig;
+use crate::http::exposition::ExpositionWriter;
+use crate::promql::{Labels, Queryable};
+use crate::store::chunk::stale_marker;
+use crate::store::history::{Matcher, SeriesSamples};
+use crate::store::{Store, StoredKind, now_ms};
+
+/// Name of the built-in host-down group.
+pub const HOST_DOWN_GROUP: &str = "vigil-host-down";
+/// Name of the built-in heartbeat group.
+pub const HEARTBEAT_GROUP: &str = "vigil-heartbeat";
+/// The series the collector writes for every registered agent: its last
+/// push time, seconds.
+pub const LAST_PUSH_SERIES: &str = "vigil_agent_last_push_timestamp_seconds";
+/// The series the collector writes for every registered agent: its flush
+/// interval, seconds.
+pub const FLUSH_INTERVAL_SERIES: &str = "vigil_agent_flush_interval_seconds";
+
+const STATE_FILE: &str = "alerts.json";
+
+/// The built-in rules, as a rule file, so that they pass the same checks as
+/// a user's.
+fn builtin_rules(config: &RulesConfig) -> String {
+    let mut text = String::from("groups:\n");
+    if config.host_down {
+        let n = config.host_down_after;
+        text.push_str(&format!(
+            r#"  - name: {HOST_DOWN_GROUP}
+    rules:
+      - alert: HostDown
+        expr: {LAST_PUSH_SERIES} < time() - {n} * {FLUSH_INTERVAL_SERIES}
+        labels:
+          severity: critical
+        annotations:
+          summary: "Host {{{{ $labels.instance }}}} is down"
+          description: "The Vigil agent on {{{{ $labels.instance }}}} has not pushed for {n} flush intervals; last seen {{{{ $value | humanizeTimestamp }}}}."
+          last_seen: "{{{{ $value | humanizeTimestamp }}}}"
+"#
+        ));
+    }
+    if config.heartbeat {
+        text.push_str(&format!(
+            r#"  - name: {HEARTBEAT_GROUP}
+    rules:
+      - alert: VigilHeartbeat
+        expr: vector(1)
+        labels:
+          severity: none
+        annotations:
+          summary: "The Vigil collector is evaluating rules. This alert always fires; alert when it stops arriving."
+"#
+        ));
+    }
+    text
+}
+
+/// Counters of the rule loop.
+#[derive(Debug, Default)]
+pub struct RuleMetrics {
+    evaluations: AtomicU64,
+    failures: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+    last_reload_ok: AtomicBool,
+    state_write_failures: AtomicU64,
+    samples_skipped: AtomicU64,
+}
+
+struct State {
+    groups: Vec<Group>,
+    files: Vec<PathBuf>,
+    saved: Vec<SavedAlert>,
+    /// Agents whose liveness series were written at the last round.
+    live_agents: HashSet<String>,
+}
+
+/// Rules running in a collector.
+pub struct RuleManager {
+    config: RulesConfig,
+    store: Arc<Store>,
+    state_path: PathBuf,
+    state: Mutex<State>,
+    ctx: EvalContext,
+    /// Counters.
+    pub metrics: RuleMetrics,
+}
+
+/// The store as a rule target.
+struct StoreTarget<'a> {
+    store: &'a Store,
+    skipped: u64,
+}
+
+impl Queryable for StoreTarget<'_> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.store.select(matchers, mint, maxt)
+    }
+}
+
+impl RuleTarget for StoreTarget<'_> {
+    fn write(&mut self, samples: Vec<(Labels, i64, f64)>) {
+        if !samples.is_empty() {
+            self.skipped += self.store.write_rule_samples(samples);
+        }
+    }
+}
+
+/// Loads the configured rule files and the built-in groups.
+fn load_groups(config: &RulesConfig) -> Result<(Vec<GroupDef>, Vec<PathBuf>), Vec<String>> {
+    let files = expand_globs(&config.files, &config.base_dir).map_err(|e| vec![e])?;
+    let mut defs = Vec::new();
+    let mut errors = Vec::new();
+    let mut names = HashSet::new();
+    for f in &files {
+        match load_rule_file(f) {
+            Ok(groups) => {
+                for g in groups {
+                    if !names.insert(g.name.clone()) {
+                        errors.push(format!(
+                            "{}: group name {:?} is already used by another rule file",
+                            f.display(),
+                            g.name
+                        ));
+                    }
+                    defs.push(g);
+                }
+            }
+            Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
+        }
+    }
+    match parse_rule_file(Path::new("<built-in rules>"), &builtin_rules(config)) {
+        Ok(groups) => defs.extend(groups),
+        Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
+    }
+    if errors.is_empty() {
+        Ok((defs, files))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks the configured rule files and the built-in rules without running
+/// them: `(groups, rules)`, or every error.
+pub fn check(config: &RulesConfig) -> Result<(usize, usize), Vec<String>> {
+    let (defs, _) = load_groups(config)?;
+    Ok((defs.len(), defs.iter().map(|g| g.rules.len()).sum()))
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RuleManager {
+    /// Loads the rules and the alert states saved in `data_dir`. Rule file
+    /// errors are returned, each naming file, line, group and rule.
+    pub fn new(
+        config: RulesConfig,
+        store: Arc<Store>,
+        data_dir: &Path,
+    ) -> Result<Self, Vec<String>> {
+        let (defs, files) = load_groups(&config)?;
+        let interval = config.evaluation_interval.as_millis() as i64;
+        let mut groups: Vec<Group> = defs.into_iter().map(|d| Group::new(d, interval)).collect();
+        let state_path = data_dir.join(STATE_FILE);
+        let saved: Vec<SavedAlert> = match std::fs::read(&state_path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    warn!(file = %state_path.display(), error = %e, "saved alert states do not parse; starting without them");
+                    Vec::new()
+                }
+            },
+            Err(_) => Vec::new(),
+        };
+        let restored = restore_alerts(&mut groups, &saved);
+        if restored > 0 {
+            info!(alerts = restored, "alert states restored");
+        }
+        let ctx = EvalContext {
+            external_labels: config.external_labels.clone(),
+            external_url: config.external_url.clone(),
+            limits: crate::promql::Limits::default(),
+        };
+        let metrics = RuleMetrics::default();
+        metrics.last_reload_ok.store(true, Ordering::Relaxed);
+        Ok(Self {
+            config,
+            store,
+            state_path,
+            state: Mutex::new(State {
+                groups,
+                files,
+                saved,
+                live_agents: HashSet::new(),
+            }),
+            ctx,
+            metrics,
+        })
+    }
+
+    /// Number of groups and rules running.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (
+            state.groups.len(),
+            state.groups.iter().map(|g| g.rules.len()).sum(),
+        )
+    }
+
+    /// Re-reads the rule files. On any error the running rules stay and the
+    /// errors are returned. Alerts of rules that keep their group and name
+    /// keep their state.
+    pub fn reload(&self) -> Result<(usize, usize), Vec<String>> {
+        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        let defs = match load_groups(&self.config) {
+            Ok(d) => d,
+            Err(errors) => {
+                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.last_reload_ok.store(false, Ordering::Relaxed);
+                for e in &errors {
+                    error!(error = %e, "rule reload refused; the previous rules keep running");
+                }
+                return Err(errors);
+            }
+        };
+        let interval = self.config.evaluation_interval.as_millis() as i64;
+        let mut state = lock(&self.state);
+        let mut groups: Vec<Group> = defs
+            .0
+            .into_iter()
+            .map(|d| Group::new(d, interval))
+            .collect();
+        for g in &mut groups {
+            let Some(old) = state.groups.iter().find(|o| o.name == g.name) else {
+                continue;
+            };
+            g.last_eval = old.last_eval;
+            for r in &mut g.rules {
+                if let Some(o) = old.rules.iter().find(|o| o.def.name == r.def.name) {
+                    r.active = o.active.clone();
+                    r.carry_previous(o);
+                }
+            }
+        }
+        state.groups = groups;
+        state.files = defs.1;
+        self.metrics.last_reload_ok.store(true, Ordering::Relaxed);
+        let counts = (
+            state.groups.len(),
+            state.groups.iter().map(|g| g.rules.len()).sum(),
+        );
+        info!(groups = counts.0, rules = counts.1, "rules reloaded");
+        Ok(counts)
+    }
+
+    /// Writes every registered agent's liveness series (and stale markers
+    /// for agents that stopped cleanly), for the host-down rule.
+    fn write_liveness(&self, state: &mut State, ts: i64) {
+        let agents = self.store.agent_liveness();
+        let mut samples = Vec::with_capacity(agents.len() * 2);
+        let mut live = HashSet::with_capacity(agents.len());
+        let series = |name: &str, instance: &str| -> Labels {
+            vec![
+                ("__name__".to_string(), name.to_string()),
+                ("instance".to_string(), instance.to_string()),
+            ]
+        };
+        for (instance, last_push, interval) in agents {
+            samples.push((
+                series(LAST_PUSH_SERIES, &instance),
+                ts,
+                last_push as f64 / 1000.0,
+            ));
+            samples.push((
+                series(FLUSH_INTERVAL_SERIES, &instance),
+                ts,
+                interval as f64 / 1000.0,
+            ));
+            live.insert(instance);
+        }
+        for gone in state.live_agents.difference(&live) {
+            samples.push((series(LAST_PUSH_SERIES, gone), ts, stale_marker()));
+            samples.push((series(FLUSH_INTERVAL_SERIES, gone), ts, stale_marker()));
+        }
+        state.live_agents = live;
+        self.store.write_rule_samples(samples);
+    }
+
+    /// Evaluates the groups that are due at `now`; returns when the next one is.
+    pub fn eval_due(&self, now: i64) -> i64 {
+        let mut state = lock(&self.state);
+        let mut next = now + 1000;
+        let mut evaluated = false;
+        let host_down_due = state.groups.iter().any(|g| {
+            g.name == HOST_DOWN_GROUP && g.last_eval.is_none_or(|t| now >= t + g.interval_ms)
+        });
+        if host_down_due {
+            self.write_liveness(&mut state, now);
+        }
+        let mut target = StoreTarget {
+            store: &self.store,
+            skipped: 0,
+        };
+        for g in state.groups.iter_mut() {
+            let due = g.last_eval.map_or(now, |t| t + g.interval_ms);
+            if now >= due {
+                g.eval(now, &mut target, &self.ctx);
+                evaluated = true;
+                self.metrics.evaluations.fetch_add(1, Ordering::Relaxed);
+                for r in &g.rules {
+                    if let Some(e) = &r.last_error {
+                        self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                        warn!(group = %g.name, rule = %r.def.name, error = %e, "rule evaluation failed");
+                    }
+                }
+                next = next.min(now + g.interval_ms);
+            } else {
+                next = next.min(due);
+            }
+        }
+        self.metrics
+            .samples_skipped
+            .fetch_add(target.skipped, Ordering::Relaxed);
+        if evaluated {
+            let saved = saved_alerts(&state.groups);
+            if saved != state.saved {
+                match write_state(&self.state_path, &saved) {
+                    Ok(()) => state.saved = saved,
+                    Err(e) => {
+                        self.metrics
+                            .state_write_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        error!(file = %self.state_path.display(), error = %e, "cannot save alert states");
+                    }
+                }
+            }
+        }
+        next
+    }
+
+    /// Runs the rule loop on its own thread until `shutdown`.
+    pub fn spawn(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("vigil-rules".into())
+            .spawn(move || {
+                while !shutdown.is_cancelled() {
+                    let now = now_ms();
+                    let next = self.eval_due(now);
+                    let wait = (next - now_ms()).clamp(10, 250);
+                    std::thread::sleep(Duration::from_millis(wait as u64));
+                }
+            })
+    }
+
+    /// Active alerts with their group, for the API and notifiers.
+    pub fn alerts(&self) -> Vec<(String, super::Alert)> {
+        let state = lock(&self.state);
+        let mut out = Vec::new();
+        for g in &state.groups {
+            for r in &g.rules {
+                for a in r.active.values() {
+                    out.push((g.name.clone(), a.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `ALERTS`, `ALERTS_FOR_STATE` and the rule loop's own metrics.
+    pub fn write_metrics(&self, w: &mut ExpositionWriter) {
+        let state = lock(&self.state);
+        let render = |labels: &[(String, String)]| {
+            let mut out = String::new();
+            for (k, v) in labels {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push_str("=\"");
+                vigil_shared::labels::escape_label_value_into(&mut out, v);
+                out.push('"');
+            }
+            out
+        };
+        // (ALERTS labels, ALERTS_FOR_STATE labels, active since)
+        let mut alerts: Vec<(String, String, f64)> = Vec::new();
+        for g in &state.groups {
+            for r in &g.rules {
+                for a in r.active.values() {
+                    if a.state == AlertState::Inactive {
+                        continue;
+                    }
+                    let mut with_state = a.labels.clone();
+                    with_state.push(("alertstate".into(), a.state.as_str().into()));
+                    with_state.sort();
+                    alerts.push((
+                        render(&with_state),
+                        render(&a.labels),
+                        (a.active_at / 1000) as f64,
+                    ));
+                }
+            }
+        }
+        alerts.sort_by(|a, b| a.0.cmp(&b.0));
+        w.header(
+            "ALERTS",
+            "Alerts pending or firing (alertstate), value 1.",
+            StoredKind::Gauge,
+        );
+        for (labels, _, _) in &alerts {
+            w.sample("ALERTS", "", labels, None, 1.0);
+        }
+        w.header(
+            "ALERTS_FOR_STATE",
+            "When each pending or firing alert became active, Unix seconds.",
+            StoredKind::Gauge,
+        );
+        for (_, labels, since) in &alerts {
+            w.sample("ALERTS_FOR_STATE", "", labels, None, *since);
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        for (name, help, kind, value) in [
+            (
+                "vigil_collector_rule_group_evaluations_total",
+                "Rule group evaluations.",
+                StoredKind::Counter,
+                load(&self.metrics.evaluations),
+            ),
+            (
+                "vigil_collector_rule_evaluation_failures_total",
+                "Rule evaluations that failed (the rule's error is logged).",
+                StoredKind::Counter,
+                load(&self.metrics.failures),
+            ),
+            (
+                "vigil_collector_rule_reloads_total",
+                "Rule reloads asked for (SIGHUP or POST /-/reload).",
+                StoredKind::Counter,
+                load(&self.metrics.reloads),
+            ),
+            (
+                "vigil_collector_rule_reload_failures_total",
+                "Rule reloads refused because a file had an error.",
+                StoredKind::Counter,
+                load(&self.metrics.reload_failures),
+            ),
+            (
+                "vigil_collector_rule_last_reload_successful",
+                "1 when the last rule reload (or start-up) loaded every file.",
+                StoredKind::Gauge,
+                f64::from(u8::from(
+                    self.metrics.last_reload_ok.load(Ordering::Relaxed),
+                )),
+            ),
+            (
+                "vigil_collector_alert_state_write_failures_total",
+                "Times the alert states could not be saved to the data directory.",
+                StoredKind::Counter,
+                load(&self.metrics.state_write_failures),
+            ),
+            (
+                "vigil_collector_rule_samples_skipped_total",
+                "Rule output samples not written because their series already had a newer sample.",
+                StoredKind::Counter,
+                load(&self.metrics.samples_skipped),
+            ),
+            (
+                "vigil_collector_rule_groups",
+                "Rule groups loaded, built-in ones included.",
+                StoredKind::Gauge,
+                state.groups.len() as f64,
+            ),
+            (
+                "vigil_collector_rules",
+                "Rules loaded, built-in ones included.",
+                StoredKind::Gauge,
+                state.groups.iter().map(|g| g.rules.len()).sum::<usize>() as f64,
+            ),
+        ] {
+            w.header(name, help, kind);
+            w.sample(name, "", "", None, value);
+        }
+    }
+}
+
+fn write_state(path: &Path, saved: &[SavedAlert]) -> std::io::Result<()> {
+    let body = serde_json::to_vec(saved).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
