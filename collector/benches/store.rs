@@ -1,9 +1,14 @@
 //! The history's footprint and query speed on a simulated fleet
 //! (`cargo bench -p vigil-collector --bench store`): HOSTS hosts (default
-//! 1,000) × SERIES series (default 500) at 10 s resolution for MINUTES minutes
-//! (default 60). Reports bytes per sample of the compressed chunks, resident
-//! memory per series, the time of `sum(rate(x[5m]))` over every host, and
-//! write-ahead-log replay speed on a 1 % slice of the same data.
+//! 1,000) × SERIES series (default 500) at 10 s resolution for an hour: a real
+//! agent's recorded hour replayed per host (see `common/fleet.rs`), or with
+//! SYNTHETIC=1 a generated mix over MINUTES minutes (default 60). Reports
+//! bytes per sample of the compressed chunks, resident memory per series, the
+//! time of `sum(rate(x[5m]))` over every host, and write-ahead-log replay
+//! speed on a 1 % slice of the same data.
+
+#[path = "common/fleet.rs"]
+mod fleet;
 
 use std::time::Instant;
 
@@ -30,44 +35,14 @@ fn rss_bytes() -> f64 {
         * 1024.0
 }
 
-/// A value for series `s` of host `h` at step `i`, in node_exporter's mix:
-/// 40 % constant (sizes, info, error counters that stay 0), 35 % integer
-/// counters with irregular increments (bytes, packets, operations), 15 %
-/// CPU-seconds counters with two decimals, 10 % byte gauges moving in 4 KiB
-/// pages.
-fn value(h: usize, s: usize, i: usize, state: &mut u64) -> f64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    let r = *state % 10_000;
-    let i = i as f64;
-    match s % 20 {
-        0..=7 => ((h * 31 + s) * 4096) as f64,
-        8..=14 => i * 5_000.0 + (r as f64) * (i.min(1.0)) + (s * 7) as f64,
-        15..=17 => {
-            ((i * 9.5 + (r % 100) as f64 / 100.0) * 100.0).round() / 100.0 + (h * 1000) as f64
-        }
-        _ => (1_000_000 + (r % 64) * 4096 + s as u64 * 4096) as f64,
-    }
-}
-
-fn labels(h: usize, s: usize) -> Vec<(String, String)> {
-    let mut l = vec![
-        ("__name__".to_string(), format!("metric_{:03}", s % 100)),
-        ("instance".to_string(), format!("host-{h:04}")),
-        ("job".to_string(), "node".to_string()),
-        ("series".to_string(), format!("{}", s / 100)),
-    ];
-    l.sort();
-    l
-}
-
 fn main() -> anyhow::Result<()> {
     let hosts = env("HOSTS", 1000);
     let series = env("SERIES", 500);
-    let steps = env("MINUTES", 60) * 6;
-    let step_ms = 10_000i64;
-    let base = 1_700_000_000_000i64;
+    let minutes = env("MINUTES", 60);
+    let fleet = fleet::Fleet::load()?;
+    let steps = fleet.steps(minutes);
+    println!("data: {}", fleet.describe());
+    let labels = |h: usize, s: usize| fleet.labels(h, s);
 
     let rss_before = rss_bytes();
     let started = Instant::now();
@@ -81,20 +56,21 @@ fn main() -> anyhow::Result<()> {
     // OPENMETRICS_OUT=path also writes the same samples as OpenMetrics text,
     // for `promtool tsdb create-blocks-from openmetrics` (small fleets only).
     let openmetrics = std::env::var("OPENMETRICS_OUT").ok();
-    let mut kept: Vec<Vec<f64>> = if openmetrics.is_some() {
+    let mut kept: Vec<Vec<(i64, f64)>> = if openmetrics.is_some() {
         vec![Vec::with_capacity(steps); hosts * series]
     } else {
         Vec::new()
     };
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..steps {
-        let t = base + i as i64 * step_ms;
         for h in 0..hosts {
             for s in 0..series {
-                let v = value(h, s, i, &mut state);
+                let Some((t, v)) = fleet.point(h, s, i, &mut state) else {
+                    continue;
+                };
                 history.append(ids[h * series + s], t, v)?;
                 if let Some(k) = kept.get_mut(h * series + s) {
-                    k.push(v);
+                    k.push((t, v));
                 }
             }
         }
@@ -102,21 +78,29 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &openmetrics {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        for family in 0..100.min(series) {
-            writeln!(out, "# TYPE metric_{family:03} gauge")?;
+        // OpenMetrics wants each family's samples together.
+        let mut families: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for s in 0..series {
+            let name = labels(0, s)
+                .into_iter()
+                .find(|(k, _)| k == "__name__")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            families.entry(name).or_default().push(s);
+        }
+        for (name, members) in &families {
+            writeln!(out, "# TYPE {name} unknown")?;
             for h in 0..hosts {
-                for s in (family..series).step_by(100) {
-                    let l = labels(h, s);
-                    let rest: Vec<String> = l
+                for &s in members {
+                    let rest: Vec<String> = labels(h, s)
                         .iter()
                         .filter(|(k, _)| k != "__name__")
                         .map(|(k, v)| format!("{k}=\"{v}\""))
                         .collect();
-                    for (i, v) in kept[h * series + s].iter().enumerate() {
-                        let t = base + i as i64 * step_ms;
+                    for (t, v) in &kept[h * series + s] {
                         writeln!(
                             out,
-                            "metric_{family:03}{{{}}} {v} {}.{:03}",
+                            "{name}{{{}}} {v} {}.{:03}",
                             rest.join(","),
                             t / 1000,
                             t % 1000
@@ -153,11 +137,18 @@ fn main() -> anyhow::Result<()> {
         (rss_after - rss_before) / stats.series as f64
     );
 
-    let end = base + (steps as i64 - 1) * step_ms;
-    for query in [
-        "sum(rate(metric_001[5m]))",
-        "sum by (instance) (rate(metric_002[5m]))",
-    ] {
+    let end = fleet.end(minutes);
+    let queries = match fleet {
+        fleet::Fleet::Synthetic => [
+            "sum(rate(metric_001[5m]))",
+            "sum by (instance) (rate(metric_002[5m]))",
+        ],
+        fleet::Fleet::Recorded(_) => [
+            "sum(rate(node_network_receive_bytes_total[5m]))",
+            "sum by (instance) (rate(node_cpu_seconds_total[5m]))",
+        ],
+    };
+    for query in queries {
         let mut best = f64::INFINITY;
         let mut result = String::new();
         for _ in 0..5 {
@@ -169,11 +160,7 @@ fn main() -> anyhow::Result<()> {
                 other => format!("{other:?}"),
             };
         }
-        println!(
-            "query {query}: {:.1} ms (best of 5; {result}, {} input series)",
-            best * 1e3,
-            hosts * series / 100
-        );
+        println!("query {query}: {:.1} ms (best of 5; {result})", best * 1e3);
     }
 
     // Checkpoint of the whole history: write it, then read it back as a restart does.
@@ -216,9 +203,10 @@ fn main() -> anyhow::Result<()> {
         for i in 0..steps {
             for h in 0..wal_hosts {
                 let families = (0..series)
-                    .map(|s| {
+                    .filter_map(|s| {
                         let l = labels(h, s);
-                        Family {
+                        let (t, v) = fleet.point(h, s, i, &mut state)?;
+                        Some(Family {
                             name: l
                                 .iter()
                                 .find(|(k, _)| k == "__name__")
@@ -233,23 +221,24 @@ fn main() -> anyhow::Result<()> {
                                     .filter(|(k, _)| k != "__name__")
                                     .map(|(name, value)| Label { name, value })
                                     .collect(),
-                                value: value(h, s, i, &mut state),
-                                timestamp_ms: base + i as i64 * step_ms,
+                                value: v,
+                                timestamp_ms: t,
                                 window: None,
                             }],
-                        }
+                        })
                     })
                     .collect();
+                let t = fleet.point(h, 0, i, &mut state).map_or(0, |p| p.0);
                 let batch = PushRequest {
                     agent_id: format!("host-{h:04}"),
                     epoch: 1,
                     sequence: i as u64 + 1,
-                    timestamp_ms: base + i as i64 * step_ms,
+                    timestamp_ms: t,
                     flush_interval_ms: 10_000,
                     families,
                     last: false,
                 };
-                wal.append(&batch, base + i as i64 * step_ms)?;
+                wal.append(&batch, t)?;
             }
         }
     }

@@ -117,6 +117,9 @@ pub struct CpChunk {
     /// Samples.
     #[prost(uint32, tag = "2")]
     pub count: u32,
+    /// Encoding: 0 XOR (Gorilla), 1 + e decimals scaled by 10^e.
+    #[prost(uint32, tag = "3")]
+    pub encoding: u32,
 }
 
 /// One history series, its id kept.

@@ -101,7 +101,10 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 /// Delta-of-delta buckets: (prefix bits, prefix length, value bits).
-const DOD_BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+/// The first bucket takes the millisecond jitter of a regular sender's
+/// clock (±64 ms in 9 bits, where Prometheus spends 16); the next ones a
+/// changed interval.
+const DOD_BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 7), (0b110, 3, 14), (0b1110, 4, 20)];
 
 fn fits(v: i64, bits: u8) -> bool {
     let half = 1i64 << (bits - 1);
@@ -181,6 +184,12 @@ impl Chunk {
     /// The last sample's time, if any.
     pub fn max_time(&self) -> Option<i64> {
         (self.count > 0).then_some(self.last_t)
+    }
+
+    /// When the next sample is due if the interval stays the same (after at
+    /// least two samples).
+    pub fn expected_next(&self) -> Option<i64> {
+        (self.count >= 2).then(|| self.last_t.wrapping_add(self.last_delta))
     }
 
     /// The encoded bytes and sample count, for a checkpoint.
@@ -310,13 +319,14 @@ impl Chunk {
         ChunkIter::new(&self.writer.bytes, self.count)
     }
 
-    /// Turns a full chunk into its compact sealed form; `None` when empty.
+    /// Turns a full chunk into its sealed form; `None` when empty.
     pub fn seal(self) -> Option<SealedChunk> {
         (self.count > 0).then(|| SealedChunk {
             bytes: self.writer.bytes.into_boxed_slice(),
             count: self.count,
             min_t: self.first_t,
             max_t: self.last_t,
+            decimals: None,
         })
     }
 }
@@ -324,19 +334,73 @@ impl Chunk {
 /// A chunk that takes no more samples: only its bytes and time bounds, so a
 /// sealed chunk costs 40 bytes beside its data instead of a head chunk's
 /// encoder state.
+///
+/// A sealed chunk is kept in the smaller of two encodings: Gorilla's XOR of
+/// float bits, or, when every value is a decimal with at most 6 digits after
+/// the point (counters, byte gauges, histogram bucket counts, CPU seconds),
+/// the delta-of-delta of those values scaled to integers, where a counter
+/// that grows by a steady amount costs one bit a sample.
 #[derive(Debug, Clone)]
 pub struct SealedChunk {
     bytes: Box<[u8]>,
     count: u32,
     min_t: i64,
     max_t: i64,
+    /// `None`: XOR encoding; `Some(e)`: values are integers × 10^-e.
+    decimals: Option<u8>,
+}
+
+/// Encoding numbers as checkpoints record them: 0 is XOR, 1 + e decimal.
+fn encoding_code(decimals: Option<u8>) -> u32 {
+    decimals.map_or(0, |e| 1 + u32::from(e))
 }
 
 impl SealedChunk {
-    /// Rebuilds a sealed chunk from its bytes and sample count; `None` when
-    /// the bytes do not hold `count` (at least one) samples.
-    pub fn from_raw(bytes: Vec<u8>, count: u32) -> Option<Self> {
-        Chunk::from_raw(bytes, count)?.seal()
+    /// Rebuilds a sealed chunk from its bytes, sample count and encoding (as
+    /// [`SealedChunk::raw`] gives them); `None` when the bytes do not hold
+    /// `count` (at least one) samples.
+    pub fn from_raw(bytes: Vec<u8>, count: u32, encoding: u32) -> Option<Self> {
+        if encoding == 0 {
+            return Chunk::from_raw(bytes, count)?.seal();
+        }
+        let decimals = u8::try_from(encoding - 1)
+            .ok()
+            .filter(|e| *e <= MAX_DECIMALS)?;
+        let mut it = DecimalIter::new(&bytes, count, decimals);
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut n = 0;
+        for (t, _) in it.by_ref() {
+            bounds = Some((bounds.map_or(t, |b| b.0), t));
+            n += 1;
+        }
+        if n != count || it.reader.position.div_ceil(8) != bytes.len() {
+            return None;
+        }
+        let (min_t, max_t) = bounds?;
+        Some(Self {
+            bytes: bytes.into_boxed_slice(),
+            count,
+            min_t,
+            max_t,
+            decimals: Some(decimals),
+        })
+    }
+
+    /// The same samples in the decimal encoding, when every value allows it
+    /// and it takes fewer bytes.
+    pub fn compact(self) -> Self {
+        if self.decimals.is_some() {
+            return self;
+        }
+        let samples: Vec<(i64, f64)> = self.iter().collect();
+        match encode_decimal(&samples) {
+            Some((bytes, e)) if bytes.len() < self.bytes.len() => Self {
+                bytes: bytes.into_boxed_slice(),
+                decimals: Some(e),
+                ..self
+            },
+            _ => self,
+        }
     }
 
     /// Samples held.
@@ -364,14 +428,211 @@ impl SealedChunk {
         self.max_t
     }
 
-    /// The encoded bytes and sample count, for a checkpoint.
-    pub fn raw(&self) -> (&[u8], u32) {
-        (&self.bytes, self.count)
+    /// The encoded bytes, sample count and encoding, for a checkpoint.
+    pub fn raw(&self) -> (&[u8], u32, u32) {
+        (&self.bytes, self.count, encoding_code(self.decimals))
     }
 
     /// The samples, in time order.
-    pub fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter::new(&self.bytes, self.count)
+    pub fn iter(&self) -> SealedIter<'_> {
+        match self.decimals {
+            None => SealedIter::Xor(ChunkIter::new(&self.bytes, self.count)),
+            Some(e) => SealedIter::Decimal(DecimalIter::new(&self.bytes, self.count, e)),
+        }
+    }
+}
+
+/// Decodes a sealed chunk in either encoding.
+pub enum SealedIter<'a> {
+    /// Gorilla XOR.
+    Xor(ChunkIter<'a>),
+    /// Scaled decimals.
+    Decimal(DecimalIter<'a>),
+}
+
+impl Iterator for SealedIter<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        match self {
+            SealedIter::Xor(i) => i.next(),
+            SealedIter::Decimal(i) => i.next(),
+        }
+    }
+}
+
+/// Most digits after the point the decimal encoding takes.
+const MAX_DECIMALS: u8 = 6;
+
+/// Largest integer an f64 holds exactly.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+fn pow10(e: u8) -> f64 {
+    10f64.powi(i32::from(e))
+}
+
+/// The scale `e` (fewest decimals) at which every value is an integer that
+/// reads back bit for bit, if there is one.
+fn decimal_scale(samples: &[(i64, f64)]) -> Option<u8> {
+    'scales: for e in 0..=MAX_DECIMALS {
+        let scale = pow10(e);
+        for &(_, v) in samples {
+            if !v.is_finite() || (v == 0.0 && v.is_sign_negative()) {
+                return None;
+            }
+            let x = (v * scale).round();
+            if x.abs() > MAX_EXACT || (x / scale).to_bits() != v.to_bits() {
+                continue 'scales;
+            }
+        }
+        return Some(e);
+    }
+    None
+}
+
+/// Value delta-of-delta buckets: (prefix, prefix length, value bits).
+const VALUE_BUCKETS: [(u64, u8, u8); 4] = [
+    (0b10, 2, 7),
+    (0b110, 3, 14),
+    (0b1110, 4, 24),
+    (0b11110, 5, 40),
+];
+
+fn write_dod(w: &mut BitWriter, dod: i64, buckets: &[(u64, u8, u8)], escape: (u64, u8)) {
+    if dod == 0 {
+        w.bit(false);
+    } else if let Some((prefix, len, width)) =
+        buckets.iter().copied().find(|(_, _, w)| fits(dod, *w))
+    {
+        w.bits(prefix, len);
+        w.bits(dod as u64 & ((1u64 << width) - 1), width);
+    } else {
+        w.bits(escape.0, escape.1);
+        w.bits(dod as u64, 64);
+    }
+}
+
+fn read_dod(r: &mut BitReader<'_>, buckets: &[(u64, u8, u8)]) -> Option<i64> {
+    if !r.bit()? {
+        return Some(0);
+    }
+    for (_, _, width) in buckets {
+        if !r.bit()? {
+            let raw = r.bits(*width)?;
+            let shift = 64 - u32::from(*width);
+            return Some(((raw << shift) as i64) >> shift);
+        }
+    }
+    Some(r.bits(64)? as i64)
+}
+
+/// Encodes samples whose values are decimals: times as in the XOR chunk,
+/// values as delta-of-delta of `value × 10^e`.
+fn encode_decimal(samples: &[(i64, f64)]) -> Option<(Vec<u8>, u8)> {
+    let e = decimal_scale(samples)?;
+    let scale = pow10(e);
+    let mut w = BitWriter::default();
+    let (mut last_t, mut last_dt, mut last_x, mut last_dx) = (0i64, 0i64, 0i64, 0i64);
+    for (i, &(t, v)) in samples.iter().enumerate() {
+        let x = (v * scale).round() as i64;
+        match i {
+            0 => {
+                w.varint(zigzag(t));
+                w.varint(zigzag(x));
+            }
+            1 => {
+                last_dt = t.wrapping_sub(last_t);
+                w.varint(last_dt as u64);
+                last_dx = x.wrapping_sub(last_x);
+                w.varint(zigzag(last_dx));
+            }
+            _ => {
+                let dt = t.wrapping_sub(last_t);
+                write_dod(&mut w, dt.wrapping_sub(last_dt), &DOD_BUCKETS, (0b1111, 4));
+                last_dt = dt;
+                let dx = x.wrapping_sub(last_x);
+                write_dod(
+                    &mut w,
+                    dx.wrapping_sub(last_dx),
+                    &VALUE_BUCKETS,
+                    (0b11111, 5),
+                );
+                last_dx = dx;
+            }
+        }
+        last_t = t;
+        last_x = x;
+    }
+    Some((w.bytes, e))
+}
+
+/// Decodes the decimal encoding.
+pub struct DecimalIter<'a> {
+    reader: BitReader<'a>,
+    remaining: u32,
+    read: u32,
+    scale: f64,
+    t: i64,
+    dt: i64,
+    x: i64,
+    dx: i64,
+}
+
+impl<'a> DecimalIter<'a> {
+    fn new(bytes: &'a [u8], count: u32, decimals: u8) -> Self {
+        Self {
+            reader: BitReader { bytes, position: 0 },
+            remaining: count,
+            read: 0,
+            scale: pow10(decimals),
+            t: 0,
+            dt: 0,
+            x: 0,
+            dx: 0,
+        }
+    }
+
+    fn next_sample(&mut self) -> Option<(i64, f64)> {
+        match self.read {
+            0 => {
+                self.t = unzigzag(self.reader.varint()?);
+                self.x = unzigzag(self.reader.varint()?);
+            }
+            1 => {
+                self.dt = self.reader.varint()? as i64;
+                self.t = self.t.wrapping_add(self.dt);
+                self.dx = unzigzag(self.reader.varint()?);
+                self.x = self.x.wrapping_add(self.dx);
+            }
+            _ => {
+                self.dt = self
+                    .dt
+                    .wrapping_add(read_dod(&mut self.reader, &DOD_BUCKETS)?);
+                self.t = self.t.wrapping_add(self.dt);
+                self.dx = self
+                    .dx
+                    .wrapping_add(read_dod(&mut self.reader, &VALUE_BUCKETS)?);
+                self.x = self.x.wrapping_add(self.dx);
+            }
+        }
+        self.read += 1;
+        Some((self.t, self.x as f64 / self.scale))
+    }
+}
+
+impl Iterator for DecimalIter<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let s = self.next_sample();
+        if s.is_none() {
+            self.remaining = 0;
+        }
+        s
     }
 }
 
@@ -488,6 +749,80 @@ impl Iterator for ChunkIter<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn sealed(samples: &[(i64, f64)]) -> SealedChunk {
+        let mut c = Chunk::new();
+        for (t, v) in samples {
+            if c.append(*t, *v).is_err() {
+                panic!("append refused {t}");
+            }
+        }
+        match c.seal() {
+            Some(s) => s,
+            None => panic!("empty"),
+        }
+    }
+
+    #[test]
+    fn steady_counters_take_a_bit_a_sample_in_the_decimal_encoding() {
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (1_700_000_000_000 + i * 10_000, 1000.0 + 10.0 * i as f64))
+            .collect();
+        let xor = sealed(&samples);
+        let xor_bytes = xor.encoded_bytes();
+        let compact = xor.compact();
+        assert_eq!(compact.raw().2, 1, "decimal, 0 digits");
+        assert!(
+            compact.encoded_bytes() * 3 < xor_bytes,
+            "{} vs {xor_bytes}",
+            compact.encoded_bytes()
+        );
+        // 11 bytes for the first two samples, then 2 bits each.
+        assert!(compact.encoded_bytes() <= 42, "{}", compact.encoded_bytes());
+        let back: Vec<(i64, f64)> = compact.iter().collect();
+        assert_eq!(back, samples);
+        // CPU seconds with two decimals.
+        let cpu: Vec<(i64, f64)> = (0..120)
+            .map(|i| {
+                (
+                    i * 10_000,
+                    2439.27 + (i * 3 % 7) as f64 * 0.01 + i as f64 * 5.0,
+                )
+            })
+            .map(|(t, v): (i64, f64)| (t, (v * 100.0).round() / 100.0))
+            .collect();
+        let compact = sealed(&cpu).compact();
+        assert_eq!(compact.raw().2, 3, "2 digits");
+        assert_eq!(compact.iter().collect::<Vec<_>>(), cpu);
+        // NaN and stale markers stay in the XOR encoding.
+        let mut with_nan = samples.clone();
+        with_nan[5].1 = stale_marker();
+        assert_eq!(sealed(&with_nan).compact().raw().2, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn decimal_encoding_round_trips(
+            start in -1_000_000_000_000i64..2_000_000_000_000,
+            steps in proptest::collection::vec((1i64..100_000, -1_000_000_000i64..1_000_000_000, 0u8..=6), 1..150),
+        ) {
+            let mut t = start;
+            let mut samples = Vec::new();
+            for (dt, x, e) in steps {
+                t += dt;
+                samples.push((t, x as f64 / 10f64.powi(i32::from(e))));
+            }
+            let compact = sealed(&samples).compact();
+            let back: Vec<(i64, u64)> = compact.iter().map(|(t, v)| (t, v.to_bits())).collect();
+            let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+            prop_assert_eq!(&back, &want);
+            let (bytes, count, encoding) = compact.raw();
+            let rebuilt = SealedChunk::from_raw(bytes.to_vec(), count, encoding);
+            prop_assert!(rebuilt.is_some());
+            let rebuilt: Vec<(i64, u64)> = rebuilt.map(|r| r.iter().map(|(t, v)| (t, v.to_bits())).collect()).unwrap_or_default();
+            prop_assert_eq!(rebuilt, want);
+        }
+    }
 
     fn round_trip(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
         let mut c = Chunk::new();
