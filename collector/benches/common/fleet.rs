@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each benchmark uses part of it
 //! The simulated fleet the store and rule benchmarks run over: by default a
 //! real agent's recorded hour (`bench/data/agent-1h.tsv.gz`, made by
 //! `bench/record_agent.py`) replayed as HOSTS hosts, each with its own
