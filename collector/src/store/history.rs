@@ -340,6 +340,8 @@ impl History {
                 // The next chunk will most likely take about as many bytes.
                 let size = sealed.encoded_bytes();
                 series.head = Chunk::with_capacity(size + size / 8 + 8);
+                // Exact growth: a Vec doubling to 4 would waste 120 bytes a series.
+                series.sealed.reserve_exact(1);
                 series.sealed.push(sealed.compact());
             }
         }
@@ -477,6 +479,7 @@ impl History {
         let mut emptied = Vec::new();
         for (id, slot) in self.series.iter_mut().enumerate() {
             let Some(series) = slot else { continue };
+            let before = series.sealed.len();
             series.sealed.retain(|c| {
                 let keep = c.max_time() >= cutoff;
                 if !keep {
@@ -484,6 +487,9 @@ impl History {
                 }
                 keep
             });
+            if series.sealed.len() < before {
+                series.sealed.shrink_to_fit();
+            }
             let head_old = series.head.max_time().is_none_or(|t| t < cutoff);
             if series.sealed.is_empty() && head_old {
                 dropped += series.head.len() as u64;
