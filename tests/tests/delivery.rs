@@ -154,6 +154,29 @@ fn agent_keeps_sampling_while_collector_is_down_and_delivers_later() -> Result<(
     );
     agent.wait_for_log("collector reachable again", Duration::from_secs(10))?;
 
+    // The collector is killed and comes back 3 s (three flushes) later: what
+    // the agent queued meanwhile lands in the history too, none of it refused
+    // as older than a stale marker.
+    drop(collector);
+    std::thread::sleep(Duration::from_secs(3));
+    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    let scrape = wait_for(
+        "the batches queued during the restart",
+        Duration::from_secs(30),
+        || {
+            collector
+                .scrape()
+                .ok()
+                .filter(|s| samples_total(s, instance).is_some_and(|n| n >= samples + 16.0))
+        },
+    )?;
+    all_samples_arrived(&scrape, instance)?;
+    ensure!(
+        scrape.value("vigil_collector_samples_out_of_order_total", &[]) == Some(0.0),
+        "queued samples were refused by the history: {:?}",
+        scrape.value("vigil_collector_samples_out_of_order_total", &[])
+    );
+
     // SIGTERM: the agent closes its last window and ships it before exiting.
     let status = agent.terminate(Duration::from_secs(15))?;
     ensure!(status.success(), "agent exited with {status}");

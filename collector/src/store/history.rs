@@ -133,6 +133,50 @@ struct SeriesHistory {
     head: Chunk,
 }
 
+impl SeriesHistory {
+    /// Late samples (an agent delivering what it queued while the network or
+    /// the collector was down) may arrive after the collector ended the
+    /// series with a stale marker. When the marker is the series' last
+    /// sample and `t` falls after the sample before it, the marker goes: the
+    /// series did not end, its data was on the way. True when removed.
+    fn lift_stale_marker(&mut self, t: i64) -> bool {
+        let mut samples: Vec<(i64, f64)> = if self.head.is_empty() {
+            match self.sealed.last() {
+                Some(c) => c.iter().collect(),
+                None => return false,
+            }
+        } else {
+            self.head.iter().collect()
+        };
+        match samples.last() {
+            Some((_, v)) if super::chunk::is_stale_marker(*v) => {}
+            _ => return false,
+        }
+        samples.pop();
+        let before = samples.last().map(|s| s.0).or_else(|| {
+            let sealed_before = if self.head.is_empty() {
+                self.sealed.len().checked_sub(2)
+            } else {
+                self.sealed.len().checked_sub(1)
+            };
+            sealed_before.map(|i| self.sealed[i].max_time())
+        });
+        if before.is_some_and(|b| t <= b) {
+            return false;
+        }
+        if self.head.is_empty() {
+            self.sealed.pop();
+        }
+        let mut head = Chunk::new();
+        for (st, sv) in samples {
+            // Re-appending samples that were in order cannot fail.
+            let _ = head.append(st, sv);
+        }
+        self.head = head;
+        true
+    }
+}
+
 /// The history of every series.
 ///
 /// Memory per series is kept small: label strings are interned, a series'
@@ -331,6 +375,7 @@ impl History {
             .max_time()
             .or_else(|| series.sealed.last().map(SealedChunk::max_time))
             && t <= last
+            && !series.lift_stale_marker(t)
         {
             return Err(AppendError::OutOfOrder { timestamp: t, last });
         }
@@ -777,6 +822,37 @@ mod tests {
         let again = h.series_id(&labels(&[("__name__", "up"), ("pod", "p3")]));
         assert_eq!(h.select_ids(&[eq("pod", "p3")]), vec![again]);
         assert_eq!(h.select_ids(&[eq("pod", "p1")]), vec![keep]);
+        Ok(())
+    }
+
+    #[test]
+    fn late_samples_lift_a_trailing_stale_marker() -> Result<(), AppendError> {
+        let mut h = History::new();
+        let id = h.series_id(&labels(&[("__name__", "x")]));
+        for t in 1..=3 {
+            h.append(id, t * 10_000, t as f64)?;
+        }
+        // The agent went quiet; the collector ended the series at 60 s.
+        h.append(id, 60_000, crate::store::chunk::stale_marker())?;
+        // Its queued samples arrive: they replace the marker.
+        for t in 4..=8 {
+            h.append(id, t * 10_000, t as f64)?;
+        }
+        let got = h.select(&[eq("__name__", "x")], 0, i64::MAX);
+        let times: Vec<i64> = got[0].samples.iter().map(|s| s.0).collect();
+        assert_eq!(times, (1..=8).map(|t| t * 10_000).collect::<Vec<_>>());
+        assert!(got[0].samples.iter().all(|s| !s.1.is_nan()));
+        // A sample older than the last real one is still refused.
+        assert!(h.append(id, 75_000, 0.0).is_err());
+        // Once real data follows the marker, the marker stays.
+        let id = h.series_id(&labels(&[("__name__", "y")]));
+        h.append(id, 1_000, 1.0)?;
+        h.append(id, 5_000, crate::store::chunk::stale_marker())?;
+        h.append(id, 6_000, 1.0)?;
+        assert!(
+            h.append(id, 2_000, 2.0).is_err(),
+            "the marker is no longer last"
+        );
         Ok(())
     }
 

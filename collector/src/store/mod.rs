@@ -142,6 +142,10 @@ pub struct Store {
     inner: RwLock<Inner>,
     stale_after_ms: i64,
     retention_ms: i64,
+    /// When this store started serving: an agent's silence is counted from
+    /// here at the earliest, since while the collector was down no agent
+    /// could push.
+    started_ms: i64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -184,7 +188,15 @@ impl Store {
             inner: RwLock::new(Inner::default()),
             stale_after_ms: stale_after.as_millis() as i64,
             retention_ms: retention.as_millis() as i64,
+            started_ms: now_ms(),
         }
+    }
+
+    /// The same store, counting agents' silence from `ms` at the earliest
+    /// (for tests and replays that run on their own clock).
+    pub fn started_at(mut self, ms: i64) -> Self {
+        self.started_ms = ms;
+        self
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
@@ -535,7 +547,7 @@ impl Store {
             } else {
                 10_000
             };
-            if agent.silenced || now <= agent.last_push + 2 * interval {
+            if agent.silenced || now <= agent.last_push.max(self.started_ms) + 2 * interval {
                 continue;
             }
             for series in &agent.last_series {
@@ -548,7 +560,8 @@ impl Store {
     }
 
     /// Every agent that has not stopped cleanly: `(instance, last push ms,
-    /// flush interval ms)`, for the host-down rule.
+    /// flush interval ms)`, for the host-down rule. The last push is never
+    /// before this store started: agents cannot push to a stopped collector.
     pub fn agent_liveness(&self) -> Vec<(String, i64, i64)> {
         let inner = self.read();
         let mut out: Vec<(String, i64, i64)> = inner
@@ -561,7 +574,7 @@ impl Store {
                 } else {
                     10_000
                 };
-                (id.clone(), a.last_push, interval)
+                (id.clone(), a.last_push.max(self.started_ms), interval)
             })
             .collect();
         out.sort();
@@ -839,7 +852,7 @@ mod tests {
 
     #[test]
     fn silent_agents_series_are_ended() {
-        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600)).started_at(0);
         let mut b = batch(1, 1, 1.0);
         b.flush_interval_ms = 1_000;
         b.families.truncate(1);
@@ -858,6 +871,36 @@ mod tests {
                 .last()
                 .is_some_and(|(t, v)| *t == 3_500 && chunk::is_stale_marker(*v))
         );
+        // The agent comes back and delivers what it queued: nothing refused.
+        let mut late = batch(2, 1, 2.0);
+        late.flush_interval_ms = 1_000;
+        late.families.truncate(1);
+        late.families[0].series[0].timestamp_ms = 2_000;
+        assert_eq!(store.apply(&late, 9_500).out_of_order, 0);
+        let g = store.select(
+            &[Matcher::Equal("__name__".into(), "g".into())],
+            0,
+            i64::MAX,
+        );
+        assert_eq!(g[0].samples, vec![(1_000, 1.0), (2_000, 2.0)]);
+    }
+
+    #[test]
+    fn a_restarted_collector_gives_agents_time_to_come_back() {
+        let store =
+            Store::new(Duration::from_secs(60), Duration::from_secs(3600)).started_at(50_000);
+        let mut b = batch(1, 1, 1.0);
+        b.flush_interval_ms = 1_000;
+        store.apply(&b, 1_000);
+        assert!(
+            store.mark_silent_agents(51_500).is_empty(),
+            "silence counts from the start"
+        );
+        assert_eq!(
+            store.agent_liveness(),
+            vec![("a".to_string(), 50_000, 1_000)]
+        );
+        assert_eq!(store.mark_silent_agents(52_500), vec!["a".to_string()]);
     }
 
     #[test]
