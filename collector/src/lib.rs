@@ -11,6 +11,7 @@
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod notify;
 pub mod promql;
 pub mod rules;
 pub mod store;
