@@ -588,7 +588,7 @@ fn build_route(
     parent_key: Option<&str>,
 ) -> Result<Route, String> {
     let mut matchers = matchers(&raw.matchers, &raw.match_, &raw.match_re, at)?;
-    matchers.sort_by(|a, b| a.render().cmp(&b.render()));
+    matchers.sort_by_key(LabelMatcher::render);
     let receiver = raw
         .receiver
         .or_else(|| parent.receiver.clone())
