@@ -3,7 +3,9 @@
 //!
 //! - [`config`]: Alertmanager's configuration file (route, receivers,
 //!   inhibition, time intervals), refused key by key when it asks for more.
+//! - [`payload`]: the webhook body, as Alertmanager 0.25 sends it.
 //! - [`timeinterval`]: `time_intervals` for muting and activating routes.
 
 pub mod config;
+pub mod payload;
 pub mod timeinterval;
