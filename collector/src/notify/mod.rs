@@ -7,5 +7,6 @@
 //! - [`timeinterval`]: `time_intervals` for muting and activating routes.
 
 pub mod config;
+pub mod dispatch;
 pub mod payload;
 pub mod timeinterval;
