@@ -91,7 +91,7 @@ pub fn inhibited(rules: &[InhibitRule], target: &NotifyAlert, alerts: &[&NotifyA
                 !source.resolved()
                     && r.source.iter().all(|m| m.matches(&source.labels))
                     // An alert that matches both sides does not inhibit itself.
-                    && !(source.labels == target.labels)
+                    && source.labels != target.labels
                     && r
                         .equal
                         .iter()
