@@ -8,5 +8,6 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod outbox;
 pub mod payload;
 pub mod timeinterval;
