@@ -10,4 +10,5 @@ pub mod config;
 pub mod dispatch;
 pub mod outbox;
 pub mod payload;
+pub mod sender;
 pub mod timeinterval;
