@@ -29,6 +29,88 @@ pub struct RawConfig {
     /// `[rules]`
     #[serde(default)]
     pub rules: RawRules,
+    /// `[notify]`
+    #[serde(default)]
+    pub notify: RawNotify,
+}
+
+/// `[notify]`: notifications.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// Routing and receivers, in Alertmanager's format.
+    #[serde(default)]
+    pub alertmanager_config: Option<PathBuf>,
+    /// First retry delay.
+    #[serde(default = "default_notify_retry_initial")]
+    pub retry_initial: HumanDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_notify_retry_max")]
+    pub retry_max: HumanDuration,
+    /// Undelivered notifications are dropped after this.
+    #[serde(default = "default_notify_expire_after")]
+    pub expire_after: HumanDuration,
+    /// Deadline of one try.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: HumanDuration,
+    /// HMAC key for `X-Vigil-Signature`, inline.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+    /// A file holding the HMAC key.
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
+    /// An environment variable holding the HMAC key.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// Consecutive failures that open a receiver's breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker holds notifications back.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown: HumanDuration,
+    /// Most notifications waiting per receiver.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_per_receiver: usize,
+}
+
+impl Default for RawNotify {
+    fn default() -> Self {
+        Self {
+            alertmanager_config: None,
+            retry_initial: default_notify_retry_initial(),
+            retry_max: default_notify_retry_max(),
+            expire_after: default_notify_expire_after(),
+            timeout: default_notify_timeout(),
+            signing_secret: None,
+            signing_secret_file: None,
+            signing_secret_env: None,
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown: default_breaker_cooldown(),
+            max_pending_per_receiver: default_max_pending(),
+        }
+    }
+}
+
+fn default_notify_retry_initial() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_notify_retry_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_notify_expire_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+fn default_notify_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_pending() -> usize {
+    10_000
 }
 
 /// `[rules]`: alerting and recording rules.
@@ -341,6 +423,8 @@ pub struct CollectorConfig {
     pub admin_token: Option<Secret>,
     /// Rules.
     pub rules: RulesConfig,
+    /// Notifications.
+    pub notify: crate::notify::manager::NotifySettings,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -354,6 +438,11 @@ pub fn load(path: Option<&std::path::Path>) -> Result<CollectorConfig, ConfigErr
         && !dir.as_os_str().is_empty()
     {
         config.rules.base_dir = dir.to_path_buf();
+        if let Some(f) = &config.notify.config_file
+            && f.is_relative()
+        {
+            config.notify.config_file = Some(dir.join(f));
+        }
     }
     Ok(config)
 }
@@ -394,6 +483,42 @@ impl RawConfig {
                 problems.push(ConfigProblem::new("http.admin_token", e));
                 None
             }
+        };
+        let n = self.notify;
+        let signing = SecretRef {
+            token: n.signing_secret,
+            token_file: n.signing_secret_file,
+            token_env: n.signing_secret_env,
+        };
+        let signing_secret = match signing.resolve() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(ConfigProblem::new("notify.signing_secret", e));
+                None
+            }
+        };
+        if n.retry_initial.0 < Duration::from_millis(10) || n.retry_max.0 < n.retry_initial.0 {
+            problems.push(ConfigProblem::new(
+                "notify.retry_max",
+                "retry_initial must be at least 10ms and retry_max at least retry_initial",
+            ));
+        }
+        if n.breaker_failures == 0 || n.max_pending_per_receiver == 0 {
+            problems.push(ConfigProblem::new(
+                "notify.breaker_failures",
+                "breaker_failures and max_pending_per_receiver must be at least 1",
+            ));
+        }
+        let notify = crate::notify::manager::NotifySettings {
+            config_file: n.alertmanager_config,
+            retry_initial: n.retry_initial.0,
+            retry_max: n.retry_max.0,
+            expire_after: n.expire_after.0,
+            timeout: n.timeout.0,
+            signing_secret,
+            breaker_failures: n.breaker_failures,
+            breaker_cooldown: n.breaker_cooldown.0,
+            max_pending_per_receiver: n.max_pending_per_receiver,
         };
         let r = self.rules;
         if r.evaluation_interval.0 < Duration::from_millis(100) {
@@ -568,6 +693,7 @@ impl RawConfig {
             checkpoint_interval: self.store.checkpoint_interval.0,
             admin_token,
             rules,
+            notify,
         })
     }
 }

@@ -247,10 +247,20 @@ pub async fn serve(
     });
     let (groups, rule_count) = rules.counts();
     info!(groups, rules = rule_count, "rules loaded");
+    let notify = Arc::new(
+        notify::manager::NotifyManager::new(
+            config.notify.clone(),
+            Arc::clone(&rules),
+            &config.data_dir,
+        )
+        .map_err(|e| CollectorError::Rules(vec![e]))?,
+    );
+    tasks.spawn(Arc::clone(&notify).run(shutdown.clone()));
     let rules_thread = Arc::clone(&rules)
         .spawn(shutdown.clone())
         .map_err(|e| CollectorError::Serve("rules", e.to_string()))?;
     let reload_rules = Arc::clone(&rules);
+    let reload_notify = Arc::clone(&notify);
     let reload_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let Ok(mut hangups) =
@@ -266,6 +276,7 @@ pub async fn serve(
                     info!("SIGHUP: reloading rules");
                     let rules = Arc::clone(&reload_rules);
                     let _ = tokio::task::spawn_blocking(move || rules.reload()).await;
+                    let _ = reload_notify.reload();
                 }
             }
         }
@@ -274,6 +285,7 @@ pub async fn serve(
         Arc::clone(&store),
         Arc::clone(&metrics),
         Arc::clone(&rules),
+        Arc::clone(&notify),
         config.admin_token.clone(),
     ));
     let http_shutdown = shutdown.clone();

@@ -104,6 +104,11 @@ fn main() -> anyhow::Result<()> {
         let (groups, rules) = vigil_collector::rules::manager::check(&config.rules)
             .map_err(|errors| anyhow::anyhow!("rule files have errors:\n{}", errors.join("\n")))?;
         println!("rules are valid: {groups} groups, {rules} rules (built-in ones included)");
+        vigil_collector::notify::manager::check(&config.notify)
+            .map_err(|e| anyhow::anyhow!("notification routing has errors:\n{e}"))?;
+        if let Some(f) = &config.notify.config_file {
+            println!("notification routing {} is valid", f.display());
+        }
         println!(
             "config {} is valid: HTTP {}, ingest {}, {} agent tokens",
             flags

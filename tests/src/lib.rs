@@ -410,3 +410,133 @@ pub fn cpu_count() -> Result<usize> {
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .count())
 }
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// Header names in lower case, with their values.
+    pub headers: BTreeMap<String, String>,
+    /// The body.
+    pub body: String,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A local HTTP receiver for webhooks: records every request and answers
+/// with the status `answer` gives for it (the request's number, from 0).
+pub struct WebhookReceiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<ReceivedRequest>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WebhookReceiver {
+    /// Starts a receiver on a free port of 127.0.0.1.
+    pub fn start(answer: impl Fn(usize) -> u16 + Send + 'static) -> Result<Self> {
+        Self::start_on(0, answer)
+    }
+
+    /// Starts a receiver on a given port (0: any).
+    pub fn start_on(port: u16, answer: impl Fn(usize) -> u16 + Send + 'static) -> Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = serve_one(stream, &seen, &answer);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            requests,
+            stop,
+        })
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    seen: &std::sync::Mutex<Vec<ReceivedRequest>>,
+    answer: &dyn Fn(usize) -> u16,
+) -> Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let (head_end, length) = loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..pos]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0usize);
+            break (pos + 4, length);
+        }
+    };
+    while raw.len() < head_end + length {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = String::from_utf8_lossy(&raw[head_end..]).to_string();
+    let status = {
+        let mut seen = seen.lock().map_err(|_| anyhow!("receiver lock poisoned"))?;
+        let status = answer(seen.len());
+        seen.push(ReceivedRequest {
+            at: std::time::Instant::now(),
+            headers,
+            body,
+            status,
+        });
+        status
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    )?;
+    Ok(())
+}

@@ -59,6 +59,12 @@ pub async fn reload(
         return refusal;
     }
     let rules = Arc::clone(&state.rules);
+    if let Err(e) = state.notify.reload() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("reload refused; the previous notification routing keeps running:\n{e}\n"),
+        );
+    }
     match tokio::task::spawn_blocking(move || rules.reload()).await {
         Ok(Ok((groups, rules))) => (
             StatusCode::OK,

@@ -18,6 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::ingest::IngestMetrics;
+use crate::notify::manager::NotifyManager;
 use crate::rules::manager::RuleManager;
 use crate::store::{Store, StoredKind};
 use exposition::{ExpositionWriter, Format};
@@ -31,6 +32,8 @@ pub struct HttpState {
     pub ingest: Arc<IngestMetrics>,
     /// The rules.
     pub rules: Arc<RuleManager>,
+    /// Notifications.
+    pub notify: Arc<NotifyManager>,
     /// Token of admin endpoints.
     pub admin_token: Option<Secret>,
     /// Size of the last exposition, to size the next buffer.
@@ -43,12 +46,14 @@ impl HttpState {
         store: Arc<Store>,
         ingest: Arc<IngestMetrics>,
         rules: Arc<RuleManager>,
+        notify: Arc<NotifyManager>,
         admin_token: Option<Secret>,
     ) -> Self {
         Self {
             store,
             ingest,
             rules,
+            notify,
             admin_token,
             last_size: AtomicUsize::new(64 * 1024),
         }
@@ -83,6 +88,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
     });
     state.ingest.write(&mut w);
     state.rules.write_metrics(&mut w);
+    state.notify.write_metrics(&mut w);
     let agents = state.store.agents();
     w.header(
         "vigil_collector_agents",

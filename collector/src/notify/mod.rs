@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod manager;
 pub mod outbox;
 pub mod payload;
 pub mod sender;

@@ -39,6 +39,9 @@ const STATE_FILE: &str = "alerts.json";
 /// The built-in rules, as a rule file, so that they pass the same checks as
 /// a user's.
 fn builtin_rules(config: &RulesConfig) -> String {
+    if !config.host_down && !config.heartbeat {
+        return "groups: []\n".into();
+    }
     let mut text = String::from("groups:\n");
     if config.host_down {
         let n = config.host_down_after;
@@ -375,16 +378,32 @@ impl RuleManager {
 
     /// Active alerts with their group, for the API and notifiers.
     pub fn alerts(&self) -> Vec<(String, super::Alert)> {
+        self.alerts_with_expr()
+            .into_iter()
+            .map(|(g, _, a)| (g, a))
+            .collect()
+    }
+
+    /// Active alerts with their group and their rule's expression.
+    pub fn alerts_with_expr(&self) -> Vec<(String, String, super::Alert)> {
         let state = lock(&self.state);
         let mut out = Vec::new();
         for g in &state.groups {
             for r in &g.rules {
                 for a in r.active.values() {
-                    out.push((g.name.clone(), a.clone()));
+                    out.push((g.name.clone(), r.def.expr.clone(), a.clone()));
                 }
             }
         }
         out
+    }
+
+    /// `$externalLabels` and `$externalURL`.
+    pub fn external(&self) -> (std::collections::BTreeMap<String, String>, String) {
+        (
+            self.config.external_labels.clone(),
+            self.config.external_url.clone(),
+        )
     }
 
     /// `ALERTS`, `ALERTS_FOR_STATE` and the rule loop's own metrics.

@@ -1258,7 +1258,8 @@ fn strip_port(s: &str) -> String {
     }
 }
 
-fn query_escape(s: &str) -> String {
+/// Go's `url.QueryEscape`.
+pub fn query_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {

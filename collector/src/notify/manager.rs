@@ -1,0 +1,556 @@
+//! The collector's notification loop: takes the rules' alerts, routes and
+//! groups them ([`super::dispatch`]), puts every notification in the durable
+//! outbox ([`super::outbox`]) and delivers it ([`super::sender`]) with
+//! retries, a circuit breaker per receiver, and expiry. The notification
+//! log is kept in `DATA_DIR/notify/log.json`, so a restart does not repeat
+//! what was already sent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use vigil_shared::config::Secret;
+
+use super::config::{NotifyConfig, parse};
+use super::dispatch::{Dispatcher, NotificationLog};
+use super::outbox::{Outbox, Pending};
+use super::payload::NotifyAlert;
+use super::sender::{Outcome, client, deliver};
+use crate::http::exposition::ExpositionWriter;
+use crate::rules::AlertState;
+use crate::rules::manager::RuleManager;
+use crate::store::{StoredKind, now_ms};
+
+/// `[notify]` settings.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// The Alertmanager-format routing file; `None`: notifications off.
+    pub config_file: Option<PathBuf>,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// A notification not delivered by then is dropped and counted.
+    pub expire_after: Duration,
+    /// Deadline of one try.
+    pub timeout: Duration,
+    /// HMAC key of `X-Vigil-Signature`.
+    pub signing_secret: Option<Secret>,
+    /// Consecutive failures that open a receiver's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker holds a receiver's notifications back.
+    pub breaker_cooldown: Duration,
+    /// Most notifications held per receiver; the oldest go first.
+    pub max_pending_per_receiver: usize,
+}
+
+/// Latency buckets (seconds) of `vigil_collector_notification_latency_seconds`.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct ReceiverCounters {
+    sent: u64,
+    failed: u64,
+    retried: u64,
+    expired: u64,
+    dropped: u64,
+    consecutive_failures: u32,
+    open_until: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    buckets: [u64; 12],
+    count: u64,
+    sum: f64,
+}
+
+struct State {
+    config: Option<Arc<NotifyConfig>>,
+    clients: BTreeMap<(String, usize), reqwest::Client>,
+    dispatcher: Dispatcher,
+    log: NotificationLog,
+    saved_log: NotificationLog,
+    outbox: Outbox,
+    receivers: BTreeMap<String, ReceiverCounters>,
+    latency: BTreeMap<String, Latency>,
+}
+
+/// Notifications in a collector.
+pub struct NotifyManager {
+    settings: NotifySettings,
+    dir: PathBuf,
+    state: Mutex<State>,
+    rules: Arc<RuleManager>,
+    reloads_failed: AtomicU64,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Loads and checks the routing file and builds a client per webhook.
+#[allow(clippy::type_complexity)]
+fn load(
+    settings: &NotifySettings,
+) -> Result<
+    (
+        Option<Arc<NotifyConfig>>,
+        BTreeMap<(String, usize), reqwest::Client>,
+    ),
+    String,
+> {
+    let Some(path) = &settings.config_file else {
+        return Ok((None, BTreeMap::new()));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = parse(path, &text).map_err(|e| e.to_string())?;
+    let mut clients = BTreeMap::new();
+    for r in config.receivers.values() {
+        for (i, w) in r.webhooks.iter().enumerate() {
+            let c = client(w, settings.timeout).map_err(|e| {
+                format!(
+                    "{}: receiver {:?}, webhook {i}: {e}",
+                    path.display(),
+                    r.name
+                )
+            })?;
+            clients.insert((r.name.clone(), i), c);
+        }
+    }
+    Ok((Some(Arc::new(config)), clients))
+}
+
+/// Checks a routing file without running it.
+pub fn check(settings: &NotifySettings) -> Result<(), String> {
+    load(settings).map(|_| ())
+}
+
+impl NotifyManager {
+    /// Loads the routing file and what the last run left in `data_dir/notify`.
+    pub fn new(
+        settings: NotifySettings,
+        rules: Arc<RuleManager>,
+        data_dir: &Path,
+    ) -> Result<Self, String> {
+        // reqwest is built without a default TLS provider: use ring, as tonic does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (config, clients) = load(&settings)?;
+        let dir = data_dir.join("notify");
+        let (outbox, problems) = Outbox::open(&dir.join("outbox"))
+            .map_err(|e| format!("{}: {e}", dir.join("outbox").display()))?;
+        for p in problems {
+            error!(problem = %p, "a notification in the outbox cannot be read; it was set aside");
+        }
+        if !outbox.is_empty() {
+            info!(
+                notifications = outbox.len(),
+                "undelivered notifications found; delivering them"
+            );
+        }
+        let log: NotificationLog = std::fs::read(dir.join("log.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Self {
+            settings,
+            dir,
+            state: Mutex::new(State {
+                config,
+                clients,
+                dispatcher: Dispatcher::new(),
+                saved_log: log.clone(),
+                log,
+                outbox,
+                receivers: BTreeMap::new(),
+                latency: BTreeMap::new(),
+            }),
+            rules,
+            reloads_failed: AtomicU64::new(0),
+        })
+    }
+
+    /// Re-reads the routing file; on error the running one stays.
+    pub fn reload(&self) -> Result<(), String> {
+        match load(&self.settings) {
+            Ok((config, clients)) => {
+                let mut s = lock(&self.state);
+                s.config = config;
+                s.clients = clients;
+                info!("notification routing reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "notification routing reload refused; the previous one keeps running");
+                Err(e)
+            }
+        }
+    }
+
+    /// The rules' alerts as notifications carry them: firing and resolved
+    /// ones, external labels added, as Prometheus sends them.
+    fn current_alerts(&self) -> Vec<NotifyAlert> {
+        let (external_labels, external_url) = self.rules.external();
+        self.rules
+            .alerts_with_expr()
+            .into_iter()
+            .filter(|(_, _, a)| a.state != AlertState::Pending)
+            .map(|(_, expr, a)| {
+                let mut labels: BTreeMap<String, String> = external_labels.clone();
+                labels.extend(a.labels.iter().cloned());
+                NotifyAlert {
+                    labels,
+                    annotations: a.annotations.iter().cloned().collect(),
+                    starts_at: a.fired_at.unwrap_or(a.active_at),
+                    ends_at: if a.state == AlertState::Inactive {
+                        a.resolved_at
+                    } else {
+                        None
+                    },
+                    generator_url: format!(
+                        "{external_url}/graph?g0.expr={}&g0.tab=1",
+                        crate::rules::template::query_escape(&expr)
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Routes, groups and queues what is due; returns when to look again.
+    fn dispatch(&self, now: i64) -> i64 {
+        let alerts = self.current_alerts();
+        let (external_url, mut s) = (self.rules.external().1, lock(&self.state));
+        let Some(config) = s.config.clone() else {
+            return now + 1000;
+        };
+        let state = &mut *s;
+        state.dispatcher.update(&config, &alerts, now);
+        let notifications =
+            state
+                .dispatcher
+                .flush_due(&config, &mut state.log, now, &external_url, &|_| false);
+        for n in notifications {
+            // The cap per receiver: the oldest of its notifications go first.
+            let depth = state.outbox.depth().get(&n.receiver).copied().unwrap_or(0);
+            if depth >= self.settings.max_pending_per_receiver
+                && let Some(oldest) = state
+                    .outbox
+                    .due(i64::MAX)
+                    .into_iter()
+                    .find(|p| p.notification.receiver == n.receiver)
+            {
+                let _ = state.outbox.remove(&oldest.notification.id);
+                state
+                    .receivers
+                    .entry(n.receiver.clone())
+                    .or_default()
+                    .dropped += 1;
+                warn!(receiver = %n.receiver, "outbox full for this receiver: dropped its oldest notification");
+            }
+            let receiver = n.receiver.clone();
+            if let Err(e) = state.outbox.put(Pending {
+                notification: n,
+                attempts: 0,
+                next_attempt_ms: now,
+                last_error: None,
+            }) {
+                // The log still says sent: a notification that cannot be
+                // made durable is counted and logged, not silently lost.
+                state.receivers.entry(receiver.clone()).or_default().failed += 1;
+                error!(receiver = %receiver, error = %e, "cannot write a notification to the outbox");
+            }
+        }
+        if state.log != state.saved_log {
+            match write_json(&self.dir.join("log.json"), &state.log) {
+                Ok(()) => state.saved_log = state.log.clone(),
+                Err(e) => error!(error = %e, "cannot save the notification log"),
+            }
+        }
+        state
+            .dispatcher
+            .next_due()
+            .unwrap_or(now + 1000)
+            .min(now + 1000)
+    }
+
+    /// Tries every notification that is due, one receiver's in order.
+    async fn send_due(&self, now: i64) {
+        let (due, config, clients) = {
+            let s = lock(&self.state);
+            (s.outbox.due(now), s.config.clone(), s.clients.clone())
+        };
+        let Some(config) = config else { return };
+        let mut blocked: std::collections::BTreeSet<String> = Default::default();
+        for p in due {
+            let n = &p.notification;
+            if blocked.contains(&n.receiver) {
+                continue;
+            }
+            let open_until = lock(&self.state)
+                .receivers
+                .get(&n.receiver)
+                .map_or(0, |c| c.open_until);
+            if open_until > now {
+                continue;
+            }
+            let expire_at = n.created_ms + self.settings.expire_after.as_millis() as i64;
+            let webhook = config
+                .receivers
+                .get(&n.receiver)
+                .and_then(|r| r.webhooks.get(n.webhook));
+            let (Some(webhook), Some(client), true) = (
+                webhook,
+                clients.get(&(n.receiver.clone(), n.webhook)),
+                now < expire_at,
+            ) else {
+                let mut s = lock(&self.state);
+                let _ = s.outbox.remove(&n.id);
+                s.receivers.entry(n.receiver.clone()).or_default().expired += 1;
+                warn!(receiver = %n.receiver, id = %n.id, attempts = p.attempts, last_error = ?p.last_error, "notification expired or its receiver is gone; dropped");
+                continue;
+            };
+            let outcome = deliver(
+                client,
+                webhook,
+                n,
+                self.settings.signing_secret.as_ref(),
+                now / 1000,
+            )
+            .await;
+            let done_at = now_ms();
+            let mut s = lock(&self.state);
+            let counters = s.receivers.entry(n.receiver.clone()).or_default();
+            match outcome {
+                Outcome::Delivered => {
+                    counters.sent += 1;
+                    counters.consecutive_failures = 0;
+                    let _ = s.outbox.remove(&n.id);
+                    for (rule, fired_at) in &n.fired_at {
+                        let seconds = ((done_at - fired_at) as f64 / 1000.0).max(0.0);
+                        let l = s.latency.entry(rule.clone()).or_default();
+                        l.count += 1;
+                        l.sum += seconds;
+                        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                            if seconds <= *bound {
+                                l.buckets[i] += 1;
+                            }
+                        }
+                    }
+                }
+                Outcome::Retry { after, error } => {
+                    counters.retried += 1;
+                    counters.consecutive_failures += 1;
+                    if counters.consecutive_failures >= self.settings.breaker_failures {
+                        counters.open_until =
+                            done_at + self.settings.breaker_cooldown.as_millis() as i64;
+                        warn!(receiver = %n.receiver, cooldown = ?self.settings.breaker_cooldown, "receiver keeps failing: holding its notifications back (circuit breaker open)");
+                    }
+                    let attempts = p.attempts + 1;
+                    let delay = after.unwrap_or_else(|| backoff(&self.settings, attempts));
+                    warn!(receiver = %n.receiver, id = %n.id, attempts, retry_in = ?delay, error = %error, "notification not delivered; will retry");
+                    let mut next = p.clone();
+                    next.attempts = attempts;
+                    next.next_attempt_ms = done_at + delay.as_millis() as i64;
+                    next.last_error = Some(error);
+                    if let Err(e) = s.outbox.put(next) {
+                        error!(error = %e, "cannot update the outbox");
+                    }
+                    blocked.insert(n.receiver.clone());
+                }
+                Outcome::Refused { status, body } => {
+                    counters.failed += 1;
+                    counters.consecutive_failures = 0;
+                    let _ = s.outbox.remove(&n.id);
+                    error!(receiver = %n.receiver, id = %n.id, status, answer = %body, "receiver refused the notification; not retried");
+                }
+            }
+        }
+    }
+
+    /// Runs the loop until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = now_ms();
+            let me = Arc::clone(&self);
+            let next = tokio::task::spawn_blocking(move || me.dispatch(now))
+                .await
+                .unwrap_or(now + 1000);
+            self.send_due(now_ms()).await;
+            let outbox_next = lock(&self.state).outbox.next_due().unwrap_or(i64::MAX);
+            let wait = (next.min(outbox_next) - now_ms()).clamp(20, 250);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+    }
+
+    /// Metrics of notifications.
+    pub fn write_metrics(&self, w: &mut ExpositionWriter) {
+        let s = lock(&self.state);
+        let depth = s.outbox.depth();
+        let mut receivers: Vec<String> = s.receivers.keys().cloned().collect();
+        if let Some(c) = &s.config {
+            receivers.extend(c.receivers.keys().cloned());
+        }
+        receivers.sort();
+        receivers.dedup();
+        for (name, help, pick) in [
+            (
+                "vigil_collector_notifications_sent_total",
+                "Notifications a receiver answered 2xx.",
+                0usize,
+            ),
+            (
+                "vigil_collector_notifications_failed_total",
+                "Notifications a receiver refused for good (4xx other than 429), or that could not be queued.",
+                1,
+            ),
+            (
+                "vigil_collector_notifications_retried_total",
+                "Tries that failed and will be retried (connection error, timeout, 5xx, 429).",
+                2,
+            ),
+            (
+                "vigil_collector_notifications_expired_total",
+                "Notifications dropped undelivered after notify.expire_after.",
+                3,
+            ),
+            (
+                "vigil_collector_notifications_dropped_total",
+                "Notifications dropped because the receiver had notify.max_pending_per_receiver waiting.",
+                4,
+            ),
+        ] {
+            w.header(name, help, StoredKind::Counter);
+            for r in &receivers {
+                let c = s.receivers.get(r).cloned().unwrap_or_default();
+                let v = [c.sent, c.failed, c.retried, c.expired, c.dropped][pick];
+                w.sample(
+                    name,
+                    "",
+                    &format!("receiver=\"{}\"", escape(r)),
+                    None,
+                    v as f64,
+                );
+            }
+        }
+        w.header(
+            "vigil_collector_notification_outbox",
+            "Notifications waiting in the outbox, by receiver.",
+            StoredKind::Gauge,
+        );
+        for r in &receivers {
+            w.sample(
+                "vigil_collector_notification_outbox",
+                "",
+                &format!("receiver=\"{}\"", escape(r)),
+                None,
+                depth.get(r).copied().unwrap_or(0) as f64,
+            );
+        }
+        w.header(
+            "vigil_collector_notification_breaker_open",
+            "1 while a receiver's circuit breaker holds its notifications back.",
+            StoredKind::Gauge,
+        );
+        let now = now_ms();
+        for r in &receivers {
+            let open = s.receivers.get(r).is_some_and(|c| c.open_until > now);
+            w.sample(
+                "vigil_collector_notification_breaker_open",
+                "",
+                &format!("receiver=\"{}\"", escape(r)),
+                None,
+                f64::from(u8::from(open)),
+            );
+        }
+        w.header(
+            "vigil_collector_notification_latency_seconds",
+            "From the evaluation that made an alert fire to its receiver's 2xx, by rule.",
+            StoredKind::Histogram,
+        );
+        for (rule, l) in &s.latency {
+            let labels = format!("rule=\"{}\"", escape(rule));
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                w.sample(
+                    "vigil_collector_notification_latency_seconds",
+                    "_bucket",
+                    &labels,
+                    Some(("le", *bound)),
+                    l.buckets[i] as f64,
+                );
+            }
+            w.sample(
+                "vigil_collector_notification_latency_seconds",
+                "_bucket",
+                &labels,
+                Some(("le", f64::INFINITY)),
+                l.count as f64,
+            );
+            w.sample(
+                "vigil_collector_notification_latency_seconds",
+                "_sum",
+                &labels,
+                None,
+                l.sum,
+            );
+            w.sample(
+                "vigil_collector_notification_latency_seconds",
+                "_count",
+                &labels,
+                None,
+                l.count as f64,
+            );
+        }
+        w.header(
+            "vigil_collector_notify_reload_failures_total",
+            "Reloads of the notification routing file refused for an error.",
+            StoredKind::Counter,
+        );
+        w.sample(
+            "vigil_collector_notify_reload_failures_total",
+            "",
+            "",
+            None,
+            self.reloads_failed.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
+fn escape(v: &str) -> String {
+    let mut out = String::new();
+    vigil_shared::labels::escape_label_value_into(&mut out, v);
+    out
+}
+
+fn backoff(settings: &NotifySettings, attempts: u32) -> Duration {
+    let base = settings.retry_initial.as_millis() as u64;
+    let max = settings.retry_max.as_millis() as u64;
+    let exp = base
+        .saturating_mul(1u64 << attempts.min(20).saturating_sub(1))
+        .min(max);
+    // Drawn from the upper half, so that many notifications do not retry in step.
+    Duration::from_millis(exp / 2 + fastrand::u64(0..=exp / 2))
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

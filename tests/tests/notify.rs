@@ -1,0 +1,283 @@
+//! End to end: alerts from a real agent's data reach a local webhook
+//! receiver through the collector's routing and durable outbox.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use vigil_tests::{Collector, WebhookReceiver, free_port, require_peer, start_agent, wait_for};
+
+/// A rule on `demo_value`, fired as soon as it is above 3.
+const RULES: &str = "groups:\n  - name: demo\n    interval: 250ms\n    rules:\n      - alert: DemoHigh\n        expr: demo_value > 3\n        labels:\n          severity: page\n        annotations:\n          summary: 'demo is {{ $value }}'\n";
+
+fn routing(url: &str) -> String {
+    format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {url}\n"
+    )
+}
+
+/// Files and config for a collector with the demo rule and routing.
+fn collector_config(dir: &Path, url: &str, extra_notify: &str) -> Result<String> {
+    std::fs::write(dir.join("demo.rules.yml"), RULES)?;
+    std::fs::write(dir.join("routing.yml"), routing(url))?;
+    Ok(format!(
+        "[rules]\nfiles = [\"{}\"]\nevaluation_interval = \"250ms\"\nhost_down = false\n[notify]\nalertmanager_config = \"{}\"\nretry_initial = \"200ms\"\n{extra_notify}\n",
+        dir.join("demo.rules.yml").display(),
+        dir.join("routing.yml").display()
+    ))
+}
+
+fn set_value(dir: &Path, v: f64) -> Result<()> {
+    let tmp = dir.join("textfile/demo.prom.tmp");
+    std::fs::write(&tmp, format!("# TYPE demo_value gauge\ndemo_value {v}\n"))?;
+    std::fs::rename(&tmp, dir.join("textfile/demo.prom"))?;
+    Ok(())
+}
+
+fn start_demo_agent(dir: &Path, collector: &Collector) -> Result<vigil_tests::Process> {
+    std::fs::create_dir_all(dir.join("textfile"))?;
+    start_agent(
+        dir,
+        "agent",
+        &format!(
+            "instance = \"demo-host\"\nsample_interval = \"250ms\"\nflush_interval = \"500ms\"\n[collector]\nendpoint = \"http://{}\"\n[sources.textfile]\ndirectory = \"{}\"\n",
+            collector.ingest,
+            dir.join("textfile").display()
+        ),
+    )
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+#[test]
+fn a_threshold_crossed_on_a_host_notifies_firing_then_resolved() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = WebhookReceiver::start(|_| 200)?;
+    set_value(dir.path(), 1.0).or_else(|_| {
+        std::fs::create_dir_all(dir.path().join("textfile"))?;
+        set_value(dir.path(), 1.0)
+    })?;
+    let secret = "webhook-signing-secret-0123";
+    let collector = Collector::start(
+        dir.path(),
+        "collector",
+        free_port()?,
+        free_port()?,
+        "",
+        &collector_config(
+            dir.path(),
+            &receiver.url(),
+            &format!("retry_max = \"1s\"\nsigning_secret = \"{secret}\""),
+        )?,
+    )?;
+    let _agent = start_demo_agent(dir.path(), &collector)?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        receiver.requests().is_empty(),
+        "notified before the threshold was crossed"
+    );
+
+    set_value(dir.path(), 7.0)?;
+    let firing = wait_for("the firing notification", Duration::from_secs(20), || {
+        receiver.requests().into_iter().next()
+    })
+    .with_context(|| collector.process.log())?;
+    let body = json(&firing.body);
+    ensure!(
+        body["version"] == "4" && body["status"] == "firing",
+        "{}",
+        firing.body
+    );
+    ensure!(body["receiver"] == "hook");
+    ensure!(
+        body["groupKey"] == "{}:{alertname=\"DemoHigh\"}",
+        "{}",
+        body["groupKey"]
+    );
+    ensure!(body["alerts"][0]["labels"]["instance"] == "demo-host");
+    ensure!(body["alerts"][0]["annotations"]["summary"] == "demo is 7");
+    ensure!(body["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z");
+    ensure!(
+        firing.headers.contains_key("idempotency-key"),
+        "{:?}",
+        firing.headers
+    );
+
+    // The signature verifies with the secret, as a receiver would check it.
+    let signature = firing
+        .headers
+        .get("x-vigil-signature")
+        .context("no X-Vigil-Signature")?;
+    let (t, v1) = signature
+        .split_once(",v1=")
+        .and_then(|(t, v)| t.strip_prefix("t=").map(|t| (t, v)))
+        .context("signature format")?;
+    let openssl = require_peer("openssl", "openssl")?;
+    let mut child = std::process::Command::new(openssl)
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(format!("{t}.{}", firing.body).as_bytes())?;
+    }
+    let out = String::from_utf8(child.wait_with_output()?.stdout)?;
+    ensure!(
+        out.trim().ends_with(v1),
+        "signature {v1} does not verify: {out}"
+    );
+
+    set_value(dir.path(), 1.0)?;
+    let resolved = wait_for("the resolved notification", Duration::from_secs(20), || {
+        receiver
+            .requests()
+            .into_iter()
+            .find(|r| json(&r.body)["status"] == "resolved")
+    })?;
+    let body = json(&resolved.body);
+    ensure!(body["alerts"][0]["status"] == "resolved");
+    ensure!(body["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z");
+    std::thread::sleep(Duration::from_secs(3));
+    let all = receiver.requests();
+    ensure!(
+        all.len() == 2,
+        "expected one firing and one resolved notification, got {}: {:?}",
+        all.len(),
+        all.iter()
+            .map(|r| json(&r.body)["status"].clone())
+            .collect::<Vec<_>>()
+    );
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value(
+            "vigil_collector_notifications_sent_total",
+            &[("receiver", "hook")]
+        ) == Some(2.0)
+    );
+    ensure!(
+        scrape.value(
+            "vigil_collector_notification_latency_seconds_count",
+            &[("rule", "DemoHigh")]
+        ) == Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_receiver_failing_for_a_minute_gets_the_notification_once_with_one_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("textfile"))?;
+    set_value(dir.path(), 9.0)?;
+    let started = std::time::Instant::now();
+    let receiver = WebhookReceiver::start(move |_| {
+        if started.elapsed() < Duration::from_secs(60) {
+            500
+        } else {
+            200
+        }
+    })?;
+    let collector = Collector::start(
+        dir.path(),
+        "collector",
+        free_port()?,
+        free_port()?,
+        "",
+        &collector_config(dir.path(), &receiver.url(), "retry_max = \"2s\"")?,
+    )?;
+    let _agent = start_demo_agent(dir.path(), &collector)?;
+    let delivered = wait_for(
+        "delivery after the receiver recovers",
+        Duration::from_secs(90),
+        || receiver.requests().into_iter().find(|r| r.status == 200),
+    )?;
+    std::thread::sleep(Duration::from_secs(4));
+    let all = receiver.requests();
+    let ok: Vec<_> = all.iter().filter(|r| r.status == 200).collect();
+    ensure!(ok.len() == 1, "delivered {} times", ok.len());
+    // Retries back off, and after 5 failures in a row the receiver's circuit
+    // breaker holds its notifications for 30 s: a handful of tries.
+    ensure!(all.len() >= 4, "only {} tries in a minute", all.len());
+    let key = delivered
+        .headers
+        .get("idempotency-key")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(!key.is_empty());
+    ensure!(
+        all.iter()
+            .all(|r| r.headers.get("idempotency-key") == Some(&key)),
+        "the idempotency key changed between tries"
+    );
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value(
+            "vigil_collector_notifications_sent_total",
+            &[("receiver", "hook")]
+        ) == Some(1.0)
+    );
+    ensure!(
+        scrape
+            .value(
+                "vigil_collector_notifications_retried_total",
+                &[("receiver", "hook")]
+            )
+            .is_some_and(|n| n >= 3.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_notification_waiting_for_a_retry_survives_sigkill() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("textfile"))?;
+    set_value(dir.path(), 9.0)?;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&healthy);
+    let receiver = WebhookReceiver::start(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            200
+        } else {
+            503
+        }
+    })?;
+    let (http, ingest) = (free_port()?, free_port()?);
+    let config = collector_config(dir.path(), &receiver.url(), "retry_max = \"1s\"")?;
+    let collector = Collector::start(dir.path(), "collector", http, ingest, "", &config)?;
+    let agent = start_demo_agent(dir.path(), &collector)?;
+    wait_for("a first, failed try", Duration::from_secs(20), || {
+        (!receiver.requests().is_empty()).then_some(())
+    })?;
+    // Stop the data so that only the outbox can deliver the alert.
+    drop(agent);
+    let key = receiver.requests()[0]
+        .headers
+        .get("idempotency-key")
+        .cloned()
+        .unwrap_or_default();
+    drop(collector); // SIGKILL while the notification waits for its retry
+    healthy.store(true, Ordering::Relaxed);
+    let before = receiver.requests().len();
+    let _collector = Collector::start(dir.path(), "collector", http, ingest, "", &config)?;
+    let delivered = wait_for(
+        "delivery after the restart",
+        Duration::from_secs(20),
+        || {
+            receiver
+                .requests()
+                .into_iter()
+                .skip(before)
+                .find(|r| r.status == 200)
+        },
+    )?;
+    ensure!(
+        delivered.headers.get("idempotency-key") == Some(&key),
+        "a new notification instead of the one in the outbox"
+    );
+    Ok(())
+}
