@@ -537,3 +537,46 @@ fn write_state(path: &Path, saved: &[SavedAlert]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(host_down: bool, heartbeat: bool) -> RulesConfig {
+        RulesConfig {
+            files: Vec::new(),
+            base_dir: PathBuf::from("."),
+            evaluation_interval: Duration::from_secs(10),
+            external_url: "http://vigil:9470".into(),
+            external_labels: Default::default(),
+            host_down,
+            host_down_after: 3,
+            heartbeat,
+        }
+    }
+
+    #[test]
+    fn built_in_groups_follow_the_config() -> Result<(), Vec<String>> {
+        assert_eq!(check(&config(false, false))?, (0, 0));
+        assert_eq!(check(&config(true, false))?, (1, 1));
+        assert_eq!(check(&config(true, true))?, (2, 2));
+        Ok(())
+    }
+
+    #[test]
+    fn the_heartbeat_always_fires() -> Result<(), Vec<String>> {
+        let dir = std::env::temp_dir().join(format!("vigil-heartbeat-{}", std::process::id()));
+        let store = Arc::new(Store::new(
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+        ));
+        let m = RuleManager::new(config(false, true), store, &dir)?;
+        m.eval_due(1_000_000);
+        let alerts = m.alerts();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].0, HEARTBEAT_GROUP);
+        assert_eq!(alerts[0].1.state, AlertState::Firing);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
