@@ -168,15 +168,18 @@ pub fn webhook_body(
     external_url: &str,
     max_alerts: usize,
 ) -> Vec<u8> {
-    let firing = alerts.iter().any(|a| !a.resolved());
-    let status = if firing { "firing" } else { "resolved" };
-    let label_maps: Vec<&Kv> = alerts.iter().map(|a| &a.labels).collect();
-    let annotation_maps: Vec<&Kv> = alerts.iter().map(|a| &a.annotations).collect();
+    // Alertmanager truncates first: status and common labels describe the
+    // alerts that are sent.
     let kept = if max_alerts > 0 {
         max_alerts.min(alerts.len())
     } else {
         alerts.len()
     };
+    let sent = &alerts[..kept];
+    let firing = sent.iter().any(|a| !a.resolved());
+    let status = if firing { "firing" } else { "resolved" };
+    let label_maps: Vec<&Kv> = sent.iter().map(|a| &a.labels).collect();
+    let annotation_maps: Vec<&Kv> = sent.iter().map(|a| &a.annotations).collect();
     let message = MessageJson {
         receiver,
         status,
@@ -313,11 +316,15 @@ mod tests {
         assert_eq!(v["truncatedAlerts"], 1);
         assert_eq!(v["alerts"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        // Common labels of the alerts sent (after max_alerts), as Alertmanager.
         assert_eq!(
             v["commonLabels"],
-            serde_json::json!({"alertname": "Hot", "severity": "page"})
+            serde_json::json!({"alertname": "Hot", "instance": "a", "severity": "page"})
         );
-        assert_eq!(v["commonAnnotations"], serde_json::json!({}));
+        assert_eq!(
+            v["commonAnnotations"],
+            serde_json::json!({"summary": "hot a"})
+        );
         assert_eq!(v["version"], "4");
         Ok(())
     }
