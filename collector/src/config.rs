@@ -71,6 +71,16 @@ pub struct RawNotify {
     /// Most notifications waiting per receiver.
     #[serde(default = "default_max_pending")]
     pub max_pending_per_receiver: usize,
+    /// Alertmanager endpoints to forward alerts to.
+    #[serde(default)]
+    pub forward_to: Vec<String>,
+    /// How often firing alerts are sent to them again.
+    #[serde(default = "default_forward_resend")]
+    pub forward_resend: HumanDuration,
+}
+
+fn default_forward_resend() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 impl Default for RawNotify {
@@ -87,6 +97,8 @@ impl Default for RawNotify {
             breaker_failures: default_breaker_failures(),
             breaker_cooldown: default_breaker_cooldown(),
             max_pending_per_receiver: default_max_pending(),
+            forward_to: Vec::new(),
+            forward_resend: default_forward_resend(),
         }
     }
 }
@@ -519,7 +531,17 @@ impl RawConfig {
             breaker_failures: n.breaker_failures,
             breaker_cooldown: n.breaker_cooldown.0,
             max_pending_per_receiver: n.max_pending_per_receiver,
+            forward_to: n.forward_to.clone(),
+            forward_resend: n.forward_resend.0,
         };
+        for (i, url) in n.forward_to.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(ConfigProblem::new(
+                    format!("notify.forward_to[{i}]"),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
         let r = self.rules;
         if r.evaluation_interval.0 < Duration::from_millis(100) {
             problems.push(ConfigProblem::new(

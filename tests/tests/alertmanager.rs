@@ -168,3 +168,74 @@ fn vigil_sends_what_alertmanager_sends() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn forwarded_alerts_reach_the_webhook_behind_a_real_alertmanager() -> Result<()> {
+    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
+    let dir = tempfile::tempdir()?;
+    let behind = WebhookReceiver::start(|_| 200)?;
+    std::fs::write(
+        dir.path().join("am.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_wait: 1s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n",
+            behind.url()
+        ),
+    )?;
+    let am_port = free_port()?;
+    let _am = Process::start(
+        "alertmanager",
+        &alertmanager,
+        &[
+            &format!("--config.file={}", dir.path().join("am.yml").display()),
+            &format!("--storage.path={}", dir.path().join("am-data").display()),
+            &format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=",
+        ],
+        dir.path(),
+    )?;
+    let am: std::net::SocketAddr = ([127, 0, 0, 1], am_port).into();
+    wait_for("alertmanager", Duration::from_secs(20), || {
+        http_get(am, "/-/ready", None).ok().filter(|r| r.0 == 200)
+    })?;
+    std::fs::write(
+        dir.path().join("fwd.yml"),
+        "groups:\n  - name: fwd\n    interval: 250ms\n    rules:\n      - alert: Forwarded\n        expr: vector(1)\n        labels: { severity: page }\n        annotations: { summary: 'from vigil' }\n",
+    )?;
+    let collector = Collector::start(
+        dir.path(),
+        "collector",
+        free_port()?,
+        free_port()?,
+        "",
+        &format!(
+            "[rules]\nfiles = [\"{}\"]\nhost_down = false\nexternal_labels = {{ cluster = \"eu-1\" }}\n[notify]\nforward_to = [\"http://{am}\"]\n",
+            dir.path().join("fwd.yml").display()
+        ),
+    )?;
+    let got = wait_for(
+        "the alert, through alertmanager",
+        Duration::from_secs(30),
+        || behind.requests().into_iter().next(),
+    )
+    .with_context(|| collector.process.log())?;
+    let body: serde_json::Value = serde_json::from_str(&got.body)?;
+    let alert = &body["alerts"][0];
+    ensure!(alert["labels"]["alertname"] == "Forwarded", "{}", got.body);
+    ensure!(
+        alert["labels"]["cluster"] == "eu-1",
+        "external labels are added: {}",
+        got.body
+    );
+    ensure!(alert["annotations"]["summary"] == "from vigil");
+    ensure!(alert["status"] == "firing");
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape
+            .value(
+                "vigil_collector_forwarded_alerts_total",
+                &[("alertmanager", &format!("http://{am}"))]
+            )
+            .is_some_and(|n| n >= 1.0)
+    );
+    Ok(())
+}

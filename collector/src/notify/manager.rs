@@ -46,6 +46,10 @@ pub struct NotifySettings {
     pub breaker_cooldown: Duration,
     /// Most notifications held per receiver; the oldest go first.
     pub max_pending_per_receiver: usize,
+    /// Alertmanager endpoints alerts are forwarded to.
+    pub forward_to: Vec<String>,
+    /// How often firing alerts are sent to them again.
+    pub forward_resend: Duration,
 }
 
 /// Latency buckets (seconds) of `vigil_collector_notification_latency_seconds`.
@@ -89,6 +93,9 @@ pub struct NotifyManager {
     state: Mutex<State>,
     rules: Arc<RuleManager>,
     reloads_failed: AtomicU64,
+    forward_client: reqwest::Client,
+    forward_state: Mutex<super::forward::ForwardState>,
+    forwarded: Vec<(String, super::forward::ForwardCounters)>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -142,6 +149,7 @@ impl NotifyManager {
         // reqwest is built without a default TLS provider: use ring, as tonic does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (config, clients) = load(&settings)?;
+        let (settings_timeout, forward_to) = (settings.timeout, settings.forward_to.clone());
         let dir = data_dir.join("notify");
         let (outbox, problems) = Outbox::open(&dir.join("outbox"))
             .map_err(|e| format!("{}: {e}", dir.join("outbox").display()))?;
@@ -173,6 +181,16 @@ impl NotifyManager {
             }),
             rules,
             reloads_failed: AtomicU64::new(0),
+            forward_client: reqwest::Client::builder()
+                .timeout(settings_timeout)
+                .user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
+            forward_state: Mutex::new(Default::default()),
+            forwarded: forward_to
+                .into_iter()
+                .map(|a| (a, Default::default()))
+                .collect(),
         })
     }
 
@@ -374,6 +392,31 @@ impl NotifyManager {
         }
     }
 
+    /// Sends the alerts to the Alertmanagers in `notify.forward_to`, when due.
+    async fn forward(&self, now: i64) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        let alerts = self.current_alerts();
+        let due = self
+            .forward_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .due(&alerts, now, self.settings.forward_resend);
+        let Some(alerts) = due else { return };
+        let body = super::forward::postable(&alerts, now, self.settings.forward_resend);
+        for (base, counters) in &self.forwarded {
+            super::forward::post(
+                &self.forward_client,
+                base,
+                body.clone(),
+                counters,
+                alerts.len(),
+            )
+            .await;
+        }
+    }
+
     /// Runs the loop until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -383,6 +426,7 @@ impl NotifyManager {
                 .await
                 .unwrap_or(now + 1000);
             self.send_due(now_ms()).await;
+            self.forward(now_ms()).await;
             let outbox_next = lock(&self.state).outbox.next_due().unwrap_or(i64::MAX);
             let wait = (next.min(outbox_next) - now_ms()).clamp(20, 250);
             tokio::select! {
@@ -509,6 +553,30 @@ impl NotifyManager {
                 None,
                 l.count as f64,
             );
+        }
+        for (name, help, errors) in [
+            (
+                "vigil_collector_forwarded_alerts_total",
+                "Alerts an Alertmanager of notify.forward_to accepted (each resend counts).",
+                false,
+            ),
+            (
+                "vigil_collector_forward_errors_total",
+                "Sends to an Alertmanager of notify.forward_to that failed.",
+                true,
+            ),
+        ] {
+            w.header(name, help, StoredKind::Counter);
+            for (base, c) in &self.forwarded {
+                let v = if errors { &c.errors } else { &c.sent };
+                w.sample(
+                    name,
+                    "",
+                    &format!("alertmanager=\"{}\"", escape(base)),
+                    None,
+                    v.load(Ordering::Relaxed) as f64,
+                );
+            }
         }
         w.header(
             "vigil_collector_notify_reload_failures_total",

@@ -4,10 +4,12 @@
 //! - [`config`]: Alertmanager's configuration file (route, receivers,
 //!   inhibition, time intervals), refused key by key when it asks for more.
 //! - [`payload`]: the webhook body, as Alertmanager 0.25 sends it.
+//! - [`forward`]: forwarding to Alertmanager API v2 endpoints, as Prometheus sends.
 //! - [`timeinterval`]: `time_intervals` for muting and activating routes.
 
 pub mod config;
 pub mod dispatch;
+pub mod forward;
 pub mod manager;
 pub mod outbox;
 pub mod payload;
