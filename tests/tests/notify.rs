@@ -281,3 +281,89 @@ fn a_notification_waiting_for_a_retry_survives_sigkill() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_silence_mutes_survives_a_restart_and_expires_on_delete() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("textfile"))?;
+    set_value(dir.path(), 1.0)?;
+    let receiver = WebhookReceiver::start(|_| 200)?;
+    let (http, ingest) = (free_port()?, free_port()?);
+    let config = collector_config(dir.path(), &receiver.url(), "")?;
+    let collector = Collector::start(dir.path(), "collector", http, ingest, "", &config)?;
+    let silence = r#"{"matchers":[{"name":"alertname","value":"DemoHigh","isRegex":false,"isEqual":true}],
+        "startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"ops","comment":"maintenance"}"#;
+    let (status, body) = post(collector.http, "/api/v2/silences", silence)?;
+    ensure!(status == 200, "{status} {body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body)?["silenceID"]
+        .as_str()
+        .context("no silenceID")?
+        .to_string();
+    let _agent = start_demo_agent(dir.path(), &collector)?;
+    set_value(dir.path(), 7.0)?;
+    wait_for("the alert to fire", Duration::from_secs(20), || {
+        collector.scrape().ok()?.value(
+            "ALERTS",
+            &[("alertname", "DemoHigh"), ("alertstate", "firing")],
+        )
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(
+        receiver.requests().is_empty(),
+        "a silenced alert was notified"
+    );
+
+    drop(collector); // SIGKILL: the silence is on disk
+    let collector = Collector::start(dir.path(), "collector", http, ingest, "", &config)?;
+    let (status, list) =
+        vigil_tests::http_get(collector.http, "/api/v2/silences", None).map(|(s, _, b)| (s, b))?;
+    ensure!(
+        status == 200 && list.contains(&id) && list.contains("\"active\""),
+        "{list}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(
+        receiver.requests().is_empty(),
+        "the silence was lost in the restart"
+    );
+
+    let (status, _, _) = vigil_tests::http_request(
+        collector.http,
+        "DELETE",
+        &format!("/api/v2/silence/{id}"),
+        &[],
+    )?;
+    ensure!(status == 200, "expire: {status}");
+    let (status, _, _) =
+        vigil_tests::http_request(collector.http, "DELETE", "/api/v2/silence/nope", &[])?;
+    ensure!(status == 404);
+    wait_for(
+        "the notification once the silence expired",
+        Duration::from_secs(20),
+        || receiver.requests().into_iter().next(),
+    )?;
+    Ok(())
+}
+
+/// A POST with a JSON body: status and body.
+fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod exposition;
+pub mod silences;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,6 +77,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/-/ready", get(|| async { "Vigil collector is Ready.\n" }))
         .route("/-/reload", axum::routing::post(admin::reload))
+        .route("/api/v2/silences", get(silences::list).post(silences::post))
+        .route(
+            "/api/v2/silence/{id}",
+            axum::routing::delete(silences::expire),
+        )
         .with_state(state)
 }
 

@@ -96,6 +96,8 @@ pub struct NotifyManager {
     forward_client: reqwest::Client,
     forward_state: Mutex<super::forward::ForwardState>,
     forwarded: Vec<(String, super::forward::ForwardCounters)>,
+    /// Silences.
+    pub silences: Mutex<super::silences::Silences>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -151,6 +153,7 @@ impl NotifyManager {
         let (config, clients) = load(&settings)?;
         let (settings_timeout, forward_to) = (settings.timeout, settings.forward_to.clone());
         let dir = data_dir.join("notify");
+        let silences = super::silences::Silences::open(&dir)?;
         let (outbox, problems) = Outbox::open(&dir.join("outbox"))
             .map_err(|e| format!("{}: {e}", dir.join("outbox").display()))?;
         for p in problems {
@@ -187,6 +190,7 @@ impl NotifyManager {
                 .build()
                 .map_err(|e| format!("HTTP client: {e}"))?,
             forward_state: Mutex::new(Default::default()),
+            silences: Mutex::new(silences),
             forwarded: forward_to
                 .into_iter()
                 .map(|a| (a, Default::default()))
@@ -250,10 +254,17 @@ impl NotifyManager {
         };
         let state = &mut *s;
         state.dispatcher.update(&config, &alerts, now);
+        let silences = self
+            .silences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let notifications =
             state
                 .dispatcher
-                .flush_due(&config, &mut state.log, now, &external_url, &|_| false);
+                .flush_due(&config, &mut state.log, now, &external_url, &|a| {
+                    silences.mutes(&a.labels, now)
+                });
+        drop(silences);
         for n in notifications {
             // The cap per receiver: the oldest of its notifications go first.
             let depth = state.outbox.depth().get(&n.receiver).copied().unwrap_or(0);

@@ -5,6 +5,7 @@
 //!   inhibition, time intervals), refused key by key when it asks for more.
 //! - [`payload`]: the webhook body, as Alertmanager 0.25 sends it.
 //! - [`forward`]: forwarding to Alertmanager API v2 endpoints, as Prometheus sends.
+//! - [`silences`]: silences, shaped like Alertmanager's API v2, kept on disk.
 //! - [`timeinterval`]: `time_intervals` for muting and activating routes.
 
 pub mod config;
@@ -14,4 +15,5 @@ pub mod manager;
 pub mod outbox;
 pub mod payload;
 pub mod sender;
+pub mod silences;
 pub mod timeinterval;
