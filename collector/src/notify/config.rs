@@ -74,6 +74,23 @@ struct RawRoute {
     active_time_intervals: Vec<String>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    /// Vigil's own keys.
+    vigil: Option<RawRouteVigil>,
+}
+
+/// Vigil-only keys of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteVigil {
+    fallback: String,
+    fallback_after: Option<String>,
+}
+
+/// Vigil-only keys of a webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhookVigil {
+    body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +110,7 @@ struct RawWebhook {
     #[serde(default)]
     max_alerts: usize,
     http_config: Option<RawHttpConfig>,
+    vigil: Option<RawWebhookVigil>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -331,8 +349,11 @@ pub struct Route {
     pub active_time_intervals: Vec<String>,
     /// Child routes.
     pub routes: Vec<Route>,
-    /// The route's key as Alertmanager builds it (`{}/{severity="page"}/1`…).
+    /// The route's key as Alertmanager builds it (`{}/{severity="page"}`…).
     pub key: String,
+    /// Vigil: the receiver that gets a notification the route's receiver has
+    /// failed to take for `fallback_after_ms`.
+    pub fallback: Option<(String, i64)>,
 }
 
 impl Route {
@@ -388,6 +409,8 @@ pub struct Webhook {
     pub max_alerts: usize,
     /// HTTP settings.
     pub http: HttpSettings,
+    /// Vigil: a Go template for the body instead of Alertmanager's JSON.
+    pub body: Option<(String, crate::rules::template::Template)>,
 }
 
 /// A receiver.
@@ -653,6 +676,17 @@ fn build_route(
         group_interval_ms,
         repeat_interval_ms,
     };
+    let fallback = match raw.vigil {
+        Some(v) => Some((
+            v.fallback,
+            duration(
+                &format!("{at}.vigil.fallback_after"),
+                &v.fallback_after,
+                5 * 60_000,
+            )?,
+        )),
+        None => None,
+    };
     let mut routes = Vec::new();
     for (i, child) in raw.routes.into_iter().enumerate() {
         routes.push(build_route(
@@ -674,6 +708,7 @@ fn build_route(
         active_time_intervals: raw.active_time_intervals,
         routes,
         key,
+        fallback,
     })
 }
 
@@ -687,6 +722,13 @@ fn check_route_refs(
         return Err(format!(
             "{at}: undefined receiver {:?} used in route",
             route.receiver
+        ));
+    }
+    if let Some((fallback, _)) = &route.fallback
+        && !receivers.contains_key(fallback)
+    {
+        return Err(format!(
+            "{at}.vigil.fallback: undefined receiver {fallback:?}"
         ));
     }
     for name in route
@@ -799,11 +841,20 @@ pub fn parse(path: &Path, text: &str) -> Result<NotifyConfig, NotifyConfigError>
                 &format!("{wat}.http_config"),
             )
             .map_err(fail)?;
+            let body = match w.vigil.and_then(|v| v.body) {
+                Some(text) => {
+                    let t = crate::rules::template::Template::parse(&text)
+                        .map_err(|e| fail(format!("{wat}.vigil.body: {e}")))?;
+                    Some((text, t))
+                }
+                None => None,
+            };
             webhooks.push(Webhook {
                 url,
                 send_resolved: w.send_resolved.unwrap_or(true),
                 max_alerts: w.max_alerts,
                 http,
+                body,
             });
         }
         if receivers

@@ -48,12 +48,22 @@ pub struct Notification {
     pub created_ms: i64,
     /// When each firing alert in it started firing (ms), for latency.
     pub fired_at: Vec<(String, i64)>,
+    /// The route's fallback receiver and after how long (ms) it takes over.
+    #[serde(default)]
+    pub fallback: Option<(String, i64)>,
+    /// The alerts, for a fallback receiver's body.
+    #[serde(default)]
+    pub alerts: Vec<NotifyAlert>,
+    /// The group's labels.
+    #[serde(default)]
+    pub group_labels: Kv,
 }
 
 #[derive(Debug, Clone)]
 struct Group {
     key: String,
     receiver: String,
+    fallback: Option<(String, i64)>,
     labels: Kv,
     alerts: BTreeMap<u64, NotifyAlert>,
     group_wait_ms: i64,
@@ -225,13 +235,13 @@ impl Dispatcher {
                         continue;
                     }
                     self.sequence += 1;
-                    let body = webhook_body(
+                    let body = render_body(
+                        webhook,
                         &receiver.name,
                         &group.key,
                         &group.labels,
                         &payload,
                         external_url,
-                        webhook.max_alerts,
                     );
                     out.push(Notification {
                         id: format!("{now:x}-{:x}-{i}", self.sequence),
@@ -250,6 +260,9 @@ impl Dispatcher {
                                 )
                             })
                             .collect(),
+                        fallback: group.fallback.clone(),
+                        alerts: payload.clone(),
+                        group_labels: group.labels.clone(),
                     });
                 }
             }
@@ -266,10 +279,41 @@ impl Dispatcher {
     }
 }
 
+/// A webhook's body: its Vigil template when it has one, else
+/// Alertmanager's JSON.
+pub fn render_body(
+    webhook: &super::config::Webhook,
+    receiver: &str,
+    group_key: &str,
+    group_labels: &Kv,
+    alerts: &[NotifyAlert],
+    external_url: &str,
+) -> Vec<u8> {
+    let json = webhook_body(
+        receiver,
+        group_key,
+        group_labels,
+        alerts,
+        external_url,
+        webhook.max_alerts,
+    );
+    match &webhook.body {
+        None => json,
+        Some((_, template)) => {
+            let data: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+            template
+                .render_json(&data)
+                .unwrap_or_else(|e| format!("<error expanding template: {e}>"))
+                .into_bytes()
+        }
+    }
+}
+
 fn new_group(route: &Route, key: String, labels: Kv, now: i64) -> Group {
     Group {
         key,
         receiver: route.receiver.clone(),
+        fallback: route.fallback.clone(),
         labels,
         alerts: BTreeMap::new(),
         group_wait_ms: route.group_wait_ms,

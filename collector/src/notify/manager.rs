@@ -64,6 +64,7 @@ struct ReceiverCounters {
     retried: u64,
     expired: u64,
     dropped: u64,
+    fallbacks: u64,
     consecutive_failures: u32,
     open_until: i64,
 }
@@ -289,6 +290,8 @@ impl NotifyManager {
                 attempts: 0,
                 next_attempt_ms: now,
                 last_error: None,
+                first_failure_ms: None,
+                fell_back: false,
             }) {
                 // The log still says sent: a notification that cannot be
                 // made durable is counted and logged, not silently lost.
@@ -316,6 +319,31 @@ impl NotifyManager {
             (s.outbox.due(now), s.config.clone(), s.clients.clone())
         };
         let Some(config) = config else { return };
+        // Fallbacks first: a receiver whose breaker is open is not tried, but
+        // its notifications still move to the fallback receiver on time.
+        {
+            let mut s = lock(&self.state);
+            let waiting = s.outbox.due(i64::MAX);
+            for mut p in waiting {
+                let n = p.notification.clone();
+                if let (Some((fallback, after_ms)), Some(first), false) =
+                    (&n.fallback, p.first_failure_ms, p.fell_back)
+                    && now - first >= *after_ms
+                {
+                    self.fall_back(&mut s, &config, &n, fallback, now);
+                    p.fell_back = true;
+                    if let Err(e) = s.outbox.put(p) {
+                        error!(error = %e, "cannot update the outbox");
+                    }
+                }
+            }
+        }
+        let due: Vec<Pending> = {
+            let s = lock(&self.state);
+            due.into_iter()
+                .filter_map(|p| s.outbox.get(&p.notification.id))
+                .collect()
+        };
         let mut blocked: std::collections::BTreeSet<String> = Default::default();
         for p in due {
             let n = &p.notification;
@@ -382,12 +410,14 @@ impl NotifyManager {
                         warn!(receiver = %n.receiver, cooldown = ?self.settings.breaker_cooldown, "receiver keeps failing: holding its notifications back (circuit breaker open)");
                     }
                     let attempts = p.attempts + 1;
+                    let first_failure = p.first_failure_ms.unwrap_or(done_at);
                     let delay = after.unwrap_or_else(|| backoff(&self.settings, attempts));
                     warn!(receiver = %n.receiver, id = %n.id, attempts, retry_in = ?delay, error = %error, "notification not delivered; will retry");
                     let mut next = p.clone();
                     next.attempts = attempts;
                     next.next_attempt_ms = done_at + delay.as_millis() as i64;
                     next.last_error = Some(error);
+                    next.first_failure_ms = Some(first_failure);
                     if let Err(e) = s.outbox.put(next) {
                         error!(error = %e, "cannot update the outbox");
                     }
@@ -400,6 +430,53 @@ impl NotifyManager {
                     error!(receiver = %n.receiver, id = %n.id, status, answer = %body, "receiver refused the notification; not retried");
                 }
             }
+        }
+    }
+
+    /// Hands a notification its receiver keeps failing to the route's
+    /// fallback receiver (the primary keeps being tried as well).
+    fn fall_back(
+        &self,
+        s: &mut State,
+        config: &NotifyConfig,
+        n: &super::dispatch::Notification,
+        fallback: &str,
+        now: i64,
+    ) {
+        let Some(receiver) = config.receivers.get(fallback) else {
+            return;
+        };
+        let external_url = self.rules.external().1;
+        for (i, webhook) in receiver.webhooks.iter().enumerate() {
+            let body = super::dispatch::render_body(
+                webhook,
+                fallback,
+                &n.group_key,
+                &n.group_labels,
+                &n.alerts,
+                &external_url,
+            );
+            let copy = super::dispatch::Notification {
+                id: format!("{}-fallback-{i}", n.id),
+                receiver: fallback.to_string(),
+                webhook: i,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                created_ms: now,
+                fallback: None,
+                ..n.clone()
+            };
+            warn!(receiver = %n.receiver, fallback, id = %n.id, "receiver has failed too long: the route's fallback receiver gets the notification");
+            if let Err(e) = s.outbox.put(Pending {
+                notification: copy,
+                attempts: 0,
+                next_attempt_ms: now,
+                last_error: None,
+                first_failure_ms: None,
+                fell_back: false,
+            }) {
+                error!(error = %e, "cannot queue the fallback notification");
+            }
+            s.receivers.entry(n.receiver.clone()).or_default().fallbacks += 1;
         }
     }
 
@@ -483,11 +560,23 @@ impl NotifyManager {
                 "Notifications dropped because the receiver had notify.max_pending_per_receiver waiting.",
                 4,
             ),
+            (
+                "vigil_collector_notifications_fallback_total",
+                "Notifications handed to the route's fallback receiver after this receiver failed for vigil.fallback_after.",
+                5,
+            ),
         ] {
             w.header(name, help, StoredKind::Counter);
             for r in &receivers {
                 let c = s.receivers.get(r).cloned().unwrap_or_default();
-                let v = [c.sent, c.failed, c.retried, c.expired, c.dropped][pick];
+                let v = [
+                    c.sent,
+                    c.failed,
+                    c.retried,
+                    c.expired,
+                    c.dropped,
+                    c.fallbacks,
+                ][pick];
                 w.sample(
                     name,
                     "",

@@ -25,6 +25,12 @@ pub struct Pending {
     pub next_attempt_ms: i64,
     /// The last failure, for the log and the status page.
     pub last_error: Option<String>,
+    /// When the first try failed (ms).
+    #[serde(default)]
+    pub first_failure_ms: Option<i64>,
+    /// True once handed to the route's fallback receiver.
+    #[serde(default)]
+    pub fell_back: bool,
 }
 
 /// The outbox folder and what it holds.
@@ -113,6 +119,11 @@ impl Outbox {
         }
     }
 
+    /// One notification's current state.
+    pub fn get(&self, id: &str) -> Option<Pending> {
+        self.pending.get(id).cloned()
+    }
+
     /// Notifications due at `now`, oldest first.
     pub fn due(&self, now: i64) -> Vec<Pending> {
         let mut due: Vec<Pending> = self
@@ -163,6 +174,9 @@ mod tests {
             body: "{}".into(),
             created_ms: created,
             fired_at: vec![],
+            fallback: None,
+            alerts: vec![],
+            group_labels: Default::default(),
         }
     }
 
@@ -177,6 +191,8 @@ mod tests {
                 attempts: 0,
                 next_attempt_ms: 0,
                 last_error: None,
+                first_failure_ms: None,
+                fell_back: false,
             })?;
         }
         std::fs::write(dir.path().join("broken.json"), b"{")?;

@@ -14,7 +14,7 @@ use crate::rules::template::civil_from_days;
 pub type Kv = BTreeMap<String, String>;
 
 /// An alert as notifications carry it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NotifyAlert {
     /// Labels (external labels included).
     pub labels: Kv,

@@ -64,6 +64,8 @@ enum V {
     Map(BTreeMap<String, String>),
     /// A struct: the data, or a query sample.
     Struct(BTreeMap<&'static str, V>),
+    /// A struct with names known at run time (a notification's data).
+    Obj(BTreeMap<String, V>),
     List(Vec<V>),
 }
 
@@ -76,7 +78,7 @@ impl V {
             V::Float(f) => *f != 0.0,
             V::Str(s) => !s.is_empty(),
             V::Map(m) => !m.is_empty(),
-            V::Struct(_) => true,
+            V::Struct(_) | V::Obj(_) => true,
             V::List(l) => !l.is_empty(),
         }
     }
@@ -97,6 +99,10 @@ impl V {
                 let inner: Vec<String> = fields.values().map(V::print).collect();
                 format!("{{{}}}", inner.join(" "))
             }
+            V::Obj(fields) => {
+                let inner: Vec<String> = fields.values().map(V::print).collect();
+                format!("{{{}}}", inner.join(" "))
+            }
             V::List(items) => {
                 let inner: Vec<String> = items.iter().map(V::print).collect();
                 format!("[{}]", inner.join(" "))
@@ -112,7 +118,7 @@ impl V {
             V::Float(_) => "float64",
             V::Str(_) => "string",
             V::Map(_) => "map[string]string",
-            V::Struct(_) => "struct",
+            V::Struct(_) | V::Obj(_) => "struct",
             V::List(_) => "slice",
         }
     }
@@ -648,6 +654,21 @@ impl Template {
         }
     }
 
+    /// Expands the template over JSON data (a notification's), with object
+    /// keys as Go field names (`receiver` is `.Receiver`, `generatorURL` is
+    /// `.GeneratorURL`); objects of strings are maps (`.Labels.instance`).
+    pub fn render_json(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
+        let dot = from_json(data, true);
+        let mut env = Env {
+            vars: vec![(String::new(), dot.clone())],
+            query: None,
+            external_url: String::new(),
+        };
+        let mut out = String::new();
+        env.walk(&self.nodes, &dot, &mut out)?;
+        Ok(out)
+    }
+
     /// Expands the template over `data`; `query` runs the `query` function
     /// (without it, `query` is an error).
     pub fn render(
@@ -703,6 +724,10 @@ fn field(v: &V, path: &[String]) -> Result<V, TemplateError> {
             V::Map(m) => V::Str(m.get(f).cloned().unwrap_or_default()),
             V::Struct(s) => match s.iter().find(|(k, _)| *k == f) {
                 Some((_, v)) => v.clone(),
+                None => return err(format!("can't evaluate field {f}")),
+            },
+            V::Obj(s) => match s.get(f) {
+                Some(v) => v.clone(),
                 None => return err(format!("can't evaluate field {f}")),
             },
             V::Nil => return err(format!("nil pointer evaluating .{f}")),
@@ -1081,6 +1106,45 @@ impl Env<'_> {
             }
             other => return err(format!("function {other:?} not defined")),
         })
+    }
+}
+
+fn from_json(v: &serde_json::Value, top: bool) -> V {
+    use serde_json::Value as J;
+    match v {
+        J::Null => V::Nil,
+        J::Bool(b) => V::Bool(*b),
+        J::Number(n) => n
+            .as_i64()
+            .map(V::Int)
+            .unwrap_or_else(|| V::Float(n.as_f64().unwrap_or(0.0))),
+        J::String(s) => V::Str(s.clone()),
+        J::Array(a) => V::List(a.iter().map(|x| from_json(x, true)).collect()),
+        J::Object(o) if !top || (!o.is_empty() && o.values().all(J::is_string)) => V::Map(
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+        ),
+        J::Object(o) => V::Obj(
+            o.iter()
+                .map(|(k, v)| {
+                    let mut name = k.clone();
+                    if let Some(first) = name.get_mut(0..1) {
+                        first.make_ascii_uppercase();
+                    }
+                    // Labels and annotations stay maps, even when empty.
+                    let map_field = matches!(
+                        k.as_str(),
+                        "labels"
+                            | "annotations"
+                            | "groupLabels"
+                            | "commonLabels"
+                            | "commonAnnotations"
+                    );
+                    (name, from_json(v, !map_field))
+                })
+                .collect(),
+        ),
     }
 }
 
