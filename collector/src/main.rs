@@ -36,6 +36,22 @@ enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// Notifications.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NotifyAction {
+    /// Renders a sample notification for a receiver of the routing file
+    /// (notify.alertmanager_config of --config) and sends it once.
+    Test {
+        /// The receiver's name.
+        #[arg(long)]
+        receiver: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -92,8 +108,30 @@ fn rules_command(action: RulesAction) -> i32 {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    if let Some(Command::Rules { action }) = flags.command {
+    let command = flags.command;
+    if let Some(Command::Rules { action }) = command {
         std::process::exit(rules_command(action));
+    }
+    if let Some(Command::Notify {
+        action: NotifyAction::Test { receiver },
+    }) = command
+    {
+        let config = vigil_collector::config::load(flags.config.as_deref())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (ok, lines) = runtime
+            .block_on(vigil_collector::notify::manager::send_test(
+                &config.notify,
+                &receiver,
+                &config.rules.external_url,
+            ))
+            .map_err(anyhow::Error::msg)?;
+        for line in lines {
+            println!("{line}");
+        }
+        std::process::exit(i32::from(!ok));
     }
     init_logging(flags.log_format);
     let mut config = vigil_collector::config::load(flags.config.as_deref())?;

@@ -425,3 +425,55 @@ fn a_route_falls_back_when_its_receiver_keeps_failing_with_a_templated_body() ->
     );
     Ok(())
 }
+
+#[test]
+fn notify_test_sends_a_sample_and_says_what_happened() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = WebhookReceiver::start(|_| 200)?;
+    let bad = WebhookReceiver::start(|_| 400)?;
+    std::fs::write(
+        dir.path().join("routing.yml"),
+        format!(
+            "route:\n  receiver: good\nreceivers:\n  - name: good\n    webhook_configs:\n      - url: {}\n  - name: bad\n    webhook_configs:\n      - url: {}\n",
+            good.url(),
+            bad.url()
+        ),
+    )?;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[notify]\nalertmanager_config = \"routing.yml\"\n",
+    )?;
+    let binary = vigil_tests::binary("vigil-collector")?;
+    let run = |receiver: &str| -> Result<(i32, String)> {
+        let out = std::process::Command::new(&binary)
+            .args([
+                "--config",
+                "collector.toml",
+                "notify",
+                "test",
+                "--receiver",
+                receiver,
+            ])
+            .current_dir(dir.path())
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (code, out) = run("good")?;
+    ensure!(code == 0 && out.contains("delivered (2xx)"), "{out}");
+    let got = good.requests();
+    ensure!(
+        got.len() == 1 && json(&got[0].body)["alerts"][0]["labels"]["alertname"] == "VigilTest"
+    );
+    let (code, out) = run("bad")?;
+    ensure!(code == 1 && out.contains("refused with HTTP 400"), "{out}");
+    let (code, out) = run("nobody")?;
+    ensure!(code != 0 && out.contains("no receiver \"nobody\""), "{out}");
+    Ok(())
+}

@@ -722,3 +722,101 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()
     }
     std::fs::rename(&tmp, path)
 }
+
+/// `vigil-collector notify test --receiver NAME`: renders a sample
+/// notification (one firing alert, `VigilTest`) for every webhook of the
+/// receiver, as the routing file says, and sends it once. One line per
+/// webhook: its URL and what happened; true when every one answered 2xx.
+pub async fn send_test(
+    settings: &NotifySettings,
+    receiver: &str,
+    external_url: &str,
+) -> Result<(bool, Vec<String>), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (config, clients) = load(settings)?;
+    let config = config.ok_or("notify.alertmanager_config is not set")?;
+    let r = config.receivers.get(receiver).ok_or_else(|| {
+        format!(
+            "no receiver {receiver:?} (receivers: {})",
+            config
+                .receivers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let now = now_ms();
+    let alert = NotifyAlert {
+        labels: [
+            ("alertname", "VigilTest"),
+            ("instance", "vigil-notify-test"),
+            ("severity", "none"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        annotations: [(
+            "summary".to_string(),
+            "A test notification from vigil-collector notify test.".to_string(),
+        )]
+        .into(),
+        starts_at: now,
+        ends_at: None,
+        generator_url: format!("{external_url}/graph"),
+    };
+    let group_labels: BTreeMap<String, String> =
+        [("alertname".to_string(), "VigilTest".to_string())].into();
+    let mut ok = true;
+    let mut lines = Vec::new();
+    for (i, webhook) in r.webhooks.iter().enumerate() {
+        let body = super::dispatch::render_body(
+            webhook,
+            receiver,
+            "{}:{alertname=\"VigilTest\"}",
+            &group_labels,
+            std::slice::from_ref(&alert),
+            external_url,
+        );
+        let n = super::dispatch::Notification {
+            id: format!("test-{now:x}-{i}"),
+            receiver: receiver.to_string(),
+            webhook: i,
+            group_key: "{}:{alertname=\"VigilTest\"}".into(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            created_ms: now,
+            fired_at: Vec::new(),
+            fallback: None,
+            alerts: Vec::new(),
+            group_labels: group_labels.clone(),
+        };
+        let Some(client) = clients.get(&(receiver.to_string(), i)) else {
+            continue;
+        };
+        let outcome = deliver(
+            client,
+            webhook,
+            &n,
+            settings.signing_secret.as_ref(),
+            now / 1000,
+        )
+        .await;
+        let text = match outcome {
+            Outcome::Delivered => "delivered (2xx)".to_string(),
+            Outcome::Retry { error, .. } => {
+                ok = false;
+                format!("not delivered, would be retried: {error}")
+            }
+            Outcome::Refused { status, body } => {
+                ok = false;
+                format!("refused with HTTP {status}: {body}")
+            }
+        };
+        lines.push(format!(
+            "{}: {text}\nbody: {}",
+            webhook.url,
+            n.body.trim_end()
+        ));
+    }
+    Ok((ok, lines))
+}
