@@ -150,6 +150,16 @@ pub struct RawRules {
     /// The always-firing heartbeat alert.
     #[serde(default)]
     pub heartbeat: bool,
+    /// Evaluate rules when a batch arrives, not only at intervals.
+    #[serde(default = "default_true")]
+    pub evaluate_on_push: bool,
+    /// Least time between two evaluations a push starts.
+    #[serde(default = "default_min_evaluation_gap")]
+    pub min_evaluation_gap: HumanDuration,
+}
+
+fn default_min_evaluation_gap() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
 }
 
 impl Default for RawRules {
@@ -162,6 +172,8 @@ impl Default for RawRules {
             host_down: true,
             host_down_after: default_host_down_after(),
             heartbeat: false,
+            evaluate_on_push: true,
+            min_evaluation_gap: default_min_evaluation_gap(),
         }
     }
 }
@@ -195,6 +207,10 @@ pub struct RulesConfig {
     pub host_down_after: u32,
     /// Heartbeat alert on.
     pub heartbeat: bool,
+    /// Evaluate when a batch arrives.
+    pub evaluate_on_push: bool,
+    /// Least time between push-started evaluations.
+    pub min_evaluation_gap: Duration,
 }
 
 /// `[http]`: /metrics, health.
@@ -578,6 +594,8 @@ impl RawConfig {
             host_down: r.host_down,
             host_down_after: r.host_down_after,
             heartbeat: r.heartbeat,
+            evaluate_on_push: r.evaluate_on_push,
+            min_evaluation_gap: r.min_evaluation_gap.0,
         };
         let i = self.ingest;
         let ingest_listen = address("ingest.listen", &i.listen, &mut problems);

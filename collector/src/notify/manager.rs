@@ -517,9 +517,11 @@ impl NotifyManager {
             self.forward(now_ms()).await;
             let outbox_next = lock(&self.state).outbox.next_due().unwrap_or(i64::MAX);
             let wait = (next.min(outbox_next) - now_ms()).clamp(20, 250);
+            let evaluated = Arc::clone(&self.rules.evaluated);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                _ = evaluated.notified() => {}
             }
         }
     }

@@ -104,6 +104,8 @@ pub struct RuleManager {
     ctx: EvalContext,
     /// Counters.
     pub metrics: RuleMetrics,
+    /// Signalled after every evaluation round (notifications wait on it).
+    pub evaluated: Arc<tokio::sync::Notify>,
 }
 
 /// The store as a rule target.
@@ -216,6 +218,7 @@ impl RuleManager {
             }),
             ctx,
             metrics,
+            evaluated: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -307,8 +310,10 @@ impl RuleManager {
         self.store.write_rule_samples(samples);
     }
 
-    /// Evaluates the groups that are due at `now`; returns when the next one is.
-    pub fn eval_due(&self, now: i64) -> i64 {
+    /// Evaluates the groups that are due at `now` (every group but the
+    /// time-based host-down one when `pushed`: a batch just arrived); returns
+    /// when the next one is due.
+    pub fn eval_due(&self, now: i64, pushed: bool) -> i64 {
         let mut state = lock(&self.state);
         let mut next = now + 1000;
         let mut evaluated = false;
@@ -323,7 +328,11 @@ impl RuleManager {
             skipped: 0,
         };
         for g in state.groups.iter_mut() {
-            let due = g.last_eval.map_or(now, |t| t + g.interval_ms);
+            let due = if pushed && g.name != HOST_DOWN_GROUP {
+                now
+            } else {
+                g.last_eval.map_or(now, |t| t + g.interval_ms)
+            };
             if now >= due {
                 g.eval(now, &mut target, &self.ctx);
                 evaluated = true;
@@ -367,11 +376,31 @@ impl RuleManager {
         std::thread::Builder::new()
             .name("vigil-rules".into())
             .spawn(move || {
+                let mut seen = self.store.push_count();
+                let mut last_push_round = 0i64;
+                let gap = self.config.min_evaluation_gap.as_millis() as i64;
                 while !shutdown.is_cancelled() {
                     let now = now_ms();
-                    let next = self.eval_due(now);
+                    let next = self.eval_due(now, false);
+                    self.evaluated.notify_one();
                     let wait = (next - now_ms()).clamp(10, 250);
-                    std::thread::sleep(Duration::from_millis(wait as u64));
+                    if !self.config.evaluate_on_push {
+                        std::thread::sleep(Duration::from_millis(wait as u64));
+                        continue;
+                    }
+                    // A batch arrived: evaluate now, at most every min_evaluation_gap.
+                    let count = self
+                        .store
+                        .wait_for_push(seen, Duration::from_millis(wait as u64));
+                    if count != seen {
+                        seen = count;
+                        let now = now_ms();
+                        if now - last_push_round >= gap {
+                            last_push_round = now;
+                            self.eval_due(now, true);
+                            self.evaluated.notify_one();
+                        }
+                    }
                 }
             })
     }
@@ -552,6 +581,8 @@ mod tests {
             host_down,
             host_down_after: 3,
             heartbeat,
+            evaluate_on_push: true,
+            min_evaluation_gap: Duration::from_millis(200),
         }
     }
 
@@ -571,7 +602,7 @@ mod tests {
             Duration::from_secs(3600),
         ));
         let m = RuleManager::new(config(false, true), store, &dir)?;
-        m.eval_due(1_000_000);
+        m.eval_due(1_000_000, false);
         let alerts = m.alerts();
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].0, HEARTBEAT_GROUP);

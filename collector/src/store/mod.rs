@@ -146,6 +146,8 @@ pub struct Store {
     /// here at the earliest, since while the collector was down no agent
     /// could push.
     started_ms: i64,
+    /// Counts applied batches; rules wait on it to evaluate on arrival.
+    pushes: (std::sync::Mutex<u64>, std::sync::Condvar),
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -189,7 +191,32 @@ impl Store {
             stale_after_ms: stale_after.as_millis() as i64,
             retention_ms: retention.as_millis() as i64,
             started_ms: now_ms(),
+            pushes: (std::sync::Mutex::new(0), std::sync::Condvar::new()),
         }
+    }
+
+    /// Batches applied so far.
+    pub fn push_count(&self) -> u64 {
+        *self
+            .pushes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a batch beyond `seen` is applied, or `timeout`; the count.
+    pub fn wait_for_push(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self
+            .pushes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = self
+            .pushes
+            .1
+            .wait_timeout_while(guard, timeout, |n| *n == seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
     }
 
     /// The same store, counting agents' silence from `ms` at the earliest
@@ -403,6 +430,14 @@ impl Store {
                 }
             }
         }
+        drop(guard);
+        let mut pushes = self
+            .pushes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pushes += 1;
+        self.pushes.1.notify_all();
         applied
     }
 
