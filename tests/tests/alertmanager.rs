@@ -15,21 +15,31 @@ fn routing(url: &str) -> String {
     )
 }
 
-/// A POST with a JSON body; the status.
-fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> Result<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+/// Starts Debian's Alertmanager with `config`, without clustering, and
+/// waits until it is ready.
+fn start_alertmanager(
+    dir: &std::path::Path,
+    config: &str,
+) -> Result<(Process, std::net::SocketAddr)> {
+    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
+    std::fs::write(dir.join("am.yml"), config)?;
+    let port = free_port()?;
+    let process = Process::start(
+        "alertmanager",
+        &alertmanager,
+        &[
+            &format!("--config.file={}", dir.join("am.yml").display()),
+            &format!("--storage.path={}", dir.join("am-data").display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=",
+        ],
+        dir,
     )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status")
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for("alertmanager", Duration::from_secs(20), || {
+        http_get(addr, "/-/ready", None).ok().filter(|r| r.0 == 200)
+    })?;
+    Ok((process, addr))
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
@@ -43,29 +53,12 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn vigil_sends_what_alertmanager_sends() -> Result<()> {
-    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
     let dir = tempfile::tempdir()?;
     let ours = WebhookReceiver::start(|_| 200)?;
     let theirs = WebhookReceiver::start(|_| 200)?;
 
     // Alertmanager with the routing, and the alert posted to it.
-    std::fs::write(dir.path().join("am.yml"), routing(&theirs.url()))?;
-    let am_port = free_port()?;
-    let _am = Process::start(
-        "alertmanager",
-        &alertmanager,
-        &[
-            &format!("--config.file={}", dir.path().join("am.yml").display()),
-            &format!("--storage.path={}", dir.path().join("am-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=",
-        ],
-        dir.path(),
-    )?;
-    let am: std::net::SocketAddr = ([127, 0, 0, 1], am_port).into();
-    wait_for("alertmanager", Duration::from_secs(20), || {
-        http_get(am, "/-/ready", None).ok().filter(|r| r.0 == 200)
-    })?;
+    let (_am, am) = start_alertmanager(dir.path(), &routing(&theirs.url()))?;
     let alerts = r#"[
       {"labels": {"alertname": "DiskFull", "severity": "page", "instance": "db-1", "job": "node"},
        "annotations": {"summary": "disk full on db-1"}, "generatorURL": "http://x/graph"},
@@ -75,7 +68,7 @@ fn vigil_sends_what_alertmanager_sends() -> Result<()> {
        "annotations": {"summary": "slow"}, "generatorURL": "http://x/graph"}
     ]"#;
     ensure!(
-        post_json(am, "/api/v2/alerts", alerts)? == 200,
+        vigil_tests::http_post_json(am, "/api/v2/alerts", alerts)?.0 == 200,
         "alertmanager refused the alerts"
     );
 
@@ -171,32 +164,15 @@ fn vigil_sends_what_alertmanager_sends() -> Result<()> {
 
 #[test]
 fn forwarded_alerts_reach_the_webhook_behind_a_real_alertmanager() -> Result<()> {
-    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
     let dir = tempfile::tempdir()?;
     let behind = WebhookReceiver::start(|_| 200)?;
-    std::fs::write(
-        dir.path().join("am.yml"),
-        format!(
+    let (_am, am) = start_alertmanager(
+        dir.path(),
+        &format!(
             "route:\n  receiver: hook\n  group_wait: 1s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n",
             behind.url()
         ),
     )?;
-    let am_port = free_port()?;
-    let _am = Process::start(
-        "alertmanager",
-        &alertmanager,
-        &[
-            &format!("--config.file={}", dir.path().join("am.yml").display()),
-            &format!("--storage.path={}", dir.path().join("am-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=",
-        ],
-        dir.path(),
-    )?;
-    let am: std::net::SocketAddr = ([127, 0, 0, 1], am_port).into();
-    wait_for("alertmanager", Duration::from_secs(20), || {
-        http_get(am, "/-/ready", None).ok().filter(|r| r.0 == 200)
-    })?;
     std::fs::write(
         dir.path().join("fwd.yml"),
         "groups:\n  - name: fwd\n    interval: 250ms\n    rules:\n      - alert: Forwarded\n        expr: vector(1)\n        labels: { severity: page }\n        annotations: { summary: 'from vigil' }\n",

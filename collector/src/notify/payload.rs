@@ -4,11 +4,10 @@
 //! they are.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::rules::template::civil_from_days;
+use crate::rules::gofmt::{labels_string, utc_parts};
 
 /// Labels or annotations.
 pub type Kv = BTreeMap<String, String>;
@@ -66,30 +65,7 @@ pub fn fingerprint(labels: &Kv) -> u64 {
 
 /// Go's `model.LabelSet.String()`: `{a="b", c="d"}`, sorted.
 pub fn labelset_string(labels: &Kv) -> String {
-    let parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
-}
-
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    labels_string(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Go's `time.Time` JSON (RFC 3339 with the fractional second trimmed),
@@ -98,16 +74,8 @@ pub fn go_time(ms: Option<i64>) -> String {
     let Some(ms) = ms else {
         return "0001-01-01T00:00:00Z".into();
     };
-    let secs = ms.div_euclid(1000);
-    let frac = ms.rem_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let mut out = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
+    let (y, mo, d, h, mi, sec, frac) = utc_parts(ms);
+    let mut out = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}");
     if frac != 0 {
         let f = format!("{frac:03}");
         out.push('.');

@@ -149,6 +149,54 @@ pub fn format_f(v: f64, prec: usize, plus: bool) -> String {
     format!("{}{text}", sign(v, plus))
 }
 
+/// Go's `strconv.Quote` for the strings labels hold.
+pub fn go_quote(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Prometheus's label-set text (`labels.Labels.String()`,
+/// `model.LabelSet.String()`): `{a="b", c="d"}` in the order given.
+pub fn labels_string<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let parts: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// A Unix time in milliseconds as UTC calendar parts:
+/// `(year, month, day, hour, minute, second, millisecond)`.
+pub fn utc_parts(ms: i64) -> (i64, u32, u32, i64, i64, i64, i64) {
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = crate::rules::template::civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    (
+        y,
+        mo,
+        d,
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ms.rem_euclid(1000),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

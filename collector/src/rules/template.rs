@@ -1262,17 +1262,9 @@ pub fn humanize_timestamp(v: f64) -> Result<String, TemplateError> {
             format_g(v, None)
         ));
     }
-    let ms = (nanos as i64).div_euclid(1_000_000);
-    let secs = ms.div_euclid(1000);
-    let frac = ms.rem_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
-    let sod = secs.rem_euclid(86400);
-    let mut out = format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
+    let (y, mo, d, h, mi, sec, frac) =
+        super::gofmt::utc_parts((nanos as i64).div_euclid(1_000_000));
+    let mut out = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{sec:02}");
     if frac != 0 {
         let f = format!("{frac:03}");
         let _ = write!(out, ".{}", f.trim_end_matches('0'));

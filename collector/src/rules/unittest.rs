@@ -174,31 +174,7 @@ fn format_e_upper(v: f64) -> String {
 
 /// Prometheus's `labels.Labels.String()`: `{a="b", c="d"}`.
 fn labels_text(labels: &[(String, String)]) -> String {
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
-        .collect();
-    format!("{{{}}}", inner.join(", "))
-}
-
-/// Go's `strconv.Quote` for the strings labels hold.
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    super::gofmt::labels_string(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 type LabelsAndAnnotations = Vec<(Labels, Labels)>;
@@ -469,7 +445,7 @@ fn run_group(
             Err(e) => {
                 errors.push(format!(
                     "    expr: {}, time: {}, err: {e}",
-                    go_quote(expr),
+                    super::gofmt::go_quote(expr),
                     duration_text(at)
                 ));
                 continue;
@@ -482,9 +458,9 @@ fn run_group(
                 Err(e) => {
                     errors.push(format!(
                         "    expr: {}, time: {}, err: labels {}: {e}",
-                        go_quote(expr),
+                        super::gofmt::go_quote(expr),
                         duration_text(at),
-                        go_quote(&s.labels)
+                        super::gofmt::go_quote(&s.labels)
                     ));
                     continue 'tests;
                 }
@@ -503,7 +479,7 @@ fn run_group(
         if !same {
             errors.push(format!(
                 "    expr: {}, time: {},\n        exp: {}\n        got: {}",
-                go_quote(expr),
+                super::gofmt::go_quote(expr),
                 duration_text(at),
                 samples_text(&exp),
                 samples_text(&got)
