@@ -313,7 +313,7 @@ impl NotifyManager {
     }
 
     /// Tries every notification that is due, one receiver's in order.
-    async fn send_due(&self, now: i64) {
+    async fn send_due(self: &Arc<Self>, now: i64) {
         let (due, config, clients) = {
             let s = lock(&self.state);
             (s.outbox.due(now), s.config.clone(), s.clients.clone())
@@ -344,12 +344,34 @@ impl NotifyManager {
                 .filter_map(|p| s.outbox.get(&p.notification.id))
                 .collect()
         };
-        let mut blocked: std::collections::BTreeSet<String> = Default::default();
+        // Each receiver on its own task: a dead or slow one cannot hold the
+        // others' notifications back.
+        let mut by_receiver: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for p in due {
+            by_receiver
+                .entry(p.notification.receiver.clone())
+                .or_default()
+                .push(p);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, items) in by_receiver {
+            let (me, config, clients) = (Arc::clone(self), Arc::clone(&config), clients.clone());
+            tasks.spawn(async move { me.send_receiver(items, &config, &clients, now).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Tries one receiver's due notifications in order, stopping at the
+    /// first that must be retried.
+    async fn send_receiver(
+        &self,
+        due: Vec<Pending>,
+        config: &NotifyConfig,
+        clients: &BTreeMap<(String, usize), reqwest::Client>,
+        now: i64,
+    ) {
         for p in due {
             let n = &p.notification;
-            if blocked.contains(&n.receiver) {
-                continue;
-            }
             let open_until = lock(&self.state)
                 .receivers
                 .get(&n.receiver)
@@ -421,7 +443,7 @@ impl NotifyManager {
                     if let Err(e) = s.outbox.put(next) {
                         error!(error = %e, "cannot update the outbox");
                     }
-                    blocked.insert(n.receiver.clone());
+                    break;
                 }
                 Outcome::Refused { status, body } => {
                     counters.failed += 1;
