@@ -58,6 +58,14 @@ def wait_for(status, since, timeout=120):
             arrived.wait(left)
 
 
+def parse_seconds(text):
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for u in ("ms", "s", "m", "h"):
+        if text.endswith(u) and text[: -len(u)].replace(".", "", 1).isdigit():
+            return float(text[: -len(u)]) * units[u]
+    raise SystemExit(f"bad duration {text!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crossings", type=int, default=50)
@@ -90,9 +98,12 @@ def main():
             start_prometheus_stack(work, textfile, hook_port, args.interval, procs)
         else:
             start_vigil(work, textfile, hook_port, args.flush, procs)
+        period = parse_seconds(args.interval or "60s") if args.stack == "prometheus" else parse_seconds(args.flush)
         latencies = []
         for i in range(args.crossings):
-            time.sleep(random.uniform(0.5, 2.0))  # cross at a random phase of the clocks
+            # Cross at a random phase of the sender's and evaluator's clocks:
+            # a uniform wait over one whole period.
+            time.sleep(0.5 + random.uniform(0, period))
             crossed = time.time()
             write(10)
             fired = wait_for("firing", crossed, timeout=600)
