@@ -344,3 +344,113 @@ fn a_silence_mutes_survives_a_restart_and_expires_on_delete() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn a_route_falls_back_when_its_receiver_keeps_failing_with_a_templated_body() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("textfile"))?;
+    set_value(dir.path(), 9.0)?;
+    let primary = WebhookReceiver::start(|_| 500)?;
+    let backup = WebhookReceiver::start(|_| 200)?;
+    std::fs::write(dir.path().join("demo.rules.yml"), RULES)?;
+    std::fs::write(
+        dir.path().join("routing.yml"),
+        format!(
+            "route:\n  receiver: primary\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  vigil:\n    fallback: backup\n    fallback_after: 2s\nreceivers:\n  - name: primary\n    webhook_configs:\n      - url: {}\n  - name: backup\n    webhook_configs:\n      - url: {}\n        vigil:\n          body: '{{\"text\": \"{{{{ .Status }}}}: {{{{ range .Alerts }}}}{{{{ .Labels.alertname }}}} on {{{{ .Labels.instance }}}} {{{{ end }}}}\"}}'\n",
+            primary.url(),
+            backup.url()
+        ),
+    )?;
+    let config = format!(
+        "[rules]\nfiles = [\"{}\"]\nevaluation_interval = \"250ms\"\nhost_down = false\n[notify]\nalertmanager_config = \"{}\"\nretry_initial = \"200ms\"\nretry_max = \"500ms\"\n",
+        dir.path().join("demo.rules.yml").display(),
+        dir.path().join("routing.yml").display()
+    );
+    let collector = Collector::start(
+        dir.path(),
+        "collector",
+        free_port()?,
+        free_port()?,
+        "",
+        &config,
+    )?;
+    let _agent = start_demo_agent(dir.path(), &collector)?;
+    let got = wait_for("the fallback receiver", Duration::from_secs(30), || {
+        backup.requests().into_iter().next()
+    })
+    .with_context(|| collector.process.log())?;
+    ensure!(
+        got.body == "{\"text\": \"firing: DemoHigh on demo-host \"}",
+        "body: {}",
+        got.body
+    );
+    ensure!(
+        primary.requests().len() >= 2,
+        "the primary was not tried first"
+    );
+    let first_try = primary.requests()[0].at;
+    ensure!(
+        got.at.duration_since(first_try) >= Duration::from_secs(2),
+        "fell back before fallback_after"
+    );
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value(
+            "vigil_collector_notifications_fallback_total",
+            &[("receiver", "primary")]
+        ) == Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn notify_test_sends_a_sample_and_says_what_happened() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = WebhookReceiver::start(|_| 200)?;
+    let bad = WebhookReceiver::start(|_| 400)?;
+    std::fs::write(
+        dir.path().join("routing.yml"),
+        format!(
+            "route:\n  receiver: good\nreceivers:\n  - name: good\n    webhook_configs:\n      - url: {}\n  - name: bad\n    webhook_configs:\n      - url: {}\n",
+            good.url(),
+            bad.url()
+        ),
+    )?;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[notify]\nalertmanager_config = \"routing.yml\"\n",
+    )?;
+    let binary = vigil_tests::binary("vigil-collector")?;
+    let run = |receiver: &str| -> Result<(i32, String)> {
+        let out = std::process::Command::new(&binary)
+            .args([
+                "--config",
+                "collector.toml",
+                "notify",
+                "test",
+                "--receiver",
+                receiver,
+            ])
+            .current_dir(dir.path())
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (code, out) = run("good")?;
+    ensure!(code == 0 && out.contains("delivered (2xx)"), "{out}");
+    let got = good.requests();
+    ensure!(
+        got.len() == 1 && json(&got[0].body)["alerts"][0]["labels"]["alertname"] == "VigilTest"
+    );
+    let (code, out) = run("bad")?;
+    ensure!(code == 1 && out.contains("refused with HTTP 400"), "{out}");
+    let (code, out) = run("nobody")?;
+    ensure!(code != 0 && out.contains("no receiver \"nobody\""), "{out}");
+    Ok(())
+}

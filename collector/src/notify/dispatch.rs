@@ -256,7 +256,7 @@ impl Dispatcher {
                             .map(|a| {
                                 (
                                     a.labels.get("alertname").cloned().unwrap_or_default(),
-                                    a.starts_at,
+                                    a.fired_sample_ms.unwrap_or(a.starts_at),
                                 )
                             })
                             .collect(),
@@ -394,6 +394,7 @@ mod tests {
             starts_at: starts,
             ends_at: ends,
             generator_url: String::new(),
+            fired_sample_ms: None,
         }
     }
 

@@ -131,6 +131,7 @@ mod tests {
             starts_at: 1_000,
             ends_at: ends,
             generator_url: "http://vigil/graph".into(),
+            fired_sample_ms: None,
         }
     }
 

@@ -241,6 +241,7 @@ impl NotifyManager {
                         "{external_url}/graph?g0.expr={}&g0.tab=1",
                         crate::rules::template::query_escape(&expr)
                     ),
+                    fired_sample_ms: a.fired_sample_ms,
                 }
             })
             .collect()
@@ -788,6 +789,7 @@ pub async fn send_test(
         starts_at: now,
         ends_at: None,
         generator_url: format!("{external_url}/graph"),
+        fired_sample_ms: None,
     };
     let group_labels: BTreeMap<String, String> =
         [("alertname".to_string(), "VigilTest".to_string())].into();

@@ -25,6 +25,10 @@ pub struct NotifyAlert {
     pub ends_at: Option<i64>,
     /// Link to the expression.
     pub generator_url: String,
+    /// When the samples that made it fire were taken (ms), if known; not
+    /// sent, used for latency.
+    #[serde(default)]
+    pub fired_sample_ms: Option<i64>,
 }
 
 impl NotifyAlert {
@@ -242,6 +246,7 @@ mod tests {
                 starts_at: 1_000,
                 ends_at: None,
                 generator_url: "http://vigil/graph".into(),
+                fired_sample_ms: None,
             },
             NotifyAlert {
                 labels: kv(&[
@@ -253,6 +258,7 @@ mod tests {
                 starts_at: 1_000,
                 ends_at: Some(5_000),
                 generator_url: "http://vigil/graph".into(),
+                fired_sample_ms: None,
             },
         ];
         let body = webhook_body(

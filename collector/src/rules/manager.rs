@@ -335,6 +335,16 @@ impl RuleManager {
             };
             if now >= due {
                 g.eval(now, &mut target, &self.ctx);
+                // Alerts that fired now: note when their samples were taken.
+                for r in g.rules.iter_mut() {
+                    for a in r.active.values_mut() {
+                        if a.fired_at == Some(now) && a.fired_sample_ms.is_none() {
+                            a.fired_sample_ms = super::label_value(&a.labels, "instance")
+                                .and_then(|i| self.store.last_batch_time(i))
+                                .filter(|t| *t <= now);
+                        }
+                    }
+                }
                 evaluated = true;
                 self.metrics.evaluations.fetch_add(1, Ordering::Relaxed);
                 for r in &g.rules {

@@ -95,6 +95,10 @@ pub struct Alert {
     /// The expression's labels, before rule labels were added; the key that
     /// `clear_expr` results are matched on.
     pub source: Labels,
+    /// The time of the samples that made it fire (the agent's batch), ms,
+    /// when known: where notification latency is counted from.
+    #[serde(default)]
+    pub fired_sample_ms: Option<i64>,
 }
 
 /// Floats as text in saved state, so that NaN and ±Inf survive JSON.
@@ -380,6 +384,7 @@ fn eval_alert(
                         clear_since: None,
                         value: *v,
                         source: source.clone(),
+                        fired_sample_ms: None,
                     },
                 );
             }
@@ -533,4 +538,12 @@ pub fn saved_alerts(groups: &[Group]) -> Vec<SavedAlert> {
         }
     }
     out
+}
+
+/// The value of label `name`, if the labels have it.
+pub fn label_value<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

@@ -112,6 +112,8 @@ struct AgentState {
     silenced: bool,
     /// True after its last batch said it stopped cleanly.
     deregistered: bool,
+    /// When the agent closed its last batch (its samples' time), ms.
+    last_batch_ms: i64,
 }
 
 /// What applying a batch did.
@@ -270,6 +272,7 @@ impl Store {
                 agent.flush_interval_ms = batch.flush_interval_ms as i64;
                 agent.silenced = false;
                 agent.deregistered = batch.last;
+                agent.last_batch_ms = batch.timestamp_ms;
             }
             None => {
                 let index = inner.agents.len() as u32;
@@ -284,6 +287,7 @@ impl Store {
                         last_series: Vec::new(),
                         silenced: false,
                         deregistered: batch.last,
+                        last_batch_ms: batch.timestamp_ms,
                     },
                 );
             }
@@ -559,6 +563,7 @@ impl Store {
                         last_series: a.last_series,
                         silenced: a.silenced,
                         deregistered: a.deregistered,
+                        last_batch_ms: a.last_push,
                     },
                 )
             })
@@ -614,6 +619,16 @@ impl Store {
             .collect();
         out.sort();
         out
+    }
+
+    /// When the agent `instance` closed the last batch it sent: the time of
+    /// the newest samples it delivered (ms).
+    pub fn last_batch_time(&self, instance: &str) -> Option<i64> {
+        self.read()
+            .agents
+            .get(instance)
+            .map(|a| a.last_batch_ms)
+            .filter(|t| *t > 0)
     }
 
     /// Writes samples that rules produced (recorded series, `ALERTS`, stale
