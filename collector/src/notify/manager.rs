@@ -643,7 +643,7 @@ impl NotifyManager {
         }
         w.header(
             "vigil_collector_notification_latency_seconds",
-            "From the evaluation that made an alert fire to its receiver's 2xx, by rule.",
+            "From the samples that made an alert fire (their agent's batch time) to its receiver's 2xx, by rule.",
             StoredKind::Histogram,
         );
         for (rule, l) in &s.latency {
