@@ -229,7 +229,7 @@ impl<'a> Evaluator<'a> {
                 && !is_stale_marker(v)
             {
                 out.push(Sample {
-                    labels: series.labels.to_vec(),
+                    labels: series.labels,
                     t: st,
                     v,
                 });
@@ -255,7 +255,7 @@ impl<'a> Evaluator<'a> {
                 .collect();
             if !points.is_empty() {
                 out.push(RangeSeries {
-                    labels: series.labels.to_vec(),
+                    labels: series.labels,
                     points,
                 });
             }

@@ -204,8 +204,8 @@ pub struct History {
 /// One series' samples in a time range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesSamples {
-    /// The series' labels.
-    pub labels: Labels,
+    /// The series' labels, sorted by name.
+    pub labels: Vec<(String, String)>,
     /// `(milliseconds, value)` in time order.
     pub samples: Vec<(i64, f64)>,
 }
@@ -509,7 +509,7 @@ impl History {
             }
             if !samples.is_empty() {
                 out.push(SeriesSamples {
-                    labels: self.labels_of(series).into(),
+                    labels: self.labels_of(series),
                     samples,
                 });
             }
