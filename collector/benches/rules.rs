@@ -150,17 +150,7 @@ fn main() -> anyhow::Result<()> {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => None,
     };
-    // OpenMetrics wants each family's samples together: family by family.
-    let mut by_family: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-    for &s in &kept {
-        let name = fleet
-            .labels(0, s)
-            .into_iter()
-            .find(|(k, _)| k == "__name__")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
-        by_family.entry(name).or_default().push(s);
-    }
+    let by_family = fleet.by_family(kept.iter().copied());
     for (name, members) in &by_family {
         if let Some(out) = out.as_mut() {
             use std::io::Write;

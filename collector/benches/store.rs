@@ -78,16 +78,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &openmetrics {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        // OpenMetrics wants each family's samples together.
-        let mut families: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-        for s in 0..series {
-            let name = labels(0, s)
-                .into_iter()
-                .find(|(k, _)| k == "__name__")
-                .map(|(_, v)| v)
-                .unwrap_or_default();
-            families.entry(name).or_default().push(s);
-        }
+        let families = fleet.by_family(0..series);
         for (name, members) in &families {
             writeln!(out, "# TYPE {name} unknown")?;
             for h in 0..hosts {

@@ -106,6 +106,25 @@ impl Fleet {
         l
     }
 
+    /// Series indices grouped by metric name, as OpenMetrics wants each
+    /// family's samples together.
+    pub fn by_family(
+        &self,
+        series: impl IntoIterator<Item = usize>,
+    ) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let mut out: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for s in series {
+            let name = self
+                .labels(0, s)
+                .into_iter()
+                .find(|(k, _)| k == "__name__")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            out.entry(name).or_default().push(s);
+        }
+        out
+    }
+
     /// Point `i` of series `s` of host `h`, if it has one.
     pub fn point(&self, h: usize, s: usize, i: usize, state: &mut u64) -> Option<(i64, f64)> {
         match self {

@@ -277,7 +277,7 @@ impl NotifyManager {
                     .into_iter()
                     .find(|p| p.notification.receiver == n.receiver)
             {
-                let _ = state.outbox.remove(&oldest.notification.id);
+                remove_logged(&mut state.outbox, &oldest.notification.id);
                 state
                     .receivers
                     .entry(n.receiver.clone())
@@ -391,7 +391,7 @@ impl NotifyManager {
                 now < expire_at,
             ) else {
                 let mut s = lock(&self.state);
-                let _ = s.outbox.remove(&n.id);
+                remove_logged(&mut s.outbox, &n.id);
                 s.receivers.entry(n.receiver.clone()).or_default().expired += 1;
                 warn!(receiver = %n.receiver, id = %n.id, attempts = p.attempts, last_error = ?p.last_error, "notification expired or its receiver is gone; dropped");
                 continue;
@@ -411,7 +411,7 @@ impl NotifyManager {
                 Outcome::Delivered => {
                     counters.sent += 1;
                     counters.consecutive_failures = 0;
-                    let _ = s.outbox.remove(&n.id);
+                    remove_logged(&mut s.outbox, &n.id);
                     for (rule, fired_at) in &n.fired_at {
                         let seconds = ((done_at - fired_at) as f64 / 1000.0).max(0.0);
                         let l = s.latency.entry(rule.clone()).or_default();
@@ -449,7 +449,7 @@ impl NotifyManager {
                 Outcome::Refused { status, body } => {
                     counters.failed += 1;
                     counters.consecutive_failures = 0;
-                    let _ = s.outbox.remove(&n.id);
+                    remove_logged(&mut s.outbox, &n.id);
                     error!(receiver = %n.receiver, id = %n.id, status, answer = %body, "receiver refused the notification; not retried");
                 }
             }
@@ -715,6 +715,15 @@ impl NotifyManager {
             None,
             self.reloads_failed.load(Ordering::Relaxed) as f64,
         );
+    }
+}
+
+/// Removes a finished notification; a failure is logged (the file stays, so
+/// the notification is sent again after a restart, with the same
+/// idempotency key).
+fn remove_logged(outbox: &mut Outbox, id: &str) {
+    if let Err(e) = outbox.remove(id) {
+        error!(id, error = %e, "cannot remove a finished notification from the outbox; it may be sent again after a restart");
     }
 }
 
