@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a Vigil collector and an agent on this host with the embedded
 # defaults (no config file; the collector keeps its write-ahead log in
-# ./data/collector instead of /var/lib/vigil/collector), prints where to look,
-# and runs until Ctrl-C.
+# ./data/collector and the agent its spool in ./data/agent, instead of under
+# /var/lib/vigil/), prints where to look, and runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,7 +29,7 @@ for _ in $(seq 100); do
   if (exec 3<>/dev/tcp/127.0.0.1/9470) 2>/dev/null; then break; fi
   sleep 0.1
 done
-setsid ./target/release/vigil-agent &
+setsid ./target/release/vigil-agent --data-dir ./data/agent &
 agent=$!
 sleep 0.5
 kill -0 "$agent" 2>/dev/null || { echo "the agent did not start (see its message above)"; exit 1; }

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// Most series the agent keeps; new series beyond it are refused and counted.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+    /// Where the spool (batches not yet acknowledged) is kept.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
     /// Where batches go.
     #[serde(default)]
     pub collector: RawCollector,
@@ -58,14 +61,23 @@ fn default_flush_interval() -> HumanDuration {
 fn default_max_series() -> usize {
     10_000
 }
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil/agent")
+}
 
 /// `[collector]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCollector {
     /// `http://host:9471`, or `https://` with TLS.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Several collectors, in order of preference; instead of `endpoint`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// With several endpoints: `failover` (the first healthy one) or `fanout` (all).
+    #[serde(default)]
+    pub mode: CollectorMode,
     /// Bearer token, written inline.
     #[serde(default)]
     pub token: Option<String>,
@@ -95,7 +107,9 @@ pub struct RawCollector {
 impl Default for RawCollector {
     fn default() -> Self {
         Self {
-            endpoint: default_endpoint(),
+            endpoint: None,
+            endpoints: Vec::new(),
+            mode: CollectorMode::default(),
             token: None,
             token_file: None,
             token_env: None,
@@ -111,6 +125,18 @@ impl Default for RawCollector {
 fn default_endpoint() -> String {
     "http://127.0.0.1:9471".into()
 }
+
+/// How batches are spread over several collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorMode {
+    /// Every batch goes to the first collector that answers; the agent
+    /// switches to the next one when it fails and back when it recovers.
+    #[default]
+    Failover,
+    /// Every collector receives every batch (an HA pair), each at its own pace.
+    Fanout,
+}
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
 }
@@ -119,9 +145,15 @@ fn default_timeout() -> HumanDuration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShipper {
-    /// Most bytes of encoded batches held in memory while the collector is unreachable.
-    #[serde(default = "default_max_queue_bytes")]
-    pub max_queue_bytes: ByteSize,
+    /// Most bytes of batches kept in the disk spool; the oldest are dropped beyond it.
+    #[serde(default = "default_max_spool_bytes")]
+    pub max_spool_bytes: ByteSize,
+    /// Most bytes of batches kept in memory while the spool folder cannot be written.
+    #[serde(default = "default_max_memory_bytes")]
+    pub max_memory_bytes: ByteSize,
+    /// Most batches sent per second, per collector, while a backlog is replayed.
+    #[serde(default = "default_replay_max_per_second")]
+    pub replay_max_per_second: f64,
     /// First retry delay.
     #[serde(default = "default_retry_initial")]
     pub retry_initial: HumanDuration,
@@ -136,7 +168,9 @@ pub struct RawShipper {
 impl Default for RawShipper {
     fn default() -> Self {
         Self {
-            max_queue_bytes: default_max_queue_bytes(),
+            max_spool_bytes: default_max_spool_bytes(),
+            max_memory_bytes: default_max_memory_bytes(),
+            replay_max_per_second: default_replay_max_per_second(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
             shutdown_timeout: default_shutdown_timeout(),
@@ -144,8 +178,14 @@ impl Default for RawShipper {
     }
 }
 
-fn default_max_queue_bytes() -> ByteSize {
+fn default_max_spool_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_max_memory_bytes() -> ByteSize {
     ByteSize(8 << 20)
+}
+fn default_replay_max_per_second() -> f64 {
+    20.0
 }
 fn default_retry_initial() -> HumanDuration {
     HumanDuration(Duration::from_millis(200))
@@ -277,8 +317,12 @@ pub struct ClientTls {
 /// How batches wait and are retried, checked.
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
-    /// Most bytes of batches held in memory.
-    pub max_queue_bytes: u64,
+    /// Most bytes of batches kept on disk.
+    pub max_spool_bytes: u64,
+    /// Most bytes of batches held in memory when the disk fails.
+    pub max_memory_bytes: u64,
+    /// Most batches per second and collector while replaying a backlog.
+    pub replay_max_per_second: f64,
     /// First retry delay.
     pub retry_initial: Duration,
     /// Longest retry delay.
@@ -300,9 +344,13 @@ pub struct AgentConfig {
     pub flush_interval: Duration,
     /// Most series kept.
     pub max_series: usize,
-    /// Where batches go.
-    pub collector: CollectorConfig,
-    /// Queue and retries.
+    /// Where the spool is kept.
+    pub data_dir: PathBuf,
+    /// Where batches go: one or more collectors, in order of preference.
+    pub collectors: Vec<CollectorConfig>,
+    /// How batches are spread over several collectors.
+    pub mode: CollectorMode,
+    /// Spool and retries.
     pub shipper: ShipperConfig,
     /// The system source.
     pub system: SystemConfig,
@@ -363,16 +411,47 @@ impl RawConfig {
             problems.push(ConfigProblem::new("max_series", "must be at least 1"));
         }
         let c = self.collector;
-        let https = c.endpoint.starts_with("https://");
-        if !https && !c.endpoint.starts_with("http://") {
+        let endpoints = match (c.endpoint, c.endpoints.is_empty()) {
+            (Some(_), false) => {
+                problems.push(ConfigProblem::new(
+                    "collector.endpoints",
+                    "set endpoint or endpoints, not both",
+                ));
+                c.endpoints
+            }
+            (Some(one), true) => vec![one],
+            (None, false) => c.endpoints,
+            (None, true) => vec![default_endpoint()],
+        };
+        let mut https = false;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let key = if endpoints.len() == 1 {
+                "collector.endpoint".to_string()
+            } else {
+                format!("collector.endpoints[{i}]")
+            };
+            https |= endpoint.starts_with("https://");
+            if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
+                problems.push(ConfigProblem::new(
+                    &key,
+                    format!("{endpoint:?} must start with http:// or https://"),
+                ));
+            } else if endpoint.parse::<tonic::transport::Uri>().is_err() {
+                problems.push(ConfigProblem::new(
+                    &key,
+                    format!("{endpoint:?} is not a valid URI"),
+                ));
+            } else if endpoints[..i].contains(endpoint) {
+                problems.push(ConfigProblem::new(
+                    &key,
+                    format!("{endpoint:?} is listed twice"),
+                ));
+            }
+        }
+        if https && endpoints.iter().any(|e| e.starts_with("http://")) {
             problems.push(ConfigProblem::new(
-                "collector.endpoint",
-                format!("{:?} must start with http:// or https://", c.endpoint),
-            ));
-        } else if c.endpoint.parse::<tonic::transport::Uri>().is_err() {
-            problems.push(ConfigProblem::new(
-                "collector.endpoint",
-                format!("{:?} is not a valid URI", c.endpoint),
+                "collector.endpoints",
+                "mixes http:// and https:// endpoints; they share one TLS setting",
             ));
         }
         let secret = SecretRef {
@@ -427,11 +506,26 @@ impl RawConfig {
             (false, None) => None,
         };
         let s = self.shipper;
-        if s.max_queue_bytes.0 < 64 * 1024 {
+        if s.max_memory_bytes.0 < 64 * 1024 {
             problems.push(ConfigProblem::new(
-                "shipper.max_queue_bytes",
+                "shipper.max_memory_bytes",
                 "must be at least 64KiB",
             ));
+        }
+        if s.max_spool_bytes.0 < 64 * 1024 {
+            problems.push(ConfigProblem::new(
+                "shipper.max_spool_bytes",
+                "must be at least 64KiB",
+            ));
+        }
+        if !(s.replay_max_per_second.is_finite() && s.replay_max_per_second > 0.0) {
+            problems.push(ConfigProblem::new(
+                "shipper.replay_max_per_second",
+                "must be a number above 0",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(ConfigProblem::new("data_dir", "must not be empty"));
         }
         if s.retry_initial.0.is_zero() || s.retry_max.0 < s.retry_initial.0 {
             problems.push(ConfigProblem::new(
@@ -481,14 +575,21 @@ impl RawConfig {
             sample_interval: sample,
             flush_interval: flush,
             max_series: self.max_series,
-            collector: CollectorConfig {
-                endpoint: c.endpoint,
-                token,
-                timeout: c.timeout.0,
-                tls,
-            },
+            data_dir: self.data_dir,
+            collectors: endpoints
+                .into_iter()
+                .map(|endpoint| CollectorConfig {
+                    endpoint,
+                    token: token.clone(),
+                    timeout: c.timeout.0,
+                    tls: tls.clone(),
+                })
+                .collect(),
+            mode: c.mode,
             shipper: ShipperConfig {
-                max_queue_bytes: s.max_queue_bytes.0,
+                max_spool_bytes: s.max_spool_bytes.0,
+                max_memory_bytes: s.max_memory_bytes.0,
+                replay_max_per_second: s.replay_max_per_second,
                 retry_initial: s.retry_initial.0,
                 retry_max: s.retry_max.0,
                 shutdown_timeout: s.shutdown_timeout.0,
@@ -516,7 +617,11 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_secs(10));
         assert_eq!(c.job, "node");
         assert!(!c.instance.is_empty());
-        assert_eq!(c.collector.endpoint, "http://127.0.0.1:9471");
+        assert_eq!(c.collectors.len(), 1);
+        assert_eq!(c.collectors[0].endpoint, "http://127.0.0.1:9471");
+        assert_eq!(c.mode, CollectorMode::Failover);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/vigil/agent"));
+        assert_eq!(c.shipper.max_spool_bytes, 256 << 20);
         assert!(c.system.enabled);
         assert!(c.textfile.directory.is_none());
         Ok(())
@@ -544,6 +649,27 @@ mod tests {
             err.contains("agent.toml:2:1") && err.contains("endpiont"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn several_collectors() {
+        let c = check(
+            "[collector]\nendpoints = [\"http://a:9471\", \"http://b:9471\"]\nmode = \"fanout\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.collectors.len(), 2);
+        assert_eq!(c.mode, CollectorMode::Fanout);
+        let err = check("[collector]\nendpoint = \"http://a:9471\"\nendpoints = [\"http://b:9471\", \"http://b:9471\"]\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("not both") && err.contains("listed twice"),
+            "{err}"
+        );
+        let err = check("[collector]\nmode = \"roundrobin\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("roundrobin"), "{err}");
     }
 
     #[test]

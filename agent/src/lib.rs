@@ -22,8 +22,9 @@ use tracing::{debug, error, info, warn};
 use vigil_shared::proto::PushRequest;
 
 use config::AgentConfig;
+use config::CollectorMode;
 use ship::client::{CollectorClient, ConnectError};
-use ship::queue::{Batch, MemoryQueue, Outbox};
+use ship::spool::{Spool, SpoolConfig};
 use ship::{ShipStats, Shipper};
 use sources::{Sampler, SourceError, unix_millis};
 use window::{FamilyKind, RecordError, Windows};
@@ -50,34 +51,67 @@ pub enum AgentError {
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let sampler = Sampler::new(sources::build(&config)?);
     let windows = Windows::new(&config.instance, &config.job, config.max_series)?;
-    let outbox: Arc<dyn Outbox> = Arc::new(MemoryQueue::new(config.shipper.max_queue_bytes));
+    let endpoints: Vec<String> = config
+        .collectors
+        .iter()
+        .map(|c| c.endpoint.clone())
+        .collect();
+    // One spool destination (and cursor) per collector in fan-out mode; one
+    // for the whole list in fail-over mode.
+    let destinations = match config.mode {
+        CollectorMode::Fanout => endpoints.clone(),
+        CollectorMode::Failover => vec!["failover".to_string()],
+    };
+    let spool_config = SpoolConfig {
+        dir: Some(config.data_dir.join("spool")),
+        max_bytes: config.shipper.max_spool_bytes,
+        max_memory_bytes: config.shipper.max_memory_bytes,
+        destinations,
+    };
+    let spool = Arc::new(
+        tokio::task::spawn_blocking(move || Spool::open(spool_config))
+            .await
+            .map_err(|e| AgentError::Thread(std::io::Error::other(e)))?,
+    );
     let stats = Arc::new(ShipStats::default());
-    let client = CollectorClient::new(&config.collector)?;
+    let mut clients = Vec::new();
+    for c in &config.collectors {
+        clients.push(CollectorClient::new(c)?);
+    }
     info!(
         instance = %config.instance,
         job = %config.job,
-        collector = %config.collector.endpoint,
+        collectors = ?endpoints,
+        mode = ?config.mode,
+        spool = %config.data_dir.join("spool").display(),
         sample_interval = ?config.sample_interval,
         flush_interval = ?config.flush_interval,
         "agent started"
     );
     let finish = CancellationToken::new();
-    let shipper = tokio::spawn(
-        Shipper::new(
-            client,
-            Arc::clone(&outbox),
-            Arc::clone(&stats),
-            &config.shipper,
-        )
-        .run(finish.clone()),
-    );
+    let groups: Vec<Vec<CollectorClient>> = match config.mode {
+        CollectorMode::Fanout => clients.into_iter().map(|c| vec![c]).collect(),
+        CollectorMode::Failover => vec![clients],
+    };
+    let mut shippers = tokio::task::JoinSet::new();
+    for (destination, group) in groups.into_iter().enumerate() {
+        shippers.spawn(
+            Shipper::new(
+                group,
+                destination,
+                Arc::clone(&spool),
+                Arc::clone(&stats),
+                &config.shipper,
+                config.flush_interval,
+            )
+            .run(finish.clone()),
+        );
+    }
 
     let flusher = Flusher {
         agent_id: config.instance.clone(),
-        epoch: fastrand::u64(1..),
-        sequence: 0,
         flush_interval: config.flush_interval,
-        outbox: Arc::clone(&outbox),
+        spool: Arc::clone(&spool),
         stats: Arc::clone(&stats),
         logged_refusals: (0, 0),
     };
@@ -93,20 +127,23 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     shutdown.cancelled().await;
     info!("shutting down: closing the last window");
     drop(stop);
-    if tokio::task::spawn_blocking(move || sampler_thread.join())
-        .await
-        .map(|joined| joined.is_err())
-        .unwrap_or(true)
-    {
-        error!("the sampler thread panicked; its last window is lost");
-    }
+    let samples = match tokio::task::spawn_blocking(move || sampler_thread.join()).await {
+        Ok(Ok(samples)) => samples,
+        _ => {
+            error!("the sampler thread panicked; its last window is lost");
+            0
+        }
+    };
     finish.cancel();
-    match tokio::time::timeout(config.shipper.shutdown_timeout, shipper).await {
-        Ok(_) => info!("every batch delivered; agent stopped"),
+    let all_sent = async { while shippers.join_next().await.is_some() {} };
+    match tokio::time::timeout(config.shipper.shutdown_timeout, all_sent).await {
+        Ok(()) => info!(samples, "every batch delivered; agent stopped"),
         Err(_) => warn!(
-            undelivered_batches = outbox.len(),
+            samples,
+            undelivered_batches = spool.len(),
+            kept_on_disk = spool.on_disk(),
             deadline = ?config.shipper.shutdown_timeout,
-            "shutdown deadline reached with batches undelivered"
+            "shutdown deadline reached; undelivered batches stay in the spool for the next start"
         ),
     }
     Ok(())
@@ -114,14 +151,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
 /// Samples every `sample` interval and flushes every `flush` interval until
 /// `stopped` is closed; then closes the last window. Missed samples (the
-/// host was frozen) are skipped, not caught up.
+/// host was frozen) are skipped, not caught up. Returns the samples taken.
 fn sample_until_stopped(
     mut sampler: Sampler,
     mut windows: Windows,
     mut flusher: Flusher,
     (sample, flush): (Duration, Duration),
     stopped: std::sync::mpsc::Receiver<()>,
-) {
+) -> u64 {
     let mut next_sample = Instant::now();
     let mut next_flush = next_sample + flush;
     loop {
@@ -146,15 +183,14 @@ fn sample_until_stopped(
     // The last batch tells the collector this agent stops cleanly, so that
     // its silence from now on is not reported as a host down.
     flusher.flush(&sampler, &mut windows, true);
+    sampler.samples()
 }
 
 /// Closes windows into batches.
 struct Flusher {
     agent_id: String,
-    epoch: u64,
-    sequence: u64,
     flush_interval: Duration,
-    outbox: Arc<dyn Outbox>,
+    spool: Arc<Spool>,
     stats: Arc<ShipStats>,
     logged_refusals: (u64, u64),
 }
@@ -171,11 +207,11 @@ impl Flusher {
                 return;
             }
         };
-        self.sequence += 1;
+        // The spool gives the epoch and the sequence number.
         let request = PushRequest {
             agent_id: self.agent_id.clone(),
-            epoch: self.epoch,
-            sequence: self.sequence,
+            epoch: 0,
+            sequence: 0,
             timestamp_ms: unix_millis(SystemTime::now()),
             flush_interval_ms: self.flush_interval.as_millis() as u64,
             families,
@@ -184,13 +220,9 @@ impl Flusher {
         self.stats
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let batch = Batch::new(request);
-        debug!(
-            sequence = batch.sequence,
-            bytes = batch.encoded_len,
-            "batch closed"
-        );
-        self.outbox.enqueue(batch);
+        let bytes = prost::Message::encoded_len(&request);
+        let sequence = self.spool.enqueue(request);
+        debug!(sequence, bytes, "batch closed");
     }
 
     fn record_own_metrics(
@@ -199,7 +231,7 @@ impl Flusher {
         windows: &mut Windows,
     ) -> Result<(), RecordError> {
         sampler.record_stats(windows)?;
-        self.stats.record(self.outbox.as_ref(), windows)?;
+        self.stats.record(&self.spool, windows)?;
         let refusals = windows.refusals();
         if (refusals.invalid, refusals.over_limit) != self.logged_refusals {
             warn!(

@@ -17,6 +17,9 @@ struct Flags {
     /// Check the config, print the result and exit (0 when valid, 1 when not).
     #[arg(long)]
     check_config: bool,
+    /// Folder for the spool; overrides `data_dir` in the config.
+    #[arg(long, env = "VIGIL_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Log format: text or json. The level comes from RUST_LOG (default info).
     #[arg(long, env = "VIGIL_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -25,7 +28,10 @@ struct Flags {
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     init_logging(flags.log_format);
-    let config = vigil_agent::config::load(flags.config.as_deref())?;
+    let mut config = vigil_agent::config::load(flags.config.as_deref())?;
+    if let Some(dir) = flags.data_dir {
+        config.data_dir = dir;
+    }
     if flags.check_config {
         println!(
             "config {} is valid: instance {:?}, collector {}",
@@ -35,7 +41,12 @@ fn main() -> anyhow::Result<()> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "<embedded defaults>".into()),
             config.instance,
-            config.collector.endpoint
+            config
+                .collectors
+                .iter()
+                .map(|c| c.endpoint.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return Ok(());
     }

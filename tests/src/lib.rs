@@ -236,10 +236,16 @@ impl Collector {
 pub fn start_agent(dir: &Path, name: &str, config: &str) -> Result<Process> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
+    let data = dir.join(format!("{name}-data"));
     Process::start(
         name,
         &binary("vigil-agent")?,
-        &["--config", &path.to_string_lossy()],
+        &[
+            "--config",
+            &path.to_string_lossy(),
+            "--data-dir",
+            &data.to_string_lossy(),
+        ],
         dir,
     )
 }

@@ -149,7 +149,7 @@ fn agent_keeps_sampling_while_collector_is_down_and_delivers_later() -> Result<(
     ensure!(
         scrape.value(
             "vigil_agent_batches_dropped_total",
-            &[("instance", instance), ("reason", "outbox_full")]
+            &[("instance", instance), ("reason", "spool_full")]
         ) == Some(0.0)
     );
     agent.wait_for_log("collector reachable again", Duration::from_secs(10))?;

@@ -196,7 +196,10 @@ fn json_logs_are_one_object_per_line() -> Result<()> {
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
-        "instance = \"json\"\n[collector]\nendpoint = \"http://127.0.0.1:9\"\n",
+        format!(
+            "instance = \"json\"\ndata_dir = \"{}\"\n[collector]\nendpoint = \"http://127.0.0.1:9\"\n",
+            dir.path().join("data").display()
+        ),
     )?;
     let log = dir.path().join("agent.log");
     let mut child = Command::new(binary("vigil-agent")?)

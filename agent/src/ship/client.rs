@@ -177,6 +177,22 @@ impl CollectorClient {
             Err(status) => Err(PushError::from_status(&status)),
         }
     }
+
+    /// Sends one batch, giving up (as a retryable failure) after `limit`,
+    /// connecting included: for probing a collector that may be blackholed.
+    pub async fn push_within(
+        &mut self,
+        batch: PushRequest,
+        limit: Duration,
+    ) -> Result<PushResponse, PushError> {
+        match tokio::time::timeout(limit, self.push(batch)).await {
+            Ok(result) => result,
+            Err(_) => Err(PushError::Retry {
+                message: format!("no answer within {limit:?}"),
+                after: None,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
