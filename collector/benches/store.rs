@@ -189,7 +189,7 @@ fn main() -> anyhow::Result<()> {
     let wal_hosts = (hosts / 100).max(1);
     let dir = tempfile::tempdir()?;
     {
-        let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
+        let (mut wal, _) = Wal::open(dir.path(), 0)?;
         let mut state = 1u64;
         for i in 0..steps {
             for h in 0..wal_hosts {
@@ -238,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(86_400),
     );
     let t0 = Instant::now();
-    let (_, replay) = Wal::open(dir.path(), false, 0)?;
+    let (_, replay) = Wal::open(dir.path(), 0)?;
     let read = t0.elapsed();
     for (received, batch) in &replay.batches {
         store.apply(batch, *received);

@@ -357,6 +357,28 @@ pub struct RawStore {
     /// How often the whole store is written to a checkpoint.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: HumanDuration,
+    /// When the write-ahead log is synced: `always` (before each
+    /// acknowledgement, shared by concurrent pushes) or `interval`.
+    #[serde(default)]
+    pub wal_fsync: RawFsync,
+    /// With `wal_fsync = "interval"`: how often.
+    #[serde(default = "default_wal_fsync_interval")]
+    pub wal_fsync_interval: HumanDuration,
+}
+
+/// `store.wal_fsync`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFsync {
+    /// Sync before acknowledging.
+    #[default]
+    Always,
+    /// Sync every `wal_fsync_interval`.
+    Interval,
+}
+
+fn default_wal_fsync_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 impl Default for RawStore {
@@ -366,6 +388,8 @@ impl Default for RawStore {
             data_dir: default_data_dir(),
             retention: default_retention(),
             checkpoint_interval: default_checkpoint_interval(),
+            wal_fsync: RawFsync::default(),
+            wal_fsync_interval: default_wal_fsync_interval(),
         }
     }
 }
@@ -447,6 +471,8 @@ pub struct CollectorConfig {
     pub retention: Duration,
     /// How often the store is checkpointed.
     pub checkpoint_interval: Duration,
+    /// When the write-ahead log is synced.
+    pub wal_fsync: crate::store::wal::FsyncPolicy,
     /// Token for admin endpoints; without one they answer loopback callers only.
     pub admin_token: Option<Secret>,
     /// Rules.
@@ -706,6 +732,13 @@ impl RawConfig {
                 "must be at least 1s",
             ));
         }
+        let fsync_interval = self.store.wal_fsync_interval.0;
+        if fsync_interval < Duration::from_millis(10) || fsync_interval > Duration::from_secs(60) {
+            problems.push(ConfigProblem::new(
+                "store.wal_fsync_interval",
+                "must be between 10ms and 1m",
+            ));
+        }
         if self.store.data_dir.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("store.data_dir", "must not be empty"));
         }
@@ -731,6 +764,10 @@ impl RawConfig {
             data_dir: self.store.data_dir,
             retention,
             checkpoint_interval: self.store.checkpoint_interval.0,
+            wal_fsync: match self.store.wal_fsync {
+                RawFsync::Always => crate::store::wal::FsyncPolicy::Always,
+                RawFsync::Interval => crate::store::wal::FsyncPolicy::Interval(fsync_interval),
+            },
             admin_token,
             rules,
             notify,

@@ -148,7 +148,7 @@ fn open_and_replay(
         }
     };
     let dir = config.data_dir.join("wal");
-    let (wal, replay) = store::wal::Wal::open(&dir, true, from)?;
+    let (wal, replay) = store::wal::Wal::open(&dir, from)?;
     for problem in &replay.problems {
         tracing::warn!(%problem, "write-ahead log damaged; replayed up to the damage");
     }
@@ -197,6 +197,11 @@ fn write_checkpoint(
     Ok(())
 }
 
+fn lock_wal(wal: &std::sync::Mutex<store::wal::Wal>) -> std::sync::MutexGuard<'_, store::wal::Wal> {
+    wal.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Serves on already-bound listeners until `shutdown` is cancelled.
 pub async fn serve(
     config: CollectorConfig,
@@ -215,9 +220,12 @@ pub async fn serve(
         )
         .map_err(CollectorError::Rules)?,
     );
+    let commit = Arc::new(store::wal::GroupCommit::default());
     let service = IngestService::new(
         Arc::clone(&store),
         Arc::clone(&wal),
+        Arc::clone(&commit),
+        config.wal_fsync,
         Arc::clone(&metrics),
         Authenticator::new(config.ingest.agents.clone(), config.ingest.unauthenticated),
         config.ingest.limits,
@@ -352,6 +360,37 @@ pub async fn serve(
             }
         }
     });
+    if let store::wal::FsyncPolicy::Interval(every) = config.wal_fsync {
+        let (wal, commit, metrics, stop) = (
+            Arc::clone(&wal),
+            Arc::clone(&commit),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (wal, commit) = (Arc::clone(&wal), Arc::clone(&commit));
+                let synced = tokio::task::spawn_blocking(move || {
+                    let position = lock_wal(&wal).position();
+                    commit.sync_through(&wal, position)
+                })
+                .await;
+                match synced {
+                    Ok(Ok(did)) => metrics.wal_appended_sync_only(did),
+                    Ok(Err(e)) => {
+                        metrics.wal_failed();
+                        error!(error = %e, "cannot sync the write-ahead log; pushes are refused until the collector is restarted");
+                    }
+                    Err(e) => error!(error = %e, "log sync task failed"),
+                }
+            }
+        });
+    }
     let stale_store = Arc::clone(&store);
     let stale_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -375,6 +414,18 @@ pub async fn serve(
     };
     shutdown.cancel();
     tasks.wait().await;
+    // Ingest has stopped: make everything it wrote durable before exiting.
+    let (final_wal, final_commit) = (Arc::clone(&wal), Arc::clone(&commit));
+    match tokio::task::spawn_blocking(move || {
+        let position = lock_wal(&final_wal).position();
+        final_commit.sync_through(&final_wal, position)
+    })
+    .await
+    {
+        Ok(Ok(_)) => info!("write-ahead log synced"),
+        Ok(Err(e)) => error!(error = %e, "cannot sync the write-ahead log at shutdown"),
+        Err(e) => error!(error = %e, "log sync task failed"),
+    }
     if tokio::task::spawn_blocking(move || rules_thread.join())
         .await
         .map(|r| r.is_err())

@@ -16,7 +16,7 @@ use vigil_shared::proto::{Kind, PushRequest, PushResponse};
 
 use super::auth::Authenticator;
 use super::{IngestMetrics, RejectReason};
-use crate::store::wal::Wal;
+use crate::store::wal::{FsyncPolicy, GroupCommit, Wal};
 use crate::store::{Store, now_ms};
 
 /// Family names agents may not use: the collector's own.
@@ -26,6 +26,8 @@ pub const RESERVED_PREFIX: &str = "vigil_collector_";
 pub struct IngestService {
     store: Arc<Store>,
     wal: Arc<Mutex<Wal>>,
+    commit: Arc<GroupCommit>,
+    fsync: FsyncPolicy,
     metrics: Arc<IngestMetrics>,
     auth: Authenticator,
     limits: SeriesLimits,
@@ -34,9 +36,12 @@ pub struct IngestService {
 
 impl IngestService {
     /// A service writing to `store`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         wal: Arc<Mutex<Wal>>,
+        commit: Arc<GroupCommit>,
+        fsync: FsyncPolicy,
         metrics: Arc<IngestMetrics>,
         auth: Authenticator,
         limits: SeriesLimits,
@@ -45,6 +50,8 @@ impl IngestService {
         Self {
             store,
             wal,
+            commit,
+            fsync,
             metrics,
             auth,
             limits,
@@ -196,23 +203,34 @@ impl Ingest for IngestService {
                 duplicate: true,
             }));
         }
+        if self.commit.is_broken() {
+            self.metrics.wal_failed();
+            return Err(Status::unavailable(
+                "the collector could not sync its write-ahead log and acknowledges nothing until it is restarted",
+            ));
+        }
         // Log first, then apply, then acknowledge; the log's lock keeps the
-        // log's order and the store's order the same.
+        // log's order and the store's order the same. With `always`, the
+        // acknowledgement waits for a sync that covers this batch, shared
+        // with the pushes that arrived meanwhile.
         let store = Arc::clone(&self.store);
         let wal = Arc::clone(&self.wal);
+        let commit = Arc::clone(&self.commit);
+        let always = self.fsync == FsyncPolicy::Always;
         let durable = tokio::task::spawn_blocking(move || {
             let received = now_ms();
-            let mut wal = match wal.lock() {
+            let mut guard = match wal.lock() {
                 Ok(w) => w,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            wal.append(&batch, received)?;
+            let position = guard.append(&batch, received)?;
             let applied = store.apply(&batch, received);
-            drop(wal);
-            Ok::<_, crate::store::wal::WalError>((batch, applied))
+            drop(guard);
+            let synced = always && commit.sync_through(&wal, position)?;
+            Ok::<_, crate::store::wal::WalError>((batch, applied, synced))
         })
         .await;
-        let (batch, applied) = match durable {
+        let (batch, applied, synced) = match durable {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 self.metrics.wal_failed();
@@ -223,6 +241,7 @@ impl Ingest for IngestService {
             }
             Err(join) => return Err(Status::internal(format!("ingest task failed: {join}"))),
         };
+        self.metrics.wal_appended(synced);
         self.metrics.skipped(applied.conflicts, reserved);
         self.metrics.out_of_order(applied.out_of_order);
         if applied.duplicate {

@@ -49,6 +49,9 @@ pub struct IngestMetrics {
     series_reserved: AtomicU64,
     out_of_order: AtomicU64,
     wal_failures: AtomicU64,
+    wal_appends: AtomicU64,
+    /// Syncs of the write-ahead log (fewer than appends when pushes share one).
+    pub wal_syncs: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -82,6 +85,21 @@ impl IngestMetrics {
     /// Counts samples the history refused as out of order.
     pub fn out_of_order(&self, n: u64) {
         self.out_of_order.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a batch appended to the log, and the sync it did, if it did one.
+    pub fn wal_appended(&self, synced: bool) {
+        self.wal_appends.fetch_add(1, Ordering::Relaxed);
+        if synced {
+            self.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a background sync of the log (`wal_fsync = "interval"`).
+    pub fn wal_appended_sync_only(&self, synced: bool) {
+        if synced {
+            self.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a push refused because the write-ahead log could not be written.
@@ -181,5 +199,20 @@ impl IngestMetrics {
             None,
             load(&self.wal_failures),
         );
+        for (name, help, v) in [
+            (
+                "vigil_collector_wal_appends_total",
+                "Batches appended to the write-ahead log.",
+                &self.wal_appends,
+            ),
+            (
+                "vigil_collector_wal_syncs_total",
+                "Syncs of the write-ahead log; with store.wal_fsync = \"always\", concurrent pushes share one (group commit).",
+                &self.wal_syncs,
+            ),
+        ] {
+            w.header(name, help, StoredKind::Counter);
+            w.sample(name, "", "", None, load(v));
+        }
     }
 }

@@ -58,14 +58,79 @@ pub struct Replay {
     pub bytes: u64,
 }
 
+/// When appended batches are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before the batch is acknowledged; concurrent pushes share one sync
+    /// (group commit). Nothing acknowledged is lost, even to a power cut.
+    Always,
+    /// Every this often, in the background; a batch is acknowledged once it
+    /// is written. A process kill loses nothing; a power cut may lose up to
+    /// one interval of acknowledged batches.
+    Interval(std::time::Duration),
+}
+
+/// Syncs the log for many pushes at once: a push waits until the log is
+/// synced at least up to its own record; the first waiter syncs for all the
+/// records written so far, and the others find their record already synced.
+#[derive(Debug, Default)]
+pub struct GroupCommit {
+    synced: std::sync::Mutex<u64>,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl GroupCommit {
+    /// Returns once everything up to log position `position` is on disk;
+    /// true when this call did the sync.
+    /// After a failed sync the log is marked broken for good: the page cache
+    /// may have dropped the data, so nothing can be acknowledged any more
+    /// until the collector is restarted and replays what the disk holds.
+    pub fn sync_through(
+        &self,
+        wal: &std::sync::Mutex<Wal>,
+        position: u64,
+    ) -> Result<bool, WalError> {
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *synced >= position {
+            return Ok(false);
+        }
+        let (file, end, path) = {
+            let w = wal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                std::sync::Arc::clone(&w.file),
+                w.position,
+                segment_path(&w.dir, w.segment),
+            )
+        };
+        if let Err(e) = file.sync_data() {
+            self.broken
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(io_error(&path)(e));
+        }
+        *synced = end;
+        Ok(true)
+    }
+
+    /// True after a sync failed.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// An open write-ahead log.
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
     segment: u32,
-    file: File,
+    file: std::sync::Arc<File>,
     written: u64,
-    sync: bool,
+    /// Bytes appended since the log was opened, across segments.
+    position: u64,
     /// Closed segments and the newest receive time each holds.
     closed: Vec<(u32, i64)>,
     /// The newest receive time in the current segment.
@@ -181,8 +246,8 @@ impl Wal {
     /// Opens (creating if needed) the log in `dir`, replays what it holds
     /// from segment `from` on (older ones, covered by a checkpoint, are
     /// deleted), cuts a torn tail off the last segment, and starts a new
-    /// segment. `sync` makes every append wait for the disk.
-    pub fn open(dir: &Path, sync: bool, from: u32) -> Result<(Self, Replay), WalError> {
+    /// segment. Appends are not synced: see [`GroupCommit`].
+    pub fn open(dir: &Path, from: u32) -> Result<(Self, Replay), WalError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut existing = segments(dir)?;
         for n in existing.iter().filter(|n| **n < from) {
@@ -231,9 +296,9 @@ impl Wal {
             Self {
                 dir: dir.to_path_buf(),
                 segment,
-                file,
+                file: std::sync::Arc::new(file),
                 written: 0,
-                sync,
+                position: 0,
                 closed,
                 newest: i64::MIN,
             },
@@ -242,8 +307,9 @@ impl Wal {
     }
 
     /// Appends one batch received at `received_ms`; when this returns, the
-    /// batch survives a crash (with `sync`) or a process kill (without).
-    pub fn append(&mut self, batch: &PushRequest, received_ms: i64) -> Result<(), WalError> {
+    /// batch survives a process kill, and once [`GroupCommit::sync_through`]
+    /// has passed the returned position, a power cut too.
+    pub fn append(&mut self, batch: &PushRequest, received_ms: i64) -> Result<u64, WalError> {
         if self.written >= SEGMENT_BYTES {
             self.roll()?;
         }
@@ -258,13 +324,11 @@ impl Wal {
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
         let path = segment_path(&self.dir, self.segment);
-        self.file.write_all(&record).map_err(io_error(&path))?;
-        if self.sync {
-            self.file.sync_data().map_err(io_error(&path))?;
-        }
+        (&*self.file).write_all(&record).map_err(io_error(&path))?;
         self.written += record.len() as u64;
+        self.position += record.len() as u64;
         self.newest = self.newest.max(received_ms);
-        Ok(())
+        Ok(self.position)
     }
 
     /// Deletes the oldest closed segments whose every batch was received
@@ -310,15 +374,21 @@ impl Wal {
     }
 
     fn roll(&mut self) -> Result<(), WalError> {
+        // The closed segment is complete on disk before the next one starts.
+        self.file
+            .sync_data()
+            .map_err(io_error(&segment_path(&self.dir, self.segment)))?;
         self.closed.push((self.segment, self.newest));
         self.newest = i64::MIN;
         self.segment += 1;
         let path = segment_path(&self.dir, self.segment);
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        self.file = std::sync::Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?,
+        );
         sync_dir(&self.dir)?;
         self.written = 0;
         Ok(())
@@ -327,6 +397,11 @@ impl Wal {
     /// Bytes written to the current segment.
     pub fn segment_bytes(&self) -> u64 {
         self.written
+    }
+
+    /// Bytes appended since the log was opened.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 }
 
@@ -353,21 +428,37 @@ mod tests {
     fn appended_batches_replay_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, replay) = Wal::open(dir.path(), true, 0)?;
+            let (mut wal, replay) = Wal::open(dir.path(), 0)?;
             assert!(replay.batches.is_empty());
             for s in 1..=5 {
                 wal.append(&batch(s), 7)?;
             }
         }
-        let (mut wal, replay) = Wal::open(dir.path(), true, 0)?;
+        let (mut wal, replay) = Wal::open(dir.path(), 0)?;
         let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
         assert!(replay.batches.iter().all(|(t, _)| *t == 7));
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
         assert!(replay.problems.is_empty());
         wal.append(&batch(6), 7)?;
-        let (_, replay) = Wal::open(dir.path(), true, 0)?;
+        let (_, replay) = Wal::open(dir.path(), 0)?;
         assert_eq!(replay.batches.len(), 6);
         assert_eq!(replay.segments, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn one_sync_covers_every_record_written_before_it() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (wal, _) = Wal::open(dir.path(), 0)?;
+        let wal = std::sync::Mutex::new(wal);
+        let commit = GroupCommit::default();
+        let first = wal.lock().map_err(|_| "poisoned")?.append(&batch(1), 7)?;
+        let second = wal.lock().map_err(|_| "poisoned")?.append(&batch(2), 7)?;
+        assert!(second > first);
+        // The second push syncs; the first, arriving late, finds its record synced.
+        assert!(commit.sync_through(&wal, second)?);
+        assert!(!commit.sync_through(&wal, first)?);
+        assert!(!commit.is_broken());
         Ok(())
     }
 
@@ -375,19 +466,19 @@ mod tests {
     fn segments_past_retention_are_removed() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
+            let (mut wal, _) = Wal::open(dir.path(), 0)?;
             wal.append(&batch(1), 1_000)?;
         }
         {
-            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
+            let (mut wal, _) = Wal::open(dir.path(), 0)?;
             wal.append(&batch(2), 5_000)?;
         }
-        let (mut wal, replay) = Wal::open(dir.path(), false, 0)?;
+        let (mut wal, replay) = Wal::open(dir.path(), 0)?;
         assert_eq!(replay.batches.len(), 2);
         assert_eq!(wal.remove_before(2_000)?, 1);
         assert_eq!(wal.remove_before(2_000)?, 0);
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), false, 0)?;
+        let (_, replay) = Wal::open(dir.path(), 0)?;
         let seqs: Vec<u64> = replay.batches.iter().map(|(_, b)| b.sequence).collect();
         assert_eq!(seqs, [2]);
         Ok(())
@@ -397,7 +488,7 @@ mod tests {
     fn torn_tail_is_cut_and_reported() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
+            let (mut wal, _) = Wal::open(dir.path(), 0)?;
             wal.append(&batch(1), 7)?;
             wal.append(&batch(2), 7)?;
         }
@@ -407,7 +498,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(len - 3)?;
         drop(f);
-        let (_, replay) = Wal::open(dir.path(), false, 0)?;
+        let (_, replay) = Wal::open(dir.path(), 0)?;
         assert_eq!(replay.batches.len(), 1);
         assert_eq!(replay.problems.len(), 1, "{:?}", replay.problems);
         assert!(replay.problems[0].contains("torn record"));
@@ -418,7 +509,7 @@ mod tests {
     fn flipped_bit_is_caught_by_the_checksum() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
-            let (mut wal, _) = Wal::open(dir.path(), false, 0)?;
+            let (mut wal, _) = Wal::open(dir.path(), 0)?;
             wal.append(&batch(1), 7)?;
         }
         let path = segment_path(dir.path(), 1);
@@ -426,7 +517,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         std::fs::write(&path, bytes)?;
-        let (_, replay) = Wal::open(dir.path(), false, 0)?;
+        let (_, replay) = Wal::open(dir.path(), 0)?;
         assert!(replay.batches.is_empty());
         assert!(
             replay.problems[0].contains("checksum mismatch"),
