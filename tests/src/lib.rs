@@ -6,6 +6,8 @@
 //! The binaries come from the same build as the tests: run
 //! `cargo build --workspace --bins` first (the README's test command does).
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -236,18 +238,15 @@ impl Collector {
 pub fn start_agent(dir: &Path, name: &str, config: &str) -> Result<Process> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
+    // Each agent its own spool, unless the config names one (to restart an
+    // agent on its spool under another name).
     let data = dir.join(format!("{name}-data"));
-    Process::start(
-        name,
-        &binary("vigil-agent")?,
-        &[
-            "--config",
-            &path.to_string_lossy(),
-            "--data-dir",
-            &data.to_string_lossy(),
-        ],
-        dir,
-    )
+    let data = data.to_string_lossy();
+    let mut args = vec!["--config", path.to_str().unwrap_or_default()];
+    if !config.contains("data_dir") {
+        args.extend(["--data-dir", &data]);
+    }
+    Process::start(name, &binary("vigil-agent")?, &args, dir)
 }
 
 /// One parsed scrape.
