@@ -426,6 +426,10 @@ impl Inner {
         let mut skipped = 0;
         for first in found {
             let path = segment_path(dir, first);
+            if !std::fs::metadata(&path).map_err(at(&path))?.is_file() {
+                warn!(segment = %path.display(), "spool: not a regular file; skipped");
+                continue;
+            }
             let read = read_segment(&path).map_err(at(&path))?;
             for problem in &read.problems {
                 warn!(segment = %path.display(), %problem, "spool: a damaged record was skipped (vigil_agent_spool_corrupt_records_total)");
@@ -877,6 +881,23 @@ mod tests {
         assert!(spool.peek(0).is_none());
         assert_eq!(drain(&spool, 1), vec![2, 3]);
         assert!(spool.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_disk_keeps_batches_in_memory() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        // The first segment's writes fail as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(format!("{:020}.spool", 1)))?;
+        let spool = Spool::open(config(dir.path(), 1 << 20, 1));
+        assert!(spool.on_disk());
+        for _ in 0..3 {
+            spool.enqueue(batch(100));
+        }
+        assert!(!spool.on_disk());
+        assert_eq!(spool.counters.write_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(spool.bytes().0, 0);
+        assert_eq!(drain(&spool, 0), vec![1, 2, 3]);
         Ok(())
     }
 
