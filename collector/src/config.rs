@@ -398,7 +398,9 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil/collector")
 }
 fn default_checkpoint_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30 * 60))
+    // Bounds a restart: the log replayed after the checkpoint holds at most
+    // this much (see BENCHMARKS.md).
+    HumanDuration(Duration::from_secs(5 * 60))
 }
 fn default_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(24 * 3600))

@@ -219,7 +219,7 @@ impl ShipStats {
 enum Sent {
     Delivered,
     Refused,
-    Failed(Option<Duration>),
+    Failed(Option<Duration>, String),
 }
 
 /// Sends batches from the spool to one destination: one collector, or a
@@ -298,10 +298,7 @@ impl Shipper {
                 }
                 Sent::Refused
             }
-            Err(PushError::Retry { message, after }) => {
-                tracing::debug!(collector = self.clients[i].endpoint(), error = %message, "send failed");
-                Sent::Failed(after)
-            }
+            Err(PushError::Retry { message, after }) => Sent::Failed(after, message),
         }
     }
 
@@ -344,7 +341,7 @@ impl Shipper {
                 if !matches!(
                     self.send(0, batch.sequence, batch.request.clone(), Some(probe))
                         .await,
-                    Sent::Failed(_)
+                    Sent::Failed(..)
                 ) {
                     info!(
                         from = self.clients[current].endpoint(),
@@ -375,7 +372,7 @@ impl Shipper {
                         last_warning = None;
                     }
                 }
-                Sent::Failed(after) => {
+                Sent::Failed(after, message) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     failed_attempts += 1;
                     failing_since.get_or_insert_with(Instant::now);
@@ -385,6 +382,7 @@ impl Shipper {
                         last_warning = Some(now);
                         warn!(
                             collector = self.clients[current].endpoint(),
+                            error = %message,
                             waiting = self.spool.waiting(self.destination),
                             "collector unreachable; keeping batches in the spool and retrying with backoff"
                         );
