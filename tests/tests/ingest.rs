@@ -229,9 +229,31 @@ fn json_logs_are_one_object_per_line() -> Result<()> {
 
 #[test]
 fn acknowledged_batches_survive_sigkill() -> Result<()> {
+    survive_sigkill("")
+}
+
+#[test]
+fn acknowledged_batches_survive_sigkill_with_interval_fsync() -> Result<()> {
+    survive_sigkill("wal_fsync = \"interval\"\nwal_fsync_interval = \"200ms\"")
+}
+
+/// Pushes 25 batches, SIGKILLs the collector, and checks every acknowledged
+/// one is back after the restart; `store` is extra TOML for `[store]`.
+fn survive_sigkill(store: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
-    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    let start = || {
+        Collector::start_with_store(
+            dir.path(),
+            "collector",
+            http_port,
+            ingest_port,
+            "",
+            "",
+            store,
+        )
+    };
+    let collector = start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -245,9 +267,17 @@ fn acknowledged_batches_survive_sigkill() -> Result<()> {
         }
         anyhow::Ok(acknowledged)
     })?;
+    let before = collector.scrape()?;
+    let appends = before.value("vigil_collector_wal_appends_total", &[]);
+    let syncs = before.value("vigil_collector_wal_syncs_total", &[]);
+    ensure!(appends == Some(25.0), "appends {appends:?}");
+    if store.is_empty() {
+        // One push at a time: each waits for its own sync.
+        ensure!(syncs == Some(25.0), "syncs {syncs:?}");
+    }
     // SIGKILL: no chance to flush anything.
     drop(collector);
-    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    let collector = start()?;
     collector
         .process
         .wait_for_log("write-ahead log replayed", Duration::from_secs(10))?;

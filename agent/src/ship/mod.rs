@@ -337,7 +337,8 @@ impl Shipper {
             // In fail-over mode, go back to the first collector once it answers.
             if current != 0 && last_probe.elapsed() >= self.probe_every {
                 last_probe = Instant::now();
-                let probe = self.probe_every.max(Duration::from_millis(200));
+                // Short, so that a blackholed first collector costs little.
+                let probe = (self.probe_every / 4).max(Duration::from_millis(200));
                 if !matches!(
                     self.send(0, batch.sequence, batch.request.clone(), Some(probe))
                         .await,
