@@ -1,0 +1,139 @@
+//! Ingest throughput under the two write-ahead-log sync policies: `AGENTS`
+//! concurrent agents (default 50) each push `BATCHES` batches (default 40) of
+//! `SERIES` gauges (default 400) one after another to a collector on
+//! 127.0.0.1, as agents replaying a backlog after an outage do. Prints pushes
+//! per second and how many syncs the log did for how many appends.
+//!
+//!     cargo bench -p vigil-collector --bench ingest
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use vigil_shared::proto::ingest_client::IngestClient;
+use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn batch(agent: usize, sequence: u64, series: usize) -> PushRequest {
+    let instance = format!("bench-{agent:03}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let label = |name: &str, value: String| Label {
+        name: name.into(),
+        value,
+    };
+    PushRequest {
+        agent_id: instance.clone(),
+        epoch: 1,
+        sequence,
+        timestamp_ms: now,
+        flush_interval_ms: 10_000,
+        families: vec![Family {
+            name: "bench_value".into(),
+            help: "A benchmark gauge.".into(),
+            kind: Kind::Gauge as i32,
+            bucket_bounds: vec![],
+            series: (0..series)
+                .map(|i| Series {
+                    labels: vec![
+                        label("instance", instance.clone()),
+                        label("job", "bench".into()),
+                        label("n", i.to_string()),
+                    ],
+                    value: (sequence as f64) * (i as f64),
+                    timestamp_ms: now - 10_000 + sequence as i64 * 100,
+                    window: None,
+                })
+                .collect(),
+        }],
+        last: false,
+    }
+}
+
+async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64> {
+    let body = reqwest::get(format!("http://{http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .with_context(|| format!("no {name}"))
+}
+
+async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\ndata_dir = \"{}\"\nwal_fsync = \"{policy}\"\n[rules]\nhost_down = false\n",
+            dir.path().join("data").display()
+        ),
+    )?;
+    let config = vigil_collector::config::load(Some(&path))?;
+    let (http, ingest, bound) = vigil_collector::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(vigil_collector::serve(
+        config,
+        http,
+        ingest,
+        shutdown.clone(),
+    ));
+    // Encode nothing inside the timed part but the pushes themselves.
+    let work: Vec<Vec<PushRequest>> = (0..agents)
+        .map(|a| (1..=batches).map(|s| batch(a, s, series)).collect())
+        .collect();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for pushes in work {
+        let url = format!("http://{}", bound.ingest);
+        tasks.spawn(async move {
+            let mut client = IngestClient::connect(url).await?;
+            for p in pushes {
+                client.push(p).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let took = started.elapsed();
+    let appends = metric(bound.http, "vigil_collector_wal_appends_total").await?;
+    let syncs = metric(bound.http, "vigil_collector_wal_syncs_total").await?;
+    let pushes = agents as f64 * batches as f64;
+    println!(
+        "wal_fsync = {policy:8} {agents} agents x {batches} batches of {series} series: \
+         {:.0} pushes/s ({:.0} samples/s), {appends:.0} appends, {syncs:.0} syncs ({:.1} appends per sync)",
+        pushes / took.as_secs_f64(),
+        pushes * series as f64 / took.as_secs_f64(),
+        appends / syncs.max(1.0),
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), server).await???;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let agents = env("AGENTS", 50);
+    let batches = env("BATCHES", 40) as u64;
+    let series = env("SERIES", 400);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for policy in ["always", "interval", "always", "interval"] {
+            run(policy, agents, batches, series).await?;
+        }
+        anyhow::Ok(())
+    })
+}
