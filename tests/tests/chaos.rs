@@ -446,3 +446,52 @@ fn failover_switches_within_a_flush_and_loses_nothing() -> Result<()> {
     ensure!(last(&primary, "vigil_agent_collector_switches_total", "failover")? >= 2.0);
     Ok(())
 }
+
+#[test]
+fn fanout_delivers_everything_to_both_collectors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (http_a, ingest_a, http_b, ingest_b) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
+    let a = Collector::start(dir.path(), "a", http_a, ingest_a, "", "")?;
+    let b = Collector::start(dir.path(), "b", http_b, ingest_b, "", "")?;
+    let config = agent_config("fanout", "unused", "500ms", "", "").replace(
+        "endpoint = \"http://unused\"",
+        &format!(
+            "endpoints = [\"http://127.0.0.1:{ingest_a}\", \"http://127.0.0.1:{ingest_b}\"]\nmode = \"fanout\""
+        ),
+    );
+    let mut agent = start_agent(dir.path(), "agent", &config)?;
+    wait_for("batches at both", Duration::from_secs(30), || {
+        let both =
+            sequences(&a, "fanout").ok()?.len() >= 3 && sequences(&b, "fanout").ok()?.len() >= 3;
+        both.then_some(())
+    })?;
+    // B is down for a while: A keeps receiving; B catches up from the spool.
+    drop(b);
+    let before = sequences(&a, "fanout")?.len();
+    wait_for(
+        "A receiving while B is down",
+        Duration::from_secs(30),
+        || (sequences(&a, "fanout").ok()?.len() >= before + 6).then_some(()),
+    )?;
+    let b = Collector::start(dir.path(), "b", http_b, ingest_b, "", "")?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        agent.terminate(Duration::from_secs(30))?.success(),
+        "{}",
+        agent.log()
+    );
+    let (on_a, on_b) = (sequences(&a, "fanout")?, sequences(&b, "fanout")?);
+    let highest = on_a.keys().next_back().copied().unwrap_or(0);
+    for (name, seen) in [("A", &on_a), ("B", &on_b)] {
+        let missing: Vec<u64> = (1..=highest).filter(|s| !seen.contains_key(s)).collect();
+        ensure!(missing.is_empty(), "{name} is missing {missing:?}");
+        ensure!(
+            seen.keys().next_back() == Some(&highest),
+            "{name} ends at {:?}",
+            seen.keys().next_back()
+        );
+    }
+    println!("fanout: both collectors hold all {highest} batches; B was down for part of them");
+    Ok(())
+}
