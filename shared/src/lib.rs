@@ -17,4 +17,8 @@ pub mod text_format;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("vigil.v1");
+
+    /// Metadata key of a retryable error: the delay, in milliseconds, the
+    /// collector asks the agent to wait before it tries again.
+    pub const RETRY_AFTER_METADATA: &str = "vigil-retry-after-ms";
 }

@@ -17,8 +17,7 @@ use vigil_shared::proto::{PushRequest, PushResponse};
 
 use crate::config::CollectorConfig;
 
-/// The metadata key a collector may set on a retryable error to ask for a delay.
-pub const RETRY_AFTER_METADATA: &str = "vigil-retry-after-ms";
+pub use vigil_shared::proto::RETRY_AFTER_METADATA;
 
 /// Why the collector will never accept a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -162,6 +162,19 @@ pub fn validate_batch(
     Ok(())
 }
 
+/// How long agents are asked to wait while the log cannot be written.
+const LOG_RETRY_AFTER_MS: &str = "5000";
+
+/// UNAVAILABLE for a log failure, asking the agent to wait [`LOG_RETRY_AFTER_MS`].
+fn log_unavailable(message: &str) -> Status {
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert(
+        vigil_shared::proto::RETRY_AFTER_METADATA,
+        tonic::metadata::MetadataValue::from_static(LOG_RETRY_AFTER_MS),
+    );
+    status
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
@@ -194,6 +207,14 @@ impl Ingest for IngestService {
         if batch.families.len() != before {
             debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
         }
+        // Before the duplicate check: after a failed sync, a batch the store
+        // holds may not be on disk, so nothing may be acknowledged.
+        if self.commit.is_broken() {
+            self.metrics.wal_failed();
+            return Err(log_unavailable(
+                "the collector could not sync its write-ahead log and acknowledges nothing until it is restarted",
+            ));
+        }
         if self.store.is_duplicate(&batch) {
             self.metrics.duplicate();
             debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");
@@ -202,12 +223,6 @@ impl Ingest for IngestService {
                 accepted_series: 0,
                 duplicate: true,
             }));
-        }
-        if self.commit.is_broken() {
-            self.metrics.wal_failed();
-            return Err(Status::unavailable(
-                "the collector could not sync its write-ahead log and acknowledges nothing until it is restarted",
-            ));
         }
         // Log first, then apply, then acknowledge; the log's lock keeps the
         // log's order and the store's order the same. With `always`, the
@@ -235,7 +250,7 @@ impl Ingest for IngestService {
             Ok(Err(e)) => {
                 self.metrics.wal_failed();
                 tracing::error!(error = %e, "cannot write the write-ahead log; push refused, the agent will retry");
-                return Err(Status::unavailable(format!(
+                return Err(log_unavailable(&format!(
                     "the collector cannot write its log: {e}"
                 )));
             }
