@@ -348,6 +348,19 @@ mod tests {
     }
 
     #[test]
+    fn log_failures_ask_agents_to_wait() {
+        let status = log_unavailable("disk full");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(vigil_shared::proto::RETRY_AFTER_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some("5000")
+        );
+    }
+
+    #[test]
     fn windows_must_match_their_family() {
         let limits = SeriesLimits::default();
         let mut b = batch(vec![label("instance", "a"), label("job", "n")]);
