@@ -24,6 +24,7 @@ listen = "127.0.0.1:19471"
 TOML
 cat > "$work/agent.toml" <<TOML
 instance = "bench"
+data_dir = "$work/agent-data"
 [collector]
 endpoint = "http://127.0.0.1:19471"
 TOML
