@@ -125,11 +125,12 @@ fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, Colle
 }
 
 /// Loads the checkpoint, if any, then opens the write-ahead log in
-/// `data_dir/wal` and replays what the checkpoint does not cover.
+/// `data_dir/wal` and replays what the checkpoint does not cover; returns the
+/// log and how many batches it replayed.
 fn open_and_replay(
     config: &CollectorConfig,
     store: &Store,
-) -> Result<store::wal::Wal, CollectorError> {
+) -> Result<(store::wal::Wal, usize), CollectorError> {
     let started = std::time::Instant::now();
     let from = match store::checkpoint::read(&config.data_dir) {
         Ok(Some(cp)) => {
@@ -166,7 +167,7 @@ fn open_and_replay(
         took = ?started.elapsed(),
         "write-ahead log replayed"
     );
-    Ok(wal)
+    Ok((wal, applied))
 }
 
 /// Writes a checkpoint: under the log's lock (so no batch is applied in
@@ -210,7 +211,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
     let store = Arc::new(Store::new(config.stale_after, config.retention));
-    let wal = Arc::new(std::sync::Mutex::new(open_and_replay(&config, &store)?));
+    let (wal, replayed) = open_and_replay(&config, &store)?;
+    let wal = Arc::new(std::sync::Mutex::new(wal));
     let metrics = Arc::new(IngestMetrics::default());
     let rules = Arc::new(
         rules::manager::RuleManager::new(
@@ -343,7 +345,15 @@ pub async fn serve(
     let checkpoint_dir = config.data_dir.clone();
     let checkpoint_every = config.checkpoint_interval;
     tasks.spawn(async move {
-        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + checkpoint_every, checkpoint_every);
+        // After a replay, checkpoint at once: a collector that keeps being
+        // killed before its first timed checkpoint would otherwise replay an
+        // ever longer log at every start.
+        let first = if replayed > 0 {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::now() + checkpoint_every
+        };
+        let mut every = tokio::time::interval_at(first, checkpoint_every);
         loop {
             let last = tokio::select! {
                 _ = checkpoint_shutdown.cancelled() => true,

@@ -91,8 +91,8 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (http_port, ingest_port) = (free_port()?, free_port()?);
     let proxy = FaultProxy::start(([127, 0, 0, 1], ingest_port).into())?;
-    // Checkpoints every 10 s: kills land before, during and after them, and
-    // the log a restart replays stays short.
+    // Checkpoints every 2 s (and after every replay): kills land before,
+    // during and after them, and the log a restart replays stays short.
     let start_collector = || {
         Collector::start_with_store(
             dir.path(),
@@ -101,7 +101,7 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
             ingest_port,
             "",
             "",
-            "checkpoint_interval = \"10s\"",
+            "checkpoint_interval = \"2s\"",
         )
     };
     let mut collector = Some(start_collector()?);

@@ -281,6 +281,11 @@ fn survive_sigkill(store: &str) -> Result<()> {
     collector
         .process
         .wait_for_log("write-ahead log replayed", Duration::from_secs(10))?;
+    // A start that replayed the log checkpoints at once, so that a collector
+    // killed again and again does not replay an ever longer log.
+    collector
+        .process
+        .wait_for_log("checkpoint written", Duration::from_secs(10))?;
     let scrape = collector.scrape()?;
     let count = scrape.value("door_busy_ratio_count", &[("instance", "door")]);
     ensure!(
