@@ -153,6 +153,17 @@ impl Collector {
         Self::start_with_store(dir, name, http_port, ingest_port, ingest_extra, rest, "")
     }
 
+    /// As [`Collector::start`] with defaults but for extra TOML in `[store]`.
+    pub fn start_store(
+        dir: &Path,
+        name: &str,
+        http_port: u16,
+        ingest_port: u16,
+        store_extra: &str,
+    ) -> Result<Self> {
+        Self::start_with_store(dir, name, http_port, ingest_port, "", "", store_extra)
+    }
+
     /// As [`Collector::start`], with extra TOML in `[store]`.
     pub fn start_with_store(
         dir: &Path,

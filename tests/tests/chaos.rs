@@ -69,18 +69,51 @@ fn samples_taken(agent: &Process) -> Result<u64> {
         .with_context(|| format!("no samples= in {line}"))
 }
 
+/// Sequence numbers from 1 to `highest` that did not arrive.
+fn missing(seen: &BTreeMap<u64, usize>, highest: u64) -> Vec<u64> {
+    (1..=highest).filter(|s| !seen.contains_key(s)).collect()
+}
+
+/// The highest sequence number that arrived.
+fn highest(seen: &BTreeMap<u64, usize>) -> u64 {
+    seen.keys().next_back().copied().unwrap_or(0)
+}
+
+/// `[collector]` lines for one collector.
+fn endpoint(addr: impl std::fmt::Display) -> String {
+    format!("endpoint = \"http://{addr}\"")
+}
+
+/// `[collector]` lines for two collectors on 127.0.0.1 in `mode`.
+fn endpoints(ingest_ports: [u16; 2], mode: &str) -> String {
+    let [a, b] = ingest_ports;
+    format!("endpoints = [\"http://127.0.0.1:{a}\", \"http://127.0.0.1:{b}\"]\nmode = \"{mode}\"")
+}
+
+/// (HTTP, ingest) ports of two collectors.
+type PortPairs = [(u16, u16); 2];
+
+/// Two collectors on free ports; returns them with their ports.
+fn two_collectors(dir: &Path, names: [&str; 2]) -> Result<(PortPairs, Collector, Collector)> {
+    let ports = [(free_port()?, free_port()?), (free_port()?, free_port()?)];
+    let a = Collector::start(dir, names[0], ports[0].0, ports[0].1, "", "")?;
+    let b = Collector::start(dir, names[1], ports[1].0, ports[1].1, "", "")?;
+    Ok((ports, a, b))
+}
+
 /// An agent sampling and flushing every `interval`, only its own metrics;
-/// `top` and `shipper` are extra lines for the top level and `[shipper]`.
+/// `collector` holds the `[collector]` lines that say where to send, `top`
+/// and `shipper` extra lines for the top level and `[shipper]`.
 fn agent_config(
     instance: &str,
-    endpoint: &str,
+    collector: &str,
     interval: &str,
     top: &str,
     shipper: &str,
 ) -> String {
     format!(
         "instance = \"{instance}\"\nsample_interval = \"{interval}\"\nflush_interval = \"{interval}\"\n{top}\n\
-         [collector]\nendpoint = \"http://{endpoint}\"\ntimeout = \"2s\"\n\
+         [collector]\n{collector}\ntimeout = \"2s\"\n\
          [shipper]\nretry_initial = \"100ms\"\nretry_max = \"1s\"\nshutdown_timeout = \"60s\"\n{shipper}\n\
          [sources.system]\nenabled = false\n"
     )
@@ -94,13 +127,11 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
     // Checkpoints every 2 s (and after every replay): kills land before,
     // during and after them, and the log a restart replays stays short.
     let start_collector = || {
-        Collector::start_with_store(
+        Collector::start_store(
             dir.path(),
             "collector",
             http_port,
             ingest_port,
-            "",
-            "",
             "checkpoint_interval = \"2s\"",
         )
     };
@@ -113,11 +144,11 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
     println!("chaos seed {seed} (CHAOS_SEED={seed} repeats this run)");
 
     const AGENTS: usize = 20;
-    let endpoint = proxy.addr().to_string();
+    let to_proxy = endpoint(proxy.addr());
     let config = |i: usize| {
         agent_config(
             &format!("chaos-{i:02}"),
-            &endpoint,
+            &to_proxy,
             "1s",
             &format!(
                 "data_dir = \"{}\"",
@@ -208,8 +239,8 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
     for (i, samples) in taken.iter().enumerate() {
         let instance = format!("chaos-{i:02}");
         let seen = sequences(&collector, &instance)?;
-        let highest = seen.keys().next_back().copied().unwrap_or(0);
-        let missing: Vec<u64> = (1..=highest).filter(|s| !seen.contains_key(s)).collect();
+        let highest = highest(&seen);
+        let missing = missing(&seen, highest);
         let twice: Vec<u64> = seen
             .iter()
             .filter(|(_, n)| **n > 1)
@@ -324,7 +355,7 @@ fn a_corrupt_spool_record_is_skipped_counted_and_the_rest_delivered() -> Result<
     let (http_port, ingest_port) = (free_port()?, free_port()?);
     let config = agent_config(
         "corrupt",
-        &format!("127.0.0.1:{ingest_port}"),
+        &endpoint(format!("127.0.0.1:{ingest_port}")),
         "200ms",
         "",
         "",
@@ -349,8 +380,8 @@ fn a_corrupt_spool_record_is_skipped_counted_and_the_rest_delivered() -> Result<
     })?;
     ensure!(agent.terminate(Duration::from_secs(30))?.success());
     let seen = sequences(&collector, "corrupt")?;
-    let highest = seen.keys().next_back().copied().unwrap_or(0);
-    let missing: Vec<u64> = (1..=highest).filter(|s| !seen.contains_key(s)).collect();
+    let highest = highest(&seen);
+    let missing = missing(&seen, highest);
     // Exactly the damaged record (the last one written) is missing; its
     // number is not handed out again.
     ensure!(
@@ -381,7 +412,7 @@ fn a_full_spool_drops_exactly_the_oldest_batches() -> Result<()> {
     let (http_port, ingest_port) = (free_port()?, free_port()?);
     let config = agent_config(
         "capped",
-        &format!("127.0.0.1:{ingest_port}"),
+        &endpoint(format!("127.0.0.1:{ingest_port}")),
         "200ms",
         "",
         "max_spool_bytes = \"64KiB\"",
@@ -407,7 +438,7 @@ fn a_full_spool_drops_exactly_the_oldest_batches() -> Result<()> {
         "vigil_agent_spool_dropped_batches_total",
         "capped",
     )? as u64;
-    let highest = seen.keys().next_back().copied().unwrap_or(0);
+    let highest = highest(&seen);
     ensure!(dropped >= 1, "nothing dropped");
     // Everything after the dropped ones arrived, once; nothing before them
     // did, except the one batch that may have been on the wire when it was
@@ -430,15 +461,14 @@ fn a_full_spool_drops_exactly_the_oldest_batches() -> Result<()> {
 #[test]
 fn failover_switches_within_a_flush_and_loses_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (http_a, ingest_a, http_b, ingest_b) =
-        (free_port()?, free_port()?, free_port()?, free_port()?);
-    let primary = Collector::start(dir.path(), "primary", http_a, ingest_a, "", "")?;
-    let secondary = Collector::start(dir.path(), "secondary", http_b, ingest_b, "", "")?;
-    let config = agent_config("failover", "unused", "1s", "", "").replace(
-        "endpoint = \"http://unused\"",
-        &format!(
-            "endpoints = [\"http://127.0.0.1:{ingest_a}\", \"http://127.0.0.1:{ingest_b}\"]\nmode = \"failover\""
-        ),
+    let ([(http_a, ingest_a), (_, ingest_b)], primary, secondary) =
+        two_collectors(dir.path(), ["primary", "secondary"])?;
+    let config = agent_config(
+        "failover",
+        &endpoints([ingest_a, ingest_b], "failover"),
+        "1s",
+        "",
+        "",
     );
     let mut agent = start_agent(dir.path(), "agent", &config)?;
     wait_for("batches at the primary", Duration::from_secs(30), || {
@@ -472,8 +502,8 @@ fn failover_switches_within_a_flush_and_loses_nothing() -> Result<()> {
     for (s, n) in sequences(&secondary, "failover")? {
         *all.entry(s).or_insert(0) += n;
     }
-    let highest = all.keys().next_back().copied().unwrap_or(0);
-    let missing: Vec<u64> = (1..=highest).filter(|s| !all.contains_key(s)).collect();
+    let highest = highest(&all);
+    let missing = missing(&all, highest);
     ensure!(missing.is_empty(), "missing {missing:?}");
     ensure!(last(&primary, "vigil_agent_collector_switches_total", "failover")? >= 2.0);
     Ok(())
@@ -482,15 +512,13 @@ fn failover_switches_within_a_flush_and_loses_nothing() -> Result<()> {
 #[test]
 fn fanout_delivers_everything_to_both_collectors() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (http_a, ingest_a, http_b, ingest_b) =
-        (free_port()?, free_port()?, free_port()?, free_port()?);
-    let a = Collector::start(dir.path(), "a", http_a, ingest_a, "", "")?;
-    let b = Collector::start(dir.path(), "b", http_b, ingest_b, "", "")?;
-    let config = agent_config("fanout", "unused", "500ms", "", "").replace(
-        "endpoint = \"http://unused\"",
-        &format!(
-            "endpoints = [\"http://127.0.0.1:{ingest_a}\", \"http://127.0.0.1:{ingest_b}\"]\nmode = \"fanout\""
-        ),
+    let ([(_, ingest_a), (http_b, ingest_b)], a, b) = two_collectors(dir.path(), ["a", "b"])?;
+    let config = agent_config(
+        "fanout",
+        &endpoints([ingest_a, ingest_b], "fanout"),
+        "500ms",
+        "",
+        "",
     );
     let mut agent = start_agent(dir.path(), "agent", &config)?;
     wait_for("batches at both", Duration::from_secs(30), || {
@@ -514,9 +542,9 @@ fn fanout_delivers_everything_to_both_collectors() -> Result<()> {
         agent.log()
     );
     let (on_a, on_b) = (sequences(&a, "fanout")?, sequences(&b, "fanout")?);
-    let highest = on_a.keys().next_back().copied().unwrap_or(0);
+    let highest = highest(&on_a);
     for (name, seen) in [("A", &on_a), ("B", &on_b)] {
-        let missing: Vec<u64> = (1..=highest).filter(|s| !seen.contains_key(s)).collect();
+        let missing = missing(seen, highest);
         ensure!(missing.is_empty(), "{name} is missing {missing:?}");
         ensure!(
             seen.keys().next_back() == Some(&highest),

@@ -242,17 +242,7 @@ fn acknowledged_batches_survive_sigkill_with_interval_fsync() -> Result<()> {
 fn survive_sigkill(store: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
-    let start = || {
-        Collector::start_with_store(
-            dir.path(),
-            "collector",
-            http_port,
-            ingest_port,
-            "",
-            "",
-            store,
-        )
-    };
+    let start = || Collector::start_store(dir.path(), "collector", http_port, ingest_port, store);
     let collector = start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -330,13 +320,11 @@ fn restart_after_a_checkpoint_replays_only_the_newer_log() -> Result<()> {
     let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
     let every_second = "checkpoint_interval = \"1s\"";
     let start = || {
-        Collector::start_with_store(
+        Collector::start_store(
             dir.path(),
             "collector",
             http_port,
             ingest_port,
-            "",
-            "",
             every_second,
         )
     };
