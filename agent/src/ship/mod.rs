@@ -327,11 +327,9 @@ impl Shipper {
             };
             // A backlog is replayed at a bounded rate, so that a recovering
             // collector is not flattened by every agent at once.
-            if self.spool.waiting(self.destination) > 1 {
-                if let Some(t) = last_send {
-                    tokio::time::sleep_until((t + self.replay_gap).into()).await;
-                }
-                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+            let backlog = self.spool.waiting(self.destination) > 1;
+            if backlog && let Some(t) = last_send {
+                tokio::time::sleep_until((t + self.replay_gap).into()).await;
             }
             last_send = Some(Instant::now());
             // In fail-over mode, go back to the first collector once it answers.
@@ -350,6 +348,9 @@ impl Shipper {
                         "the first collector answers again; switched back to it"
                     );
                     self.stats.switches.fetch_add(1, Ordering::Relaxed);
+                    if backlog {
+                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
                     current = 0;
                     continue;
                 }
@@ -359,6 +360,9 @@ impl Shipper {
                 .await
             {
                 Sent::Delivered | Sent::Refused => {
+                    if backlog {
+                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.backoff.reset();
                     failed_in_round = 0;
                     if let Some(since) = failing_since.take() {
