@@ -555,3 +555,43 @@ fn fanout_delivers_everything_to_both_collectors() -> Result<()> {
     println!("fanout: both collectors hold all {highest} batches; B was down for part of them");
     Ok(())
 }
+
+#[test]
+fn an_unusable_spool_folder_keeps_batches_in_memory_and_says_so() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (http_port, ingest_port) = (free_port()?, free_port()?);
+    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    // The spool folder would be inside a regular file: it cannot be created.
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"x")?;
+    let config = agent_config(
+        "no-disk",
+        &endpoint(format!("127.0.0.1:{ingest_port}")),
+        "200ms",
+        &format!("data_dir = \"{}\"", file.join("agent").display()),
+        "",
+    );
+    let mut agent = start_agent(dir.path(), "agent", &config)?;
+    agent.wait_for_log("batches are kept in memory", Duration::from_secs(10))?;
+    wait_for("batches from the agent", Duration::from_secs(30), || {
+        sequences(&collector, "no-disk")
+            .ok()
+            .filter(|s| s.len() >= 5)
+    })?;
+    ensure!(
+        agent.terminate(Duration::from_secs(30))?.success(),
+        "{}",
+        agent.log()
+    );
+    let seen = sequences(&collector, "no-disk")?;
+    ensure!(missing(&seen, highest(&seen)).is_empty(), "{seen:?}");
+    ensure!(last(&collector, "vigil_agent_spool_on_disk", "no-disk")? == 0.0);
+    ensure!(
+        last(
+            &collector,
+            "vigil_agent_spool_write_errors_total",
+            "no-disk"
+        )? >= 1.0
+    );
+    Ok(())
+}
