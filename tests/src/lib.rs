@@ -205,7 +205,13 @@ impl Collector {
 
     /// Starts a collector on free ports with default settings.
     pub fn start_default(dir: &Path) -> Result<Self> {
-        Self::start(dir, "collector", free_port()?, free_port()?, "", "")
+        Self::start_with(dir, "")
+    }
+
+    /// Starts a collector named `collector` on free ports with `rest`
+    /// appended to its config (sections after `[ingest]`).
+    pub fn start_with(dir: &Path, rest: &str) -> Result<Self> {
+        Self::start(dir, "collector", free_port()?, free_port()?, "", rest)
     }
 
     /// Scrapes `/metrics` in the text format and parses it.

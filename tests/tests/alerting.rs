@@ -27,14 +27,8 @@ fn agent_config(name: &str, ingest: std::net::SocketAddr, extra: &str) -> String
 #[test]
 fn host_down_fires_for_a_killed_agent_and_not_for_one_stopped_cleanly() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let collector = Collector::start(
-        dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
-        "[rules]\nevaluation_interval = \"500ms\"\n",
-    )?;
+    let collector =
+        Collector::start_with(dir.path(), "[rules]\nevaluation_interval = \"500ms\"\n")?;
     let killed = start_agent(
         dir.path(),
         "killed",
@@ -174,12 +168,8 @@ fn node_exporter_rules_evaluate_without_error_over_a_real_agent() -> Result<()> 
     let rules =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/rules/node-exporter.yml");
     ensure!(rules.is_file(), "{} is missing", rules.display());
-    let collector = Collector::start(
+    let collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &format!(
             "[rules]\nfiles = [\"{}\"]\nevaluation_interval = \"1s\"\n",
             rules.display()
@@ -223,12 +213,8 @@ fn reload_refuses_a_bad_file_keeps_the_old_rules_and_needs_the_token() -> Result
     let good = "groups:\n  - name: g\n    interval: 200ms\n    rules:\n      - alert: First\n        expr: vector(1)\n";
     std::fs::write(&rules, good)?;
     let token = "admin-token-0123456789";
-    let collector = Collector::start(
+    let collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &format!("[rules]\nfiles = [\"{}\"]\n", rules.display()),
     )?;
     // The harness writes [http] itself; the token goes through a second

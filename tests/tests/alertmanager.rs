@@ -78,12 +78,8 @@ fn vigil_sends_what_alertmanager_sends() -> Result<()> {
         dir.path().join("same.yml"),
         "groups:\n  - name: same\n    interval: 250ms\n    rules:\n      - alert: DiskFull\n        expr: label_replace(vector(1), \"instance\", \"db-1\", \"\", \"\") or label_replace(vector(1), \"instance\", \"db-2\", \"\", \"\")\n        labels: { severity: page, job: node }\n        annotations: { summary: 'disk full on {{ $labels.instance }}' }\n      - alert: Slow\n        expr: label_replace(vector(1), \"instance\", \"web-1\", \"\", \"\")\n        labels: { severity: warning, job: node }\n        annotations: { summary: slow }\n",
     )?;
-    let _collector = Collector::start(
+    let _collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &format!(
             "[rules]\nfiles = [\"{}\"]\nhost_down = false\n[notify]\nalertmanager_config = \"{}\"\n",
             dir.path().join("same.yml").display(),
@@ -177,12 +173,8 @@ fn forwarded_alerts_reach_the_webhook_behind_a_real_alertmanager() -> Result<()>
         dir.path().join("fwd.yml"),
         "groups:\n  - name: fwd\n    interval: 250ms\n    rules:\n      - alert: Forwarded\n        expr: vector(1)\n        labels: { severity: page }\n        annotations: { summary: 'from vigil' }\n",
     )?;
-    let collector = Collector::start(
+    let collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &format!(
             "[rules]\nfiles = [\"{}\"]\nhost_down = false\nexternal_labels = {{ cluster = \"eu-1\" }}\n[notify]\nforward_to = [\"http://{am}\"]\n",
             dir.path().join("fwd.yml").display()

@@ -62,12 +62,8 @@ fn a_threshold_crossed_on_a_host_notifies_firing_then_resolved() -> Result<()> {
         set_value(dir.path(), 1.0)
     })?;
     let secret = "webhook-signing-secret-0123";
-    let collector = Collector::start(
+    let collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &collector_config(
             dir.path(),
             &receiver.url(),
@@ -182,12 +178,8 @@ fn a_receiver_failing_for_a_minute_gets_the_notification_once_with_one_key() -> 
             200
         }
     })?;
-    let collector = Collector::start(
+    let collector = Collector::start_with(
         dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
         &collector_config(dir.path(), &receiver.url(), "retry_max = \"2s\"")?,
     )?;
     let _agent = start_demo_agent(dir.path(), &collector)?;
@@ -366,14 +358,7 @@ fn a_route_falls_back_when_its_receiver_keeps_failing_with_a_templated_body() ->
         dir.path().join("demo.rules.yml").display(),
         dir.path().join("routing.yml").display()
     );
-    let collector = Collector::start(
-        dir.path(),
-        "collector",
-        free_port()?,
-        free_port()?,
-        "",
-        &config,
-    )?;
+    let collector = Collector::start_with(dir.path(), &config)?;
     let _agent = start_demo_agent(dir.path(), &collector)?;
     let got = wait_for("the fallback receiver", Duration::from_secs(30), || {
         backup.requests().into_iter().next()
