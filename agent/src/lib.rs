@@ -220,9 +220,9 @@ impl Flusher {
         self.stats
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bytes = prost::Message::encoded_len(&request);
+        let series: usize = request.families.iter().map(|f| f.series.len()).sum();
         let sequence = self.spool.enqueue(request);
-        debug!(sequence, bytes, "batch closed");
+        debug!(sequence, series, "batch closed");
     }
 
     fn record_own_metrics(

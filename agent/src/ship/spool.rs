@@ -110,7 +110,6 @@ struct Entry {
 #[derive(Debug)]
 struct Segment {
     first: u64,
-    last: u64,
     path: PathBuf,
 }
 
@@ -437,10 +436,8 @@ impl Inner {
             counters.corrupt.fetch_add(read.corrupt, Ordering::Relaxed);
             skipped += read.corrupt;
             highest = highest.max(first.saturating_sub(1));
-            let mut last = first;
             for (sequence, closed_ms, offset, len) in read.records {
                 highest = highest.max(sequence);
-                last = last.max(sequence);
                 if sequence <= done || self.entries.back().is_some_and(|e| e.sequence >= sequence) {
                     continue;
                 }
@@ -457,7 +454,7 @@ impl Inner {
                     },
                 });
             }
-            self.segments.push_back(Segment { first, last, path });
+            self.segments.push_back(Segment { first, path });
         }
         // A record that could not be read may have carried the next number:
         // never hand out a number that a collector may already have seen.
@@ -483,14 +480,15 @@ impl Inner {
     fn append(&mut self, request: PushRequest, counters: &SpoolCounters) {
         let sequence = request.sequence;
         let closed_ms = request.timestamp_ms;
+        let encoded = request.encoded_len();
         let disk_usable =
             self.config.dir.is_some() && self.disk_failed.is_none_or(|t| t.elapsed() >= DISK_RETRY);
         if disk_usable {
-            let len = (request.encoded_len() + BODY_PREFIX) as u64 + HEADER_BYTES;
+            let len = (encoded + BODY_PREFIX) as u64 + HEADER_BYTES;
             while self.disk_bytes + len > self.config.max_bytes && self.drop_oldest(true, counters)
             {
             }
-            match self.write_record(&request) {
+            match self.write_record(&request, encoded) {
                 Ok(location) => {
                     if self.disk_failed.take().is_some() {
                         info!("spool: the disk can be written again");
@@ -514,7 +512,7 @@ impl Inner {
                 }
             }
         }
-        let bytes = request.encoded_len() as u64;
+        let bytes = encoded as u64;
         while self.memory_bytes + bytes > self.config.max_memory_bytes
             && self.drop_oldest(false, counters)
         {}
@@ -527,8 +525,9 @@ impl Inner {
         });
     }
 
-    /// Writes one record to the active segment (starting one when needed) and syncs it.
-    fn write_record(&mut self, request: &PushRequest) -> Result<Location, String> {
+    /// Writes one record (`encoded` bytes of batch) to the active segment,
+    /// starting one when needed, and syncs it.
+    fn write_record(&mut self, request: &PushRequest, encoded: usize) -> Result<Location, String> {
         let dir = self.config.dir.clone().ok_or("no spool folder")?;
         let segment_bytes = self.config.segment_bytes();
         if self
@@ -538,31 +537,35 @@ impl Inner {
         {
             self.start_segment(&dir, request.sequence)?;
         }
-        let mut body = Vec::with_capacity(request.encoded_len() + BODY_PREFIX);
-        body.extend_from_slice(&request.sequence.to_le_bytes());
-        body.extend_from_slice(&request.timestamp_ms.to_le_bytes());
-        request.encode(&mut body).map_err(|e| e.to_string())?;
-        let mut record = Vec::with_capacity(body.len() + HEADER_BYTES as usize);
-        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        record.extend_from_slice(&body);
-        let segment = self.segments.back_mut().ok_or("no active segment")?;
+        // The header (length, checksum) is filled in once the body is encoded.
+        let mut record = Vec::with_capacity(HEADER_BYTES as usize + BODY_PREFIX + encoded);
+        record.extend_from_slice(&[0; HEADER_BYTES as usize]);
+        record.extend_from_slice(&request.sequence.to_le_bytes());
+        record.extend_from_slice(&request.timestamp_ms.to_le_bytes());
+        request.encode(&mut record).map_err(|e| e.to_string())?;
+        let body_len = record.len() - HEADER_BYTES as usize;
+        let crc = crc32fast::hash(&record[HEADER_BYTES as usize..]);
+        record[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        let segment = self.segments.back().ok_or("no active segment")?;
         let path = segment.path.clone();
         let first = segment.first;
         let (file, size) = self.active.as_mut().ok_or("no active segment")?;
         let offset = *size + HEADER_BYTES;
         let written = file.write_all(&record).and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // Cut what may have been half written, so the next record starts clean.
-            let _ = file.set_len(*size);
+            // The caller starts a new segment for the next record; cut what
+            // may have been half written here, so a restart reads no torn tail.
+            if let Err(cut) = file.set_len(*size) {
+                warn!(segment = %path.display(), error = %cut, "spool: cannot cut a failed write; a restart will skip it as damaged");
+            }
             return Err(format!("{}: {e}", path.display()));
         }
         *size += record.len() as u64;
-        segment.last = request.sequence;
         Ok(Location::Disk {
             segment: first,
             offset,
-            len: body.len() as u32,
+            len: body_len as u32,
         })
     }
 
@@ -586,11 +589,7 @@ impl Inner {
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         self.active = Some((file, 0));
-        self.segments.push_back(Segment {
-            first,
-            last: first,
-            path,
-        });
+        self.segments.push_back(Segment { first, path });
         Ok(())
     }
 
