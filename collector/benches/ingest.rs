@@ -6,6 +6,9 @@
 //!
 //!     cargo bench -p vigil-collector --bench ingest
 
+#[path = "common/fleet.rs"]
+mod fleet;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,12 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_shared::proto::ingest_client::IngestClient;
 use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use fleet::env;
 
 fn batch(agent: usize, sequence: u64, series: usize) -> PushRequest {
     let instance = format!("bench-{agent:03}");

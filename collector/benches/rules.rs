@@ -25,6 +25,8 @@ use vigil_collector::rules::file::{RuleDef, parse_rule_file};
 use vigil_collector::rules::{EvalContext, Group, RuleTarget};
 use vigil_collector::store::history::History;
 
+use fleet::env;
+
 struct Target(History);
 
 impl vigil_collector::promql::Queryable for Target {
@@ -45,13 +47,6 @@ impl RuleTarget for Target {
             let _ = self.0.append(id, t, v);
         }
     }
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -160,24 +155,13 @@ fn main() -> anyhow::Result<()> {
             for &s in members {
                 let labels = fleet.labels(h, s);
                 let id = history.series_id(&labels);
-                let rest: Vec<String> = labels
-                    .iter()
-                    .filter(|(k, _)| k != "__name__")
-                    .map(|(k, v)| format!("{k}=\"{v}\""))
-                    .collect();
+                let rest = fleet::openmetrics_labels(&labels);
                 let mut i = 0;
                 while let Some((t, v)) = fleet.point(h, s, i, &mut state) {
                     history.append(id, t, v)?;
                     samples += 1;
                     if let Some(out) = out.as_mut() {
-                        use std::io::Write;
-                        writeln!(
-                            out,
-                            "{name}{{{}}} {v} {}.{:03}",
-                            rest.join(","),
-                            t / 1000,
-                            t % 1000
-                        )?;
+                        fleet::write_openmetrics_sample(out, name, &rest, t, v)?;
                     }
                     i += 1;
                 }

@@ -17,12 +17,7 @@ use vigil_collector::store::history::History;
 use vigil_collector::store::wal::Wal;
 use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use fleet::env;
 
 fn rss_bytes() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -83,19 +78,9 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "# TYPE {name} unknown")?;
             for h in 0..hosts {
                 for &s in members {
-                    let rest: Vec<String> = labels(h, s)
-                        .iter()
-                        .filter(|(k, _)| k != "__name__")
-                        .map(|(k, v)| format!("{k}=\"{v}\""))
-                        .collect();
+                    let rest = fleet::openmetrics_labels(&labels(h, s));
                     for (t, v) in &kept[h * series + s] {
-                        writeln!(
-                            out,
-                            "{name}{{{}}} {v} {}.{:03}",
-                            rest.join(","),
-                            t / 1000,
-                            t % 1000
-                        )?;
+                        fleet::write_openmetrics_sample(&mut out, name, &rest, *t, *v)?;
                     }
                 }
             }

@@ -166,3 +166,32 @@ fn synthetic(h: usize, s: usize, i: usize, state: &mut u64) -> f64 {
         _ => (1_000_000 + (r % 64) * 4096 + s as u64 * 4096) as f64,
     }
 }
+
+/// A whole-number setting from the environment, or `default`.
+pub fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `labels` without `__name__`, as OpenMetrics label pairs.
+pub fn openmetrics_labels(labels: &Labels) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| k != "__name__")
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One OpenMetrics sample line at `t` milliseconds.
+pub fn write_openmetrics_sample(
+    out: &mut impl std::io::Write,
+    name: &str,
+    labels: &str,
+    t: i64,
+    v: f64,
+) -> std::io::Result<()> {
+    writeln!(out, "{name}{{{labels}}} {v} {}.{:03}", t / 1000, t % 1000)
+}
