@@ -20,22 +20,22 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-use vigil_collector::promql::{Limits, instant_query};
-use vigil_collector::rules::file::{RuleDef, parse_rule_file};
-use vigil_collector::rules::{EvalContext, Group, RuleTarget};
-use vigil_collector::store::history::History;
+use vigil_promql::{Limits, instant_query};
+use vigil_rules::file::{RuleDef, parse_rule_file};
+use vigil_rules::{EvalContext, Group, RuleTarget};
+use vigil_store::history::History;
 
 use fleet::env;
 
 struct Target(History);
 
-impl vigil_collector::promql::Queryable for Target {
+impl vigil_promql::Queryable for Target {
     fn select(
         &self,
-        matchers: &[vigil_collector::store::history::Matcher],
+        matchers: &[vigil_store::history::Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Vec<vigil_collector::store::history::SeriesSamples> {
+    ) -> Vec<vigil_store::history::SeriesSamples> {
         self.0.select(matchers, mint, maxt)
     }
 }
@@ -256,7 +256,7 @@ fn main() -> anyhow::Result<()> {
                     // Same data, same time: both engines return as many series.
                     let theirs = json["data"]["result"].as_array().map_or(0, Vec::len);
                     let ours = match instant_query(&target, &r.expr, end, Limits::default())? {
-                        vigil_collector::promql::Value::Vector(v) => v.len(),
+                        vigil_promql::Value::Vector(v) => v.len(),
                         _ => 0,
                     };
                     if theirs != ours {

@@ -12,10 +12,10 @@ mod fleet;
 
 use std::time::Instant;
 
-use vigil_collector::promql::{Limits, Value, instant_query};
-use vigil_collector::store::history::History;
-use vigil_collector::store::wal::Wal;
+use vigil_promql::{Limits, Value, instant_query};
 use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
+use vigil_store::history::History;
+use vigil_store::wal::Wal;
 
 use fleet::env;
 
@@ -142,16 +142,16 @@ fn main() -> anyhow::Result<()> {
     // Checkpoint of the whole history: write it, then read it back as a restart does.
     let cp_dir = tempfile::tempdir()?;
     let t0 = Instant::now();
-    let checkpoint = vigil_collector::store::checkpoint::Checkpoint {
+    let checkpoint = vigil_store::checkpoint::Checkpoint {
         history: history.snapshot(),
         ..Default::default()
     };
     let copied = t0.elapsed();
-    let bytes = vigil_collector::store::checkpoint::write(cp_dir.path(), &checkpoint)?;
+    let bytes = vigil_store::checkpoint::write(cp_dir.path(), &checkpoint)?;
     let written = t0.elapsed();
     drop(checkpoint);
     let t1 = Instant::now();
-    let read = vigil_collector::store::checkpoint::read(cp_dir.path())
+    let read = vigil_store::checkpoint::read(cp_dir.path())
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
     let restored = History::restore(read.history).map_err(anyhow::Error::msg)?;
@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let store = vigil_collector::store::Store::new(
+    let store = vigil_store::Store::new(
         std::time::Duration::from_secs(300),
         std::time::Duration::from_secs(86_400),
     );

@@ -188,31 +188,6 @@ fn default_host_down_after() -> u32 {
     3
 }
 
-/// The validated `[rules]` section.
-#[derive(Debug, Clone)]
-pub struct RulesConfig {
-    /// Rule file globs, as written.
-    pub files: Vec<String>,
-    /// Folder that relative globs start from.
-    pub base_dir: PathBuf,
-    /// Default group interval.
-    pub evaluation_interval: Duration,
-    /// `$externalURL`.
-    pub external_url: String,
-    /// `$externalLabels`.
-    pub external_labels: std::collections::BTreeMap<String, String>,
-    /// Built-in host-down alert on.
-    pub host_down: bool,
-    /// Flush intervals before a host is down.
-    pub host_down_after: u32,
-    /// Heartbeat alert on.
-    pub heartbeat: bool,
-    /// Evaluate when a batch arrives.
-    pub evaluate_on_push: bool,
-    /// Least time between push-started evaluations.
-    pub min_evaluation_gap: Duration,
-}
-
 /// `[http]`: /metrics, health.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -474,13 +449,13 @@ pub struct CollectorConfig {
     /// How often the store is checkpointed.
     pub checkpoint_interval: Duration,
     /// When the write-ahead log is synced.
-    pub wal_fsync: crate::store::wal::FsyncPolicy,
+    pub wal_fsync: vigil_store::wal::FsyncPolicy,
     /// Token for admin endpoints; without one they answer loopback callers only.
     pub admin_token: Option<Secret>,
     /// Rules.
-    pub rules: RulesConfig,
+    pub rules: vigil_rules::manager::RulesConfig,
     /// Notifications.
-    pub notify: crate::notify::manager::NotifySettings,
+    pub notify: vigil_notify::manager::NotifySettings,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -565,7 +540,7 @@ impl RawConfig {
                 "breaker_failures and max_pending_per_receiver must be at least 1",
             ));
         }
-        let notify = crate::notify::manager::NotifySettings {
+        let notify = vigil_notify::manager::NotifySettings {
             config_file: n.alertmanager_config,
             retry_initial: n.retry_initial.0,
             retry_max: n.retry_max.0,
@@ -613,7 +588,7 @@ impl RawConfig {
                 .unwrap_or_else(|_| "localhost".into());
             format!("http://{host}:{}", http_listen.port())
         });
-        let rules = RulesConfig {
+        let rules = vigil_rules::manager::RulesConfig {
             files: r.files,
             base_dir: std::env::current_dir().unwrap_or_default(),
             evaluation_interval: r.evaluation_interval.0,
@@ -767,8 +742,8 @@ impl RawConfig {
             retention,
             checkpoint_interval: self.store.checkpoint_interval.0,
             wal_fsync: match self.store.wal_fsync {
-                RawFsync::Always => crate::store::wal::FsyncPolicy::Always,
-                RawFsync::Interval => crate::store::wal::FsyncPolicy::Interval(fsync_interval),
+                RawFsync::Always => vigil_store::wal::FsyncPolicy::Always,
+                RawFsync::Interval => vigil_store::wal::FsyncPolicy::Interval(fsync_interval),
             },
             admin_token,
             rules,

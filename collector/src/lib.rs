@@ -8,13 +8,10 @@
 //! [`run`] binds both ports, serves until `shutdown` is cancelled, and stops
 //! both servers; `main.rs` only parses flags.
 
+pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod ingest;
-pub mod notify;
-pub mod promql;
-pub mod rules;
-pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +30,7 @@ use config::CollectorConfig;
 use ingest::IngestMetrics;
 use ingest::auth::Authenticator;
 use ingest::grpc::IngestService;
-use store::Store;
+use vigil_store::Store;
 
 /// The collector could not start or stopped on an error.
 #[derive(Debug, Error)]
@@ -61,7 +58,7 @@ pub enum CollectorError {
     Checkpoint(String),
     /// The write-ahead log could not be opened (set store.data_dir or --data-dir).
     #[error("{0} (set store.data_dir or --data-dir to a writable folder)")]
-    Wal(#[from] store::wal::WalError),
+    Wal(#[from] vigil_store::wal::WalError),
     /// A rule file has errors (each names file, line, group and rule).
     #[error("rule files have errors:\n{}", .0.join("\n"))]
     Rules(Vec<String>),
@@ -130,9 +127,9 @@ fn tls_config(config: &CollectorConfig) -> Result<Option<ServerTlsConfig>, Colle
 fn open_and_replay(
     config: &CollectorConfig,
     store: &Store,
-) -> Result<(store::wal::Wal, usize), CollectorError> {
+) -> Result<(vigil_store::wal::Wal, usize), CollectorError> {
     let started = std::time::Instant::now();
-    let from = match store::checkpoint::read(&config.data_dir) {
+    let from = match vigil_store::checkpoint::read(&config.data_dir) {
         Ok(Some(cp)) => {
             let segment = cp.wal_segment;
             let series = cp.history.len();
@@ -149,7 +146,7 @@ fn open_and_replay(
         }
     };
     let dir = config.data_dir.join("wal");
-    let (wal, replay) = store::wal::Wal::open(&dir, from)?;
+    let (wal, replay) = vigil_store::wal::Wal::open(&dir, from)?;
     for problem in &replay.problems {
         tracing::warn!(%problem, "write-ahead log damaged; replayed up to the damage");
     }
@@ -175,7 +172,7 @@ fn open_and_replay(
 /// delete the segments it covers.
 fn write_checkpoint(
     store: &Store,
-    wal: &std::sync::Mutex<store::wal::Wal>,
+    wal: &std::sync::Mutex<vigil_store::wal::Wal>,
     dir: &std::path::Path,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
@@ -187,8 +184,8 @@ fn write_checkpoint(
         (segment, store.snapshot(segment))
     };
     let copied = started.elapsed();
-    let bytes =
-        store::checkpoint::write(dir, &snapshot).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bytes = vigil_store::checkpoint::write(dir, &snapshot)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let removed = wal
         .lock()
         .map_err(|_| "write-ahead log lock poisoned".to_string())?
@@ -198,7 +195,9 @@ fn write_checkpoint(
     Ok(())
 }
 
-fn lock_wal(wal: &std::sync::Mutex<store::wal::Wal>) -> std::sync::MutexGuard<'_, store::wal::Wal> {
+fn lock_wal(
+    wal: &std::sync::Mutex<vigil_store::wal::Wal>,
+) -> std::sync::MutexGuard<'_, vigil_store::wal::Wal> {
     wal.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -215,14 +214,14 @@ pub async fn serve(
     let wal = Arc::new(std::sync::Mutex::new(wal));
     let metrics = Arc::new(IngestMetrics::default());
     let rules = Arc::new(
-        rules::manager::RuleManager::new(
+        vigil_rules::manager::RuleManager::new(
             config.rules.clone(),
             Arc::clone(&store),
             &config.data_dir,
         )
         .map_err(CollectorError::Rules)?,
     );
-    let commit = Arc::new(store::wal::GroupCommit::default());
+    let commit = Arc::new(vigil_store::wal::GroupCommit::default());
     let service = IngestService::new(
         Arc::clone(&store),
         Arc::clone(&wal),
@@ -258,9 +257,9 @@ pub async fn serve(
     let (groups, rule_count) = rules.counts();
     info!(groups, rules = rule_count, "rules loaded");
     let notify = Arc::new(
-        notify::manager::NotifyManager::new(
+        vigil_notify::manager::NotifyManager::new(
             config.notify.clone(),
-            Arc::clone(&rules),
+            Arc::new(alerts::RuleAlerts(Arc::clone(&rules))),
             &config.data_dir,
         )
         .map_err(|e| CollectorError::Rules(vec![e]))?,
@@ -318,7 +317,7 @@ pub async fn serve(
             tokio::select! {
                 _ = sweep_shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    let now = store::now_ms();
+                    let now = vigil_store::now_ms();
                     let (series, samples) = sweep_store.sweep(now);
                     if series > 0 || samples > 0 {
                         info!(series, samples, "forgot stale series and history past retention");
@@ -370,7 +369,7 @@ pub async fn serve(
             }
         }
     });
-    if let store::wal::FsyncPolicy::Interval(every) = config.wal_fsync {
+    if let vigil_store::wal::FsyncPolicy::Interval(every) = config.wal_fsync {
         let (wal, commit, metrics, stop) = (
             Arc::clone(&wal),
             Arc::clone(&commit),
@@ -409,7 +408,7 @@ pub async fn serve(
             tokio::select! {
                 _ = stale_shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    for agent in stale_store.mark_silent_agents(store::now_ms()) {
+                    for agent in stale_store.mark_silent_agents(vigil_store::now_ms()) {
                         tracing::warn!(agent, "agent missed its pushes; its series are marked stale");
                     }
                 }

@@ -72,7 +72,7 @@ enum RulesAction {
 
 /// `rules check` / `rules test`, printing as promtool does; the exit code.
 fn rules_command(action: RulesAction) -> i32 {
-    use vigil_collector::rules::{file, unittest};
+    use vigil_rules::{file, unittest};
     let mut failed = false;
     match action {
         RulesAction::Check { files } => {
@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?;
         let (ok, lines) = runtime
-            .block_on(vigil_collector::notify::manager::send_test(
+            .block_on(vigil_notify::manager::send_test(
                 &config.notify,
                 &receiver,
                 &config.rules.external_url,
@@ -139,10 +139,10 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     if flags.check_config {
-        let (groups, rules) = vigil_collector::rules::manager::check(&config.rules)
+        let (groups, rules) = vigil_rules::manager::check(&config.rules)
             .map_err(|errors| anyhow::anyhow!("rule files have errors:\n{}", errors.join("\n")))?;
         println!("rules are valid: {groups} groups, {rules} rules (built-in ones included)");
-        vigil_collector::notify::manager::check(&config.notify)
+        vigil_notify::manager::check(&config.notify)
             .map_err(|e| anyhow::anyhow!("notification routing has errors:\n{e}"))?;
         if let Some(f) = &config.notify.config_file {
             println!("notification routing {} is valid", f.display());

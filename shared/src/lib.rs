@@ -5,9 +5,13 @@
 //! - [`histogram`]: the HDR window codec and the exposition bucket ladders.
 //! - [`text_format`]: a parser for the Prometheus text exposition format.
 //! - [`logging`]: log set-up and shutdown signals for both binaries.
+//! - [`exposition`]: the Prometheus text and OpenMetrics writer, and metric kinds.
+//! - [`clock`]: wall-clock milliseconds, as every stage stamps samples.
 //! - [`config`]: durations, sizes, secrets and TOML loading with precise errors.
 
+pub mod clock;
 pub mod config;
+pub mod exposition;
 pub mod histogram;
 pub mod labels;
 pub mod logging;

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::HttpState;
-use crate::promql::{EvalError, Labels, Limits, RangeSeries, Value, instant_query, range_query};
-use crate::store::now_ms;
+use vigil_promql::{EvalError, Labels, Limits, RangeSeries, Value, instant_query, range_query};
+use vigil_store::now_ms;
 
 /// Parameters of `/api/v1/query` and `/api/v1/query_range`.
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +62,7 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         return Ok((seconds * 1000.0).round() as i64);
     }
     humantime::parse_rfc3339_weak(text)
-        .map(|t| crate::promql::eval::system_time_ms(&t))
+        .map(|t| vigil_promql::eval::system_time_ms(&t))
         .map_err(|e| format!("invalid time {text:?}: {e}"))
 }
 
@@ -74,7 +74,7 @@ pub fn parse_step(text: &str) -> Result<i64, String> {
         }
         return Ok((seconds * 1000.0).round() as i64);
     }
-    crate::promql::testfile::parse_duration_ms(text)
+    vigil_shared::config::parse_duration_ms(text)
 }
 
 fn metric_json(labels: &Labels) -> Json {
@@ -92,7 +92,7 @@ fn point_json(t: i64, v: f64) -> Json {
 
 /// Formats a value as Prometheus's API does (`"NaN"`, `"+Inf"`, shortest digits).
 fn format_float(v: f64) -> String {
-    crate::promql::aggregate::format_value(v)
+    vigil_promql::aggregate::format_value(v)
 }
 
 /// The query's limits: the defaults, with a shorter timeout if asked for.
@@ -185,9 +185,9 @@ fn window_quantile(state: &HttpState, params: QueryParams) -> Response {
         Ok(t) => t.unwrap_or(end - 3_600_000),
         Err(e) => return bad_data(e),
     };
-    let matchers = match crate::promql::parse(query) {
+    let matchers = match vigil_promql::parse(query) {
         Ok(promql_parser::parser::Expr::VectorSelector(vs)) => {
-            match crate::promql::eval::selector_matchers(&vs) {
+            match vigil_promql::eval::selector_matchers(&vs) {
                 Ok(m) => m,
                 Err(e) => return bad_data(e.to_string()),
             }

@@ -19,11 +19,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::ingest::IngestMetrics;
-use crate::notify::manager::NotifyManager;
-use crate::rules::manager::RuleManager;
-use crate::store::{Store, StoredKind};
-use exposition::{ExpositionWriter, Format};
+use vigil_notify::manager::NotifyManager;
+use vigil_rules::manager::RuleManager;
 use vigil_shared::config::Secret;
+use vigil_shared::exposition::MetricKind;
+use vigil_shared::exposition::{ExpositionWriter, Format};
+use vigil_store::Store;
 
 /// What the HTTP handlers read.
 pub struct HttpState {
@@ -90,7 +91,14 @@ pub fn render(state: &HttpState, format: Format) -> String {
     let capacity = state.last_size.load(Ordering::Relaxed) + 4096;
     let mut w = ExpositionWriter::new(format, capacity);
     state.store.visit(|name, family, series| {
-        w.family(name, &family.help, family.kind, &family.bounds, series);
+        exposition::write_family(
+            &mut w,
+            name,
+            &family.help,
+            family.kind,
+            &family.bounds,
+            series,
+        );
     });
     state.ingest.write(&mut w);
     state.rules.write_metrics(&mut w);
@@ -99,13 +107,13 @@ pub fn render(state: &HttpState, format: Format) -> String {
     w.header(
         "vigil_collector_agents",
         "Agents that pushed within store.stale_after.",
-        StoredKind::Gauge,
+        MetricKind::Gauge,
     );
     w.sample("vigil_collector_agents", "", "", None, agents.len() as f64);
     w.header(
         "vigil_collector_agent_last_push_timestamp_seconds",
         "When each agent last pushed, in Unix seconds.",
-        StoredKind::Gauge,
+        MetricKind::Gauge,
     );
     let mut labels = String::new();
     for (agent, at) in &agents {
@@ -124,7 +132,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
     w.header(
         "vigil_collector_series",
         "Series held in the store.",
-        StoredKind::Gauge,
+        MetricKind::Gauge,
     );
     w.sample(
         "vigil_collector_series",
@@ -162,13 +170,13 @@ pub fn render(state: &HttpState, format: Format) -> String {
             window_bytes as f64,
         ),
     ] {
-        w.header(name, help, StoredKind::Gauge);
+        w.header(name, help, MetricKind::Gauge);
         w.sample(name, "", "", None, value);
     }
     w.header(
         "vigil_collector_build_info",
         "The collector's version, always 1.",
-        StoredKind::Gauge,
+        MetricKind::Gauge,
     );
     w.sample(
         "vigil_collector_build_info",

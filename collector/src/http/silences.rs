@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
 use super::admin::refuse;
-use crate::notify::silences::PostableSilence;
-use crate::store::now_ms;
+use vigil_notify::silences::PostableSilence;
+use vigil_store::now_ms;
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (

@@ -16,8 +16,8 @@ use vigil_shared::proto::{Kind, PushRequest, PushResponse};
 
 use super::auth::Authenticator;
 use super::{IngestMetrics, RejectReason};
-use crate::store::wal::{FsyncPolicy, GroupCommit, Wal};
-use crate::store::{Store, now_ms};
+use vigil_store::wal::{FsyncPolicy, GroupCommit, Wal};
+use vigil_store::{Store, now_ms};
 
 /// Family names agents may not use: the collector's own.
 pub const RESERVED_PREFIX: &str = "vigil_collector_";
@@ -242,7 +242,7 @@ impl Ingest for IngestService {
             let applied = store.apply(&batch, received);
             drop(guard);
             let synced = always && commit.sync_through(&wal, position)?;
-            Ok::<_, crate::store::wal::WalError>((batch, applied, synced))
+            Ok::<_, vigil_store::wal::WalError>((batch, applied, synced))
         })
         .await;
         let (batch, applied, synced) = match durable {

@@ -7,8 +7,8 @@ pub mod grpc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::http::exposition::ExpositionWriter;
-use crate::store::StoredKind;
+use vigil_shared::exposition::ExpositionWriter;
+use vigil_shared::exposition::MetricKind;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_pushes_total",
             "Pushes answered with success, by result: applied, or duplicate (acknowledged, applied before).",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_pushes_total",
@@ -132,7 +132,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_pushes_rejected_total",
             "Pushes refused, by reason.",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         for (reason, n) in RejectReason::ALL.iter().zip(&self.rejected) {
             let labels = format!("reason=\"{}\"", reason.label());
@@ -147,7 +147,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_series_applied_total",
             "Series written to the store.",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_series_applied_total",
@@ -159,7 +159,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_series_skipped_total",
             "Series not stored, by reason: kind_conflict (the family exists with another type or bucket ladder), reserved_name (vigil_collector_ prefix).",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_series_skipped_total",
@@ -178,7 +178,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_samples_out_of_order_total",
             "Samples not added to the history because they were not newer than the series' last one.",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_samples_out_of_order_total",
@@ -190,7 +190,7 @@ impl IngestMetrics {
         w.header(
             "vigil_collector_wal_failures_total",
             "Pushes refused (UNAVAILABLE, retried by the agent) because the write-ahead log could not be written.",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_wal_failures_total",
@@ -211,7 +211,7 @@ impl IngestMetrics {
                 &self.wal_syncs,
             ),
         ] {
-            w.header(name, help, StoredKind::Counter);
+            w.header(name, help, MetricKind::Counter);
             w.sample(name, "", "", None, load(v));
         }
     }

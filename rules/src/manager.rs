@@ -5,7 +5,7 @@
 //! them, and reloads the files on SIGHUP or `POST /-/reload`: a bad file is
 //! refused with its error and the rules already running keep running.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,12 +16,37 @@ use tracing::{error, info, warn};
 
 use super::file::{GroupDef, expand_globs, load_rule_file, parse_rule_file};
 use super::{AlertState, EvalContext, Group, RuleTarget, SavedAlert, restore_alerts, saved_alerts};
-use crate::config::RulesConfig;
-use crate::http::exposition::ExpositionWriter;
-use crate::promql::{Labels, Queryable};
-use crate::store::chunk::stale_marker;
-use crate::store::history::{Matcher, SeriesSamples};
-use crate::store::{Store, StoredKind, now_ms};
+use vigil_promql::{Labels, Queryable};
+use vigil_shared::exposition::ExpositionWriter;
+use vigil_shared::exposition::MetricKind;
+use vigil_store::chunk::stale_marker;
+use vigil_store::history::{Matcher, SeriesSamples};
+use vigil_store::{Store, now_ms};
+
+/// The validated `[rules]` section.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    /// Rule file globs, as written.
+    pub files: Vec<String>,
+    /// Folder that relative globs start from.
+    pub base_dir: PathBuf,
+    /// Default group interval.
+    pub evaluation_interval: Duration,
+    /// `$externalURL`.
+    pub external_url: String,
+    /// `$externalLabels`.
+    pub external_labels: BTreeMap<String, String>,
+    /// Built-in host-down alert on.
+    pub host_down: bool,
+    /// Flush intervals before a host is down.
+    pub host_down_after: u32,
+    /// Heartbeat alert on.
+    pub heartbeat: bool,
+    /// Evaluate when a batch arrives.
+    pub evaluate_on_push: bool,
+    /// Least time between push-started evaluations.
+    pub min_evaluation_gap: Duration,
+}
 
 /// Name of the built-in host-down group.
 pub const HOST_DOWN_GROUP: &str = "vigil-host-down";
@@ -202,7 +227,7 @@ impl RuleManager {
         let ctx = EvalContext {
             external_labels: config.external_labels.clone(),
             external_url: config.external_url.clone(),
-            limits: crate::promql::Limits::default(),
+            limits: vigil_promql::Limits::default(),
         };
         let metrics = RuleMetrics::default();
         metrics.last_reload_ok.store(true, Ordering::Relaxed);
@@ -484,7 +509,7 @@ impl RuleManager {
         w.header(
             "ALERTS",
             "Alerts pending or firing (alertstate), value 1.",
-            StoredKind::Gauge,
+            MetricKind::Gauge,
         );
         for (labels, _, _) in &alerts {
             w.sample("ALERTS", "", labels, None, 1.0);
@@ -492,7 +517,7 @@ impl RuleManager {
         w.header(
             "ALERTS_FOR_STATE",
             "When each pending or firing alert became active, Unix seconds.",
-            StoredKind::Gauge,
+            MetricKind::Gauge,
         );
         for (_, labels, since) in &alerts {
             w.sample("ALERTS_FOR_STATE", "", labels, None, *since);
@@ -502,31 +527,31 @@ impl RuleManager {
             (
                 "vigil_collector_rule_group_evaluations_total",
                 "Rule group evaluations.",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.evaluations),
             ),
             (
                 "vigil_collector_rule_evaluation_failures_total",
                 "Rule evaluations that failed (the rule's error is logged).",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.failures),
             ),
             (
                 "vigil_collector_rule_reloads_total",
                 "Rule reloads asked for (SIGHUP or POST /-/reload).",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.reloads),
             ),
             (
                 "vigil_collector_rule_reload_failures_total",
                 "Rule reloads refused because a file had an error.",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.reload_failures),
             ),
             (
                 "vigil_collector_rule_last_reload_successful",
                 "1 when the last rule reload (or start-up) loaded every file.",
-                StoredKind::Gauge,
+                MetricKind::Gauge,
                 f64::from(u8::from(
                     self.metrics.last_reload_ok.load(Ordering::Relaxed),
                 )),
@@ -534,25 +559,25 @@ impl RuleManager {
             (
                 "vigil_collector_alert_state_write_failures_total",
                 "Times the alert states could not be saved to the data directory.",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.state_write_failures),
             ),
             (
                 "vigil_collector_rule_samples_skipped_total",
                 "Rule output samples not written because their series already had a newer sample.",
-                StoredKind::Counter,
+                MetricKind::Counter,
                 load(&self.metrics.samples_skipped),
             ),
             (
                 "vigil_collector_rule_groups",
                 "Rule groups loaded, built-in ones included.",
-                StoredKind::Gauge,
+                MetricKind::Gauge,
                 state.groups.len() as f64,
             ),
             (
                 "vigil_collector_rules",
                 "Rules loaded, built-in ones included.",
-                StoredKind::Gauge,
+                MetricKind::Gauge,
                 state.groups.iter().map(|g| g.rules.len()).sum::<usize>() as f64,
             ),
         ] {

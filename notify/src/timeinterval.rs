@@ -6,7 +6,7 @@
 //! (the collector's time zone offset is not read: `Local` is UTC on servers
 //! that run in UTC, as most do); other zones are refused when the file loads.
 
-use crate::rules::template::civil_from_days;
+use vigil_template::civil_from_days;
 
 /// One `time_intervals` entry.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -361,7 +361,7 @@ fn needs_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::config::parse;
+    use crate::config::parse;
     use std::path::Path;
 
     fn config(extra_route: &str) -> NotifyConfig {

@@ -9,6 +9,14 @@
 //! (Prometheus's `missingkey=zero`). Templates are parsed when a rule file
 //! loads, so an unknown function or a syntax error is refused there, with the
 //! rule and field named, and never at the moment an alert fires.
+//!
+//! This crate knows nothing of rules, alerts or notifications: callers hand
+//! it the data (and, for `query`, a function that runs PromQL), and both the
+//! rule engine and the notifier use it. [`gofmt`] is Go's number and string
+//! formatting (`%g`, `%.2f`, `%q`), which templates' `printf` and
+//! notification payloads need to match Prometheus byte for byte.
+
+pub mod gofmt;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +24,7 @@ use std::fmt::Write as _;
 use regex::Regex;
 use thiserror::Error;
 
-use super::gofmt::{format_e, format_f, format_g};
+use crate::gofmt::{format_e, format_f, format_g};
 
 /// A template that does not parse or fails to run.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -1087,7 +1095,7 @@ impl Env<'_> {
             "parseDuration" => {
                 want(1)?;
                 let s = args[0].as_str()?;
-                let ms = crate::promql::testfile::parse_duration_ms(s).map_err(TemplateError)?;
+                let ms = vigil_shared::config::parse_duration_ms(s).map_err(TemplateError)?;
                 V::Float(ms as f64 / 1000.0)
             }
             "toTime" => {
@@ -1263,7 +1271,7 @@ pub fn humanize_timestamp(v: f64) -> Result<String, TemplateError> {
         ));
     }
     let (y, mo, d, h, mi, sec, frac) =
-        super::gofmt::utc_parts((nanos as i64).div_euclid(1_000_000));
+        crate::gofmt::utc_parts((nanos as i64).div_euclid(1_000_000));
     let mut out = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{sec:02}");
     if frac != 0 {
         let f = format!("{frac:03}");

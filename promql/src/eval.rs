@@ -21,8 +21,8 @@ use super::{
     EvalError, Labels, Limits, METRIC_NAME, Queryable, RangeSeries, Sample, Value, aggregate,
     functions,
 };
-use crate::store::chunk::is_stale_marker;
-use crate::store::history::Matcher;
+use vigil_store::chunk::is_stale_marker;
+use vigil_store::history::Matcher;
 
 /// Evaluates expressions for one query.
 pub struct Evaluator<'a> {
@@ -207,7 +207,7 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<crate::store::history::SeriesSamples>, EvalError> {
+    ) -> Result<Vec<vigil_store::history::SeriesSamples>, EvalError> {
         self.check_deadline()?;
         let series = self.store.select(&selector_matchers(vs)?, mint, maxt);
         let n: usize = series.iter().map(|s| s.samples.len()).sum();

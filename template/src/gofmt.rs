@@ -184,7 +184,7 @@ pub fn labels_string<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -
 /// `(year, month, day, hour, minute, second, millisecond)`.
 pub fn utc_parts(ms: i64) -> (i64, u32, u32, i64, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
-    let (y, mo, d) = crate::rules::template::civil_from_days(secs.div_euclid(86_400));
+    let (y, mo, d) = crate::civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
     (
         y,

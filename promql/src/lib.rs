@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::store::history::{Matcher, SeriesSamples};
+use vigil_store::history::{Matcher, SeriesSamples};
 
 /// A label set: sorted by name, `__name__` included when present.
 pub type Labels = Vec<(String, String)>;
@@ -108,15 +108,15 @@ pub trait Queryable {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples>;
 }
 
-impl Queryable for crate::store::Store {
+impl Queryable for vigil_store::Store {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        crate::store::Store::select(self, matchers, mint, maxt)
+        vigil_store::Store::select(self, matchers, mint, maxt)
     }
 }
 
-impl Queryable for crate::store::history::History {
+impl Queryable for vigil_store::history::History {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        crate::store::history::History::select(self, matchers, mint, maxt)
+        vigil_store::history::History::select(self, matchers, mint, maxt)
     }
 }
 
@@ -193,9 +193,9 @@ pub fn instant_query(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::history::History;
+    use vigil_store::history::History;
 
-    fn history() -> Result<History, crate::store::chunk::AppendError> {
+    fn history() -> Result<History, vigil_store::chunk::AppendError> {
         let mut h = History::new();
         for i in 0..10 {
             let id = h.series_id(&[

@@ -25,39 +25,14 @@ pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chunk::stale_marker;
 use history::{History, HistoryStats, Matcher, SeriesSamples};
+use vigil_shared::exposition::MetricKind;
 use vigil_shared::labels::escape_label_value_into;
-use vigil_shared::proto::{self, Kind};
+use vigil_shared::proto;
 use windows::{QuantileError, QuantileResult, WindowStore};
-
-/// A family's kind, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredKind {
-    /// Counter.
-    Counter,
-    /// Gauge.
-    Gauge,
-    /// Untyped.
-    Untyped,
-    /// Histogram built from windows.
-    Histogram,
-}
-
-impl StoredKind {
-    /// The store's kind for a wire kind; `None` for an unknown kind.
-    pub fn from_wire(kind: i32) -> Option<Self> {
-        match Kind::try_from(kind).ok()? {
-            Kind::Counter => Some(StoredKind::Counter),
-            Kind::Gauge => Some(StoredKind::Gauge),
-            Kind::Untyped => Some(StoredKind::Untyped),
-            Kind::Histogram => Some(StoredKind::Histogram),
-            Kind::Unspecified => None,
-        }
-    }
-}
 
 /// Cumulative histogram state of one windowed series.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +66,7 @@ pub struct StoredFamily {
     /// Help text.
     pub help: String,
     /// Kind.
-    pub kind: StoredKind,
+    pub kind: MetricKind,
     /// Bucket bounds, for histograms.
     pub bounds: Vec<f64>,
     /// Series by rendered label set.
@@ -152,13 +127,11 @@ pub struct Store {
     pushes: (std::sync::Mutex<u64>, std::sync::Condvar),
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use vigil_shared::clock::now_ms;
+
+/// A sample a rule produced: its label set (sorted by name, `__name__`
+/// included), its time in milliseconds and its value.
+pub type RuleSample = (Vec<(String, String)>, i64, f64);
 
 /// Formats a bucket bound as Prometheus writes `le` values.
 pub fn format_bound(v: f64) -> String {
@@ -302,7 +275,7 @@ impl Store {
         let mut written: Vec<u32> = Vec::new();
         let mut applied = Applied::default();
         for family in &batch.families {
-            let Some(kind) = StoredKind::from_wire(family.kind) else {
+            let Some(kind) = MetricKind::from_wire(family.kind) else {
                 applied.conflicts += family.series.len() as u64;
                 continue;
             };
@@ -457,10 +430,10 @@ impl Store {
                 name: name.clone(),
                 help: f.help.clone(),
                 kind: match f.kind {
-                    StoredKind::Counter => 0,
-                    StoredKind::Gauge => 1,
-                    StoredKind::Untyped => 2,
-                    StoredKind::Histogram => 3,
+                    MetricKind::Counter => 0,
+                    MetricKind::Gauge => 1,
+                    MetricKind::Untyped => 2,
+                    MetricKind::Histogram => 3,
                 },
                 bounds: f.bounds.clone(),
                 series: f
@@ -515,10 +488,10 @@ impl Store {
         inner.families.clear();
         for f in cp.families {
             let kind = match f.kind {
-                0 => StoredKind::Counter,
-                1 => StoredKind::Gauge,
-                2 => StoredKind::Untyped,
-                _ => StoredKind::Histogram,
+                0 => MetricKind::Counter,
+                1 => MetricKind::Gauge,
+                2 => MetricKind::Untyped,
+                _ => MetricKind::Histogram,
             };
             let series = f
                 .series
@@ -634,7 +607,7 @@ impl Store {
     /// Writes samples that rules produced (recorded series, `ALERTS`, stale
     /// markers) into the history. A sample not newer than its series' last
     /// one is skipped; returns how many were.
-    pub fn write_rule_samples(&self, samples: Vec<(crate::promql::Labels, i64, f64)>) -> u64 {
+    pub fn write_rule_samples(&self, samples: Vec<RuleSample>) -> u64 {
         let mut inner = self.write();
         let mut skipped = 0;
         for (labels, t, v) in samples {
@@ -736,7 +709,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_shared::proto::{Family, Label, PushRequest, Series, Window};
+    use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series, Window};
 
     fn labels(instance: &str) -> Vec<Label> {
         vec![
@@ -863,7 +836,7 @@ mod tests {
         assert_eq!(applied.conflicts, 0);
         let mut kinds = Vec::new();
         store.visit(|name, family, _| kinds.push((name.to_string(), family.kind)));
-        assert_eq!(kinds[0], ("g".to_string(), StoredKind::Untyped));
+        assert_eq!(kinds[0], ("g".to_string(), MetricKind::Untyped));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The collector's notification loop: takes the rules' alerts, routes and
+//! The collector's notification loop: takes alerts from an [`AlertSource`], routes and
 //! groups them ([`super::dispatch`]), puts every notification in the durable
 //! outbox ([`super::outbox`]) and delivers it ([`super::sender`]) with
 //! retries, a circuit breaker per receiver, and expiry. The notification
@@ -15,15 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vigil_shared::config::Secret;
 
+use super::AlertSource;
 use super::config::{NotifyConfig, parse};
 use super::dispatch::{Dispatcher, NotificationLog};
 use super::outbox::{Outbox, Pending};
 use super::payload::NotifyAlert;
 use super::sender::{Outcome, client, deliver};
-use crate::http::exposition::ExpositionWriter;
-use crate::rules::AlertState;
-use crate::rules::manager::RuleManager;
-use crate::store::{StoredKind, now_ms};
+use vigil_shared::clock::now_ms;
+use vigil_shared::exposition::ExpositionWriter;
+use vigil_shared::exposition::MetricKind;
 
 /// `[notify]` settings.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ pub struct NotifyManager {
     settings: NotifySettings,
     dir: PathBuf,
     state: Mutex<State>,
-    rules: Arc<RuleManager>,
+    source: Arc<dyn AlertSource>,
     reloads_failed: AtomicU64,
     forward_client: reqwest::Client,
     forward_state: Mutex<super::forward::ForwardState>,
@@ -146,7 +146,7 @@ impl NotifyManager {
     /// Loads the routing file and what the last run left in `data_dir/notify`.
     pub fn new(
         settings: NotifySettings,
-        rules: Arc<RuleManager>,
+        source: Arc<dyn AlertSource>,
         data_dir: &Path,
     ) -> Result<Self, String> {
         // reqwest is built without a default TLS provider: use ring, as tonic does.
@@ -183,7 +183,7 @@ impl NotifyManager {
                 receivers: BTreeMap::new(),
                 latency: BTreeMap::new(),
             }),
-            rules,
+            source,
             reloads_failed: AtomicU64::new(0),
             forward_client: reqwest::Client::builder()
                 .timeout(settings_timeout)
@@ -217,40 +217,10 @@ impl NotifyManager {
         }
     }
 
-    /// The rules' alerts as notifications carry them: firing and resolved
-    /// ones, external labels added, as Prometheus sends them.
-    fn current_alerts(&self) -> Vec<NotifyAlert> {
-        let (external_labels, external_url) = self.rules.external();
-        self.rules
-            .alerts_with_expr()
-            .into_iter()
-            .filter(|(_, _, a)| a.state != AlertState::Pending)
-            .map(|(_, expr, a)| {
-                let mut labels: BTreeMap<String, String> = external_labels.clone();
-                labels.extend(a.labels.iter().cloned());
-                NotifyAlert {
-                    labels,
-                    annotations: a.annotations.iter().cloned().collect(),
-                    starts_at: a.fired_at.unwrap_or(a.active_at),
-                    ends_at: if a.state == AlertState::Inactive {
-                        a.resolved_at
-                    } else {
-                        None
-                    },
-                    generator_url: format!(
-                        "{external_url}/graph?g0.expr={}&g0.tab=1",
-                        crate::rules::template::query_escape(&expr)
-                    ),
-                    fired_sample_ms: a.fired_sample_ms,
-                }
-            })
-            .collect()
-    }
-
     /// Routes, groups and queues what is due; returns when to look again.
     fn dispatch(&self, now: i64) -> i64 {
-        let alerts = self.current_alerts();
-        let (external_url, mut s) = (self.rules.external().1, lock(&self.state));
+        let alerts = self.source.alerts();
+        let (external_url, mut s) = (self.source.external_url(), lock(&self.state));
         let Some(config) = s.config.clone() else {
             return now + 1000;
         };
@@ -469,7 +439,7 @@ impl NotifyManager {
         let Some(receiver) = config.receivers.get(fallback) else {
             return;
         };
-        let external_url = self.rules.external().1;
+        let external_url = self.source.external_url();
         for (i, webhook) in receiver.webhooks.iter().enumerate() {
             let body = super::dispatch::render_body(
                 webhook,
@@ -508,7 +478,7 @@ impl NotifyManager {
         if self.forwarded.is_empty() {
             return;
         }
-        let alerts = self.current_alerts();
+        let alerts = self.source.alerts();
         let due = self
             .forward_state
             .lock()
@@ -540,7 +510,7 @@ impl NotifyManager {
             self.forward(now_ms()).await;
             let outbox_next = lock(&self.state).outbox.next_due().unwrap_or(i64::MAX);
             let wait = (next.min(outbox_next) - now_ms()).clamp(20, 250);
-            let evaluated = Arc::clone(&self.rules.evaluated);
+            let evaluated = self.source.evaluated();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
@@ -591,7 +561,7 @@ impl NotifyManager {
                 5,
             ),
         ] {
-            w.header(name, help, StoredKind::Counter);
+            w.header(name, help, MetricKind::Counter);
             for r in &receivers {
                 let c = s.receivers.get(r).cloned().unwrap_or_default();
                 let v = [
@@ -614,7 +584,7 @@ impl NotifyManager {
         w.header(
             "vigil_collector_notification_outbox",
             "Notifications waiting in the outbox, by receiver.",
-            StoredKind::Gauge,
+            MetricKind::Gauge,
         );
         for r in &receivers {
             w.sample(
@@ -628,7 +598,7 @@ impl NotifyManager {
         w.header(
             "vigil_collector_notification_breaker_open",
             "1 while a receiver's circuit breaker holds its notifications back.",
-            StoredKind::Gauge,
+            MetricKind::Gauge,
         );
         let now = now_ms();
         for r in &receivers {
@@ -644,7 +614,7 @@ impl NotifyManager {
         w.header(
             "vigil_collector_notification_latency_seconds",
             "From the samples that made an alert fire (their agent's batch time) to its receiver's 2xx, by rule.",
-            StoredKind::Histogram,
+            MetricKind::Histogram,
         );
         for (rule, l) in &s.latency {
             let labels = format!("rule=\"{}\"", escape(rule));
@@ -691,7 +661,7 @@ impl NotifyManager {
                 true,
             ),
         ] {
-            w.header(name, help, StoredKind::Counter);
+            w.header(name, help, MetricKind::Counter);
             for (base, c) in &self.forwarded {
                 let v = if errors { &c.errors } else { &c.sent };
                 w.sample(
@@ -706,7 +676,7 @@ impl NotifyManager {
         w.header(
             "vigil_collector_notify_reload_failures_total",
             "Reloads of the notification routing file refused for an error.",
-            StoredKind::Counter,
+            MetricKind::Counter,
         );
         w.sample(
             "vigil_collector_notify_reload_failures_total",

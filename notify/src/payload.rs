@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::rules::gofmt::{labels_string, utc_parts};
+use vigil_template::gofmt::{labels_string, utc_parts};
 
 /// Labels or annotations.
 pub type Kv = BTreeMap<String, String>;

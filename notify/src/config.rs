@@ -16,8 +16,8 @@ use regex::Regex;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::promql::testfile::parse_duration_ms;
-use crate::rules::file::Text;
+use vigil_shared::config::Text;
+use vigil_shared::config::parse_duration_ms;
 
 /// An Alertmanager file that cannot be used.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -410,7 +410,7 @@ pub struct Webhook {
     /// HTTP settings.
     pub http: HttpSettings,
     /// Vigil: a Go template for the body instead of Alertmanager's JSON.
-    pub body: Option<(String, crate::rules::template::Template)>,
+    pub body: Option<(String, vigil_template::Template)>,
 }
 
 /// A receiver.
@@ -843,7 +843,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NotifyConfig, NotifyConfigError>
             .map_err(fail)?;
             let body = match w.vigil.and_then(|v| v.body) {
                 Some(text) => {
-                    let t = crate::rules::template::Template::parse(&text)
+                    let t = vigil_template::Template::parse(&text)
                         .map_err(|e| fail(format!("{wat}.vigil.body: {e}")))?;
                     Some((text, t))
                 }

@@ -2,7 +2,7 @@
 //!
 //! - [`file`]: Prometheus rule files (plus Vigil's `vigil:` keys), checked
 //!   when loaded, with file, line, group and rule in every error.
-//! - [`template`] and [`gofmt`]: Go templates for labels and annotations.
+//! - Go templates for labels and annotations come from `vigil-template`.
 //! - this module: groups and the alert state machine (inactive → pending →
 //!   firing → resolved, `for`, `keep_firing_for`, Vigil's `clear_expr` /
 //!   `clear_for`), `ALERTS` / `ALERTS_FOR_STATE`, stale markers for series a
@@ -15,19 +15,17 @@
 //! collector's store and over a unit test's in-memory history.
 
 pub mod file;
-pub mod gofmt;
 pub mod manager;
-pub mod template;
 pub mod unittest;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::promql::{Labels, Limits, METRIC_NAME, Queryable, Value, eval::Evaluator};
-use crate::store::chunk::stale_marker;
 use file::{GroupDef, RuleDef, RuleKind};
-use template::{QuerySample, TemplateData};
+use vigil_promql::{Labels, Limits, METRIC_NAME, Queryable, Value, eval::Evaluator};
+use vigil_store::chunk::stale_marker;
+use vigil_template::{QuerySample, TemplateData};
 
 /// Where rules read from and write their output to.
 pub trait RuleTarget: Queryable {
@@ -280,7 +278,7 @@ fn query_fn<'a>(
     ctx: &'a EvalContext,
 ) -> impl Fn(&str) -> Result<Vec<QuerySample>, String> + 'a {
     move |q: &str| {
-        let expr = crate::promql::parse(q).map_err(|e| e.to_string())?;
+        let expr = vigil_promql::parse(q).map_err(|e| e.to_string())?;
         Ok(query_vector(&expr, ts, target, ctx)?
             .into_iter()
             .map(|(labels, value)| QuerySample {
@@ -303,7 +301,7 @@ fn eval_alert(
     };
     let vector = query_vector(&rule.def.parsed, ts, target, ctx)?;
     let query = query_fn(ts, target, ctx);
-    let expand = |template: &template::Template, data: &TemplateData| -> String {
+    let expand = |template: &vigil_template::Template, data: &TemplateData| -> String {
         template
             .render(data, Some(&query))
             .unwrap_or_else(|e| format!("<error expanding template: {e}>"))

@@ -16,10 +16,11 @@
 //! a stale marker. Values are compared with a relative error of 1e-6.
 
 use std::collections::BTreeMap;
+use vigil_shared::config::parse_duration_ms;
 
 use super::{Labels, Limits, METRIC_NAME, Value, instant_query};
-use crate::store::chunk::stale_marker;
-use crate::store::history::History;
+use vigil_store::chunk::stale_marker;
+use vigil_store::history::History;
 
 /// One evaluation that did not give what the file expects.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,43 +40,6 @@ pub struct FileOutcome {
     pub passed: usize,
     /// Evaluations that did not.
     pub failed: Vec<Failure>,
-}
-
-/// Parses a duration such as `5m`, `8000s`, `1h30m`, `10ms` into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let mut total = 0i64;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {text:?}"));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
-        };
-        total += n * factor;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
 }
 
 /// Parses a series descriptor `name{a="b"}` or `{__name__="x"}` into sorted labels.

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use vigil_shared::config::Text;
 
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::template::Template;
-use crate::promql::testfile::parse_duration_ms;
+use vigil_shared::config::parse_duration_ms;
+use vigil_template::Template;
 
 /// A rule file that cannot be used.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -35,38 +36,6 @@ fn position(line: usize, column: usize) -> String {
         (0, _) => String::new(),
         (l, 0) => format!("{l}: "),
         (l, c) => format!("{l}:{c}: "),
-    }
-}
-
-/// A scalar read as text: Prometheus takes `expr: 1` as the string "1".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Text(pub String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl serde::de::Visitor<'_> for Visit {
-            type Value = Text;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-        }
-        d.deserialize_any(Visit)
     }
 }
 
@@ -358,7 +327,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
             if r.expr.0.trim().is_empty() {
                 problems.push("field 'expr' must be set in rule".into());
             }
-            let parsed = match crate::promql::parse(&r.expr.0) {
+            let parsed = match vigil_promql::parse(&r.expr.0) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     if !r.expr.0.trim().is_empty() {
@@ -411,7 +380,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
                         0
                     });
                     match &v.clear_expr {
-                        Some(ce) => match crate::promql::parse(&ce.0) {
+                        Some(ce) => match vigil_promql::parse(&ce.0) {
                             Ok(p) => Some(ClearDef {
                                 expr: ce.0.clone(),
                                 parsed: p,

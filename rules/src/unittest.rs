@@ -14,11 +14,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::file::{Text, expand_globs, load_rule_file};
+use super::file::{expand_globs, load_rule_file};
 use super::{AlertState, EvalContext, Group, RuleTarget};
-use crate::promql::testfile::{expand_values, parse_descriptor, parse_duration_ms};
-use crate::promql::{Labels, Queryable};
-use crate::store::history::{History, Matcher, SeriesSamples};
+use vigil_promql::testfile::{expand_values, parse_descriptor};
+use vigil_promql::{Labels, Queryable};
+use vigil_shared::config::Text;
+use vigil_shared::config::parse_duration_ms;
+use vigil_store::history::{History, Matcher, SeriesSamples};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,7 +176,7 @@ fn format_e_upper(v: f64) -> String {
 
 /// Prometheus's `labels.Labels.String()`: `{a="b", c="d"}`.
 fn labels_text(labels: &[(String, String)]) -> String {
-    super::gofmt::labels_string(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    vigil_template::gofmt::labels_string(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 type LabelsAndAnnotations = Vec<(Labels, Labels)>;
@@ -329,7 +331,7 @@ fn run_group(
     let ctx = EvalContext {
         external_labels: tg.external_labels.clone(),
         external_url: tg.external_url.clone().unwrap_or_default(),
-        limits: crate::promql::Limits::default(),
+        limits: vigil_promql::Limits::default(),
     };
 
     // Input series.
@@ -437,7 +439,7 @@ fn run_group(
 
     'tests: for (test, at) in tg.promql_expr_test.iter().zip(expr_times) {
         let expr = &test.expr.0;
-        let got = match crate::promql::parse(expr)
+        let got = match vigil_promql::parse(expr)
             .map_err(|e| e.to_string())
             .and_then(|p| super::query_vector(&p, at, &storage, &ctx))
         {
@@ -445,7 +447,7 @@ fn run_group(
             Err(e) => {
                 errors.push(format!(
                     "    expr: {}, time: {}, err: {e}",
-                    super::gofmt::go_quote(expr),
+                    vigil_template::gofmt::go_quote(expr),
                     duration_text(at)
                 ));
                 continue;
@@ -458,9 +460,9 @@ fn run_group(
                 Err(e) => {
                     errors.push(format!(
                         "    expr: {}, time: {}, err: labels {}: {e}",
-                        super::gofmt::go_quote(expr),
+                        vigil_template::gofmt::go_quote(expr),
                         duration_text(at),
-                        super::gofmt::go_quote(&s.labels)
+                        vigil_template::gofmt::go_quote(&s.labels)
                     ));
                     continue 'tests;
                 }
@@ -479,7 +481,7 @@ fn run_group(
         if !same {
             errors.push(format!(
                 "    expr: {}, time: {},\n        exp: {}\n        got: {}",
-                super::gofmt::go_quote(expr),
+                vigil_template::gofmt::go_quote(expr),
                 duration_text(at),
                 samples_text(&exp),
                 samples_text(&got)

@@ -833,7 +833,7 @@ mod tests {
             h.append(id, t * 10_000, t as f64)?;
         }
         // The agent went quiet; the collector ended the series at 60 s.
-        h.append(id, 60_000, crate::store::chunk::stale_marker())?;
+        h.append(id, 60_000, crate::chunk::stale_marker())?;
         // Its queued samples arrive: they replace the marker.
         for t in 4..=8 {
             h.append(id, t * 10_000, t as f64)?;
@@ -847,7 +847,7 @@ mod tests {
         // Once real data follows the marker, the marker stays.
         let id = h.series_id(&labels(&[("__name__", "y")]));
         h.append(id, 1_000, 1.0)?;
-        h.append(id, 5_000, crate::store::chunk::stale_marker())?;
+        h.append(id, 5_000, crate::chunk::stale_marker())?;
         h.append(id, 6_000, 1.0)?;
         assert!(
             h.append(id, 2_000, 2.0).is_err(),
