@@ -107,9 +107,10 @@ fn main() -> anyhow::Result<()> {
     let rounds = env("ROUNDS", 5);
     let fleet = fleet::Fleet::load()?;
     let rules_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/rules/node-exporter.yml");
-    let text = std::fs::read_to_string(&rules_path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", rules_path.display()))?;
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/compat/rules/node-exporter.yml");
+    let text = std::fs::read_to_string(&rules_path).map_err(|e| {
+        anyhow::anyhow!("{}: {e}: run scripts/fetch-compat.sh", rules_path.display())
+    })?;
     let defs = parse_rule_file(&rules_path, &text).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
     let rules: Vec<RuleDef> = defs.iter().flat_map(|g| g.rules.clone()).collect();
     let wanted: BTreeSet<String> = rules

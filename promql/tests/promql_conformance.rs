@@ -1,4 +1,5 @@
-//! Prometheus's own PromQL conformance tests (v2.42.0, `../shared/compat/promql/*.test`)
+//! Prometheus's own PromQL conformance tests (v2.42.0, `testdata/compat/promql/*.test`,
+//! filled by `scripts/fetch-compat.sh`)
 //! run against Vigil's engine. Every evaluation must pass, or be listed in
 //! `testdata/promql-exceptions.txt` with a reason; an exception that starts
 //! passing must be removed from the list, so that the list only shrinks.
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use vigil_promql::testfile;
 
 fn compat_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/promql")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/compat/promql")
 }
 
 /// `file.test:LINE` → reason.
@@ -36,7 +37,7 @@ fn main() {
             .filter(|p| p.extension().is_some_and(|x| x == "test"))
             .collect(),
         Err(e) => panic!(
-            "cannot read Prometheus's conformance tests in {}: {e}; they come with the shared/ folder beside the repository",
+            "cannot read Prometheus's conformance tests in {}: {e}: run scripts/fetch-compat.sh (the README's test command runs it first)",
             dir.display()
         ),
     };

@@ -525,9 +525,15 @@ mod tests {
 
     #[test]
     fn every_compat_rule_file_checks() -> Result<(), String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/rules");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/compat/rules");
         let mut rules = 0;
-        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            format!(
+                "{}: {e}: run scripts/fetch-compat.sh (the README's test command runs it first)",
+                dir.display()
+            )
+        })?;
+        for entry in entries {
             let path = entry.map_err(|e| e.to_string())?.path();
             let groups = load_rule_file(&path).map_err(|e| format!("{e:?}"))?;
             rules += groups.iter().map(|g| g.rules.len()).sum::<usize>();

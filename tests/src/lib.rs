@@ -388,6 +388,23 @@ fn dechunk(mut body: &str) -> Result<String> {
     }
 }
 
+/// A file or folder of `testdata/compat/` (third-party files: rule files,
+/// dashboards, conformance tests), which `scripts/fetch-compat.sh` fills;
+/// a missing one fails the test with that command.
+pub fn compat_path(relative: &str) -> Result<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/compat")
+        .join(relative);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(anyhow!(
+            "{} is missing: run scripts/fetch-compat.sh (the README's test command runs it first)",
+            path.display()
+        ))
+    }
+}
+
 /// Finds a program on PATH or says how to install it: a missing peer fails the test.
 pub fn require_peer(program: &str, debian_package: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -3,11 +3,10 @@
 //! node-exporter rules over a real agent's data, and hot reload.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use vigil_tests::{Collector, Scrape, free_port, http_request, start_agent, wait_for};
+use vigil_tests::{Collector, Scrape, compat_path, free_port, http_request, start_agent, wait_for};
 
 /// `ALERTS` samples on `/metrics`: (labels, value).
 fn alerts(scrape: &Scrape, alertname: &str) -> Vec<BTreeMap<String, String>> {
@@ -165,9 +164,7 @@ fn a_pending_alert_survives_a_sigkill_restart_and_fires_on_time() -> Result<()> 
 #[test]
 fn node_exporter_rules_evaluate_without_error_over_a_real_agent() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/rules/node-exporter.yml");
-    ensure!(rules.is_file(), "{} is missing", rules.display());
+    let rules = compat_path("rules/node-exporter.yml")?;
     let collector = Collector::start_with(
         dir.path(),
         &format!(

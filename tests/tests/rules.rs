@@ -1,16 +1,16 @@
 //! Rule files and rule unit tests: `vigil-collector rules test` gives the
 //! same verdict as `promtool test rules` (Prometheus 2.42) on every file of
-//! the corpus in `collector/testdata/rules/`, files named `fail-*` fail in
+//! the corpus in `rules/testdata/rules/`, files named `fail-*` fail in
 //! both, and `rules check` accepts every real rule file users bring.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use vigil_tests::{binary, require_peer};
+use vigil_tests::{binary, compat_path, require_peer};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/testdata/rules")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/testdata/rules")
 }
 
 fn files(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
@@ -138,7 +138,7 @@ fn vigil_only_flap_tests_pass_and_promtool_refuses_their_rules() -> Result<()> {
 fn every_shared_rule_file_checks_and_broken_ones_fail_in_both() -> Result<()> {
     let promtool = require_peer("promtool", "prometheus")?;
     let vigil = binary("vigil-collector")?;
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat/rules");
+    let shared = compat_path("rules")?;
     let rule_files = files(&shared, ".yml")?;
     ensure!(
         rule_files.len() >= 3,
