@@ -25,8 +25,12 @@ struct Flags {
     log_format: LogFormat,
 }
 
-fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
+fn main() -> std::process::ExitCode {
+    vigil_shared::logging::exit_code(run(Flags::parse()))
+}
+
+/// Everything `main` does; an error ends the process with one clean line.
+fn run(flags: Flags) -> anyhow::Result<()> {
     init_logging(flags.log_format);
     let mut config = vigil_agent::config::load(flags.config.as_deref())?;
     if let Some(dir) = flags.data_dir {

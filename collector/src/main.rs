@@ -106,8 +106,12 @@ fn rules_command(action: RulesAction) -> i32 {
     i32::from(failed)
 }
 
-fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
+fn main() -> std::process::ExitCode {
+    vigil_shared::logging::exit_code(run(Flags::parse()))
+}
+
+/// Everything `main` does; an error ends the process with one clean line.
+fn run(flags: Flags) -> anyhow::Result<()> {
     let command = flags.command;
     if let Some(Command::Rules { action }) = command {
         std::process::exit(rules_command(action));

@@ -119,6 +119,9 @@ fn load(
     let Some(path) = &settings.config_file else {
         return Ok((None, BTreeMap::new()));
     };
+    // reqwest is built without a default TLS provider: use ring, as tonic
+    // does. Here, so that `--check-config` builds clients as a start does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = parse(path, &text).map_err(|e| e.to_string())?;
     let mut clients = BTreeMap::new();
@@ -149,8 +152,6 @@ impl NotifyManager {
         source: Arc<dyn AlertSource>,
         data_dir: &Path,
     ) -> Result<Self, String> {
-        // reqwest is built without a default TLS provider: use ring, as tonic does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let (config, clients) = load(&settings)?;
         let (settings_timeout, forward_to) = (settings.timeout, settings.forward_to.clone());
         let dir = data_dir.join("notify");

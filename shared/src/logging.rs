@@ -12,6 +12,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// Ends a binary's `main`: on error, prints one line `error: …` with every
+/// cause joined by `: ` to standard error and exits with 1. Never a stack
+/// trace, whatever `RUST_BACKTRACE` says: a config or start-up error is the
+/// operator's to fix, and a backtrace of `<unknown>` frames only hides it.
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` is anyhow's whole chain of causes on one line.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Installs the global subscriber, writing to standard error.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

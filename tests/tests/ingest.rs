@@ -372,3 +372,105 @@ fn restart_after_a_checkpoint_replays_only_the_newer_log() -> Result<()> {
     );
     Ok(())
 }
+
+/// Whether stderr shows a stack trace or Rust's debug rendering of an error.
+fn shows_a_backtrace(stderr: &str) -> bool {
+    [
+        "Stack backtrace",
+        "<unknown>",
+        "Error: ",
+        "panicked",
+        "RUST_BACKTRACE",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s))
+}
+
+#[test]
+fn config_and_startup_errors_are_one_clean_message_even_with_backtraces_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("collector.toml");
+    std::fs::write(&bad, "[ingest]\nmax_series_per_push = 0\n")?;
+    for args in [vec!["--check-config"], vec![]] {
+        let out = Command::new(binary("vigil-collector")?)
+            .args(&args)
+            .args(["--config", &bad.to_string_lossy()])
+            .env("RUST_BACKTRACE", "1")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "{args:?}: exit {:?}",
+            out.status
+        );
+        ensure!(
+            stderr.starts_with("error: ") && stderr.contains("ingest.max_series_per_push"),
+            "{stderr}"
+        );
+        ensure!(!shows_a_backtrace(&stderr), "{stderr}");
+    }
+
+    // A start-up error: the HTTP port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let config = dir.path().join("taken.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = \"{}\"\n",
+            taken.local_addr()?,
+            dir.path().join("data").display()
+        ),
+    )?;
+    let out = Command::new(binary("vigil-collector")?)
+        .args(["--config", &config.to_string_lossy()])
+        .env("RUST_BACKTRACE", "full")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    ensure!(
+        stderr.contains("error: cannot listen on HTTP") && stderr.contains("http.listen"),
+        "{stderr}"
+    );
+    ensure!(!shows_a_backtrace(&stderr), "{stderr}");
+
+    let bad = dir.path().join("agent.toml");
+    std::fs::write(&bad, "sample_interval = \"forever\"\n")?;
+    let out = Command::new(binary("vigil-agent")?)
+        .args(["--config", &bad.to_string_lossy()])
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    ensure!(
+        stderr.starts_with("error: ") && stderr.contains("sample_interval"),
+        "{stderr}"
+    );
+    ensure!(!shows_a_backtrace(&stderr), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn check_config_accepts_a_routing_file_with_a_webhook() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        "route:\n  receiver: team\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: https://hooks.example.net/alerts\n",
+    )?;
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[notify]\nalertmanager_config = \"alertmanager.yml\"\n",
+    )?;
+    let out = Command::new(binary("vigil-collector")?)
+        .args(["--check-config", "--config", &config.to_string_lossy()])
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("alertmanager.yml is valid"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
