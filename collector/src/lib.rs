@@ -1,12 +1,20 @@
-//! `vigil-collector`: receives agents' batches over gRPC, keeps the latest
-//! state of every series, and serves it to Prometheus.
+//! `vigil-collector`: the binary that wires the collector's stages. It
+//! holds the config, ingest (gRPC: auth, limits, dedup, the write-ahead log
+//! append), the HTTP server, startup and shutdown; the stages themselves are
+//! crates, and this crate must never grow their logic.
 //!
 //! ```text
-//! agents ──gRPC──► ingest (auth, limits, dedup) ──► store ──► http (/metrics)
+//! agents ──gRPC──► ingest ──► vigil-store ◄── vigil-promql ◄── vigil-rules ──(alerts)──► vigil-notify ──► webhooks
+//!                  (auth,     (latest state,   (PromQL)          (rule files,  [alerts.rs]  (routes, groups,
+//!                   limits,    history, WAL,                      alert states)             silences, outbox)
+//!                   dedup)     checkpoints)
+//!                                 │
+//!                                 └──► http: /metrics, /api/v1/* (Prometheus API), /graph, /-/reload, silences
 //! ```
 //!
-//! [`run`] binds both ports, serves until `shutdown` is cancelled, and stops
-//! both servers; `main.rs` only parses flags.
+//! [`bind`] binds both ports; [`serve`] restores the store from its
+//! checkpoint and log, starts rules, notifications and both servers, and
+//! stops them all when `shutdown` is cancelled. `main.rs` only parses flags.
 
 pub mod alerts;
 pub mod config;

@@ -116,12 +116,12 @@ fn load(
     ),
     String,
 > {
-    let Some(path) = &settings.config_file else {
-        return Ok((None, BTreeMap::new()));
-    };
     // reqwest is built without a default TLS provider: use ring, as tonic
     // does. Here, so that `--check-config` builds clients as a start does.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(path) = &settings.config_file else {
+        return Ok((None, BTreeMap::new()));
+    };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = parse(path, &text).map_err(|e| e.to_string())?;
     let mut clients = BTreeMap::new();

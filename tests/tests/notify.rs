@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use vigil_tests::{Collector, WebhookReceiver, free_port, require_peer, start_agent, wait_for};
+use vigil_tests::{
+    Collector, WebhookReceiver, free_port, http_get, require_peer, start_agent, wait_for,
+};
 
 /// A rule on `demo_value`, fired as soon as it is above 3.
 const RULES: &str = "groups:\n  - name: demo\n    interval: 250ms\n    rules:\n      - alert: DemoHigh\n        expr: demo_value > 3\n        labels:\n          severity: page\n        annotations:\n          summary: 'demo is {{ $value }}'\n";
@@ -97,6 +99,29 @@ fn a_threshold_crossed_on_a_host_notifies_firing_then_resolved() -> Result<()> {
     ensure!(body["alerts"][0]["labels"]["instance"] == "demo-host");
     ensure!(body["alerts"][0]["annotations"]["summary"] == "demo is 7");
     ensure!(body["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z");
+
+    // The alert's link leads to its expression's current value.
+    let link = body["alerts"][0]["generatorURL"]
+        .as_str()
+        .context("no generatorURL")?;
+    let path = &link[link.find("/graph?").context(link.to_string())?..];
+    let (status, _, see) = http_get(collector.http, path, None)?;
+    ensure!(status == 303, "{path}: {status} {see}");
+    let query_path = see
+        .trim()
+        .strip_prefix("See ")
+        .context(see.clone())?
+        .to_string();
+    ensure!(
+        query_path == "/api/v1/query?query=demo_value+%3E+3",
+        "{query_path}"
+    );
+    let (status, _, answer) = http_get(collector.http, &query_path, None)?;
+    let answer = json(&answer);
+    ensure!(status == 200 && answer["status"] == "success", "{answer}");
+    ensure!(answer["data"]["result"][0]["value"][1] == "7", "{answer}");
+    let (status, _, _) = http_get(collector.http, "/graph", None)?;
+    ensure!(status == 400, "/graph without an expression: {status}");
     ensure!(
         firing.headers.contains_key("idempotency-key"),
         "{:?}",

@@ -1,12 +1,14 @@
 //! The collector's HTTP server (default `0.0.0.0:9470`): `/metrics` for
 //! Prometheus (text 0.0.4, or OpenMetrics 1.0 when asked), `/-/healthy` and
-//! `/-/ready`, and the Prometheus query API (`/api/v1/query`,
-//! `/api/v1/query_range`). Later: the status page and admin endpoints, each a
-//! file in this folder.
+//! `/-/ready`, the Prometheus query API (`/api/v1/query`,
+//! `/api/v1/query_range`, [`api`]), `/graph` for alert links ([`graph`]),
+//! reload ([`admin`]) and silences ([`silences`]), each a file in this
+//! folder. Next: the status page.
 
 pub mod admin;
 pub mod api;
 pub mod exposition;
+pub mod graph;
 pub mod silences;
 
 use std::sync::Arc;
@@ -68,6 +70,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/query", get(api::query_get).post(api::query_post))
         .route("/api/v1/vigil/quantile", get(api::window_quantile_get))
+        .route("/graph", get(graph::graph))
         .route(
             "/api/v1/query_range",
             get(api::query_range_get).post(api::query_range_post),
