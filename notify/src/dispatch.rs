@@ -95,19 +95,31 @@ fn group_labels(group_by: &GroupBy, labels: &Kv) -> Kv {
 
 /// True when an inhibition rule mutes `target` given the firing `alerts`.
 pub fn inhibited(rules: &[InhibitRule], target: &NotifyAlert, alerts: &[&NotifyAlert]) -> bool {
-    rules.iter().any(|r| {
-        r.target.iter().all(|m| m.matches(&target.labels))
-            && alerts.iter().any(|source| {
-                !source.resolved()
-                    && r.source.iter().all(|m| m.matches(&source.labels))
-                    // An alert that matches both sides does not inhibit itself.
-                    && source.labels != target.labels
-                    && r
-                        .equal
-                        .iter()
-                        .all(|l| source.labels.get(l) == target.labels.get(l))
-            })
-    })
+    !inhibitors(rules, target, alerts).is_empty()
+}
+
+/// The firing `alerts` that mute `target` through an inhibition rule.
+pub fn inhibitors<'a>(
+    rules: &[InhibitRule],
+    target: &NotifyAlert,
+    alerts: &[&'a NotifyAlert],
+) -> Vec<&'a NotifyAlert> {
+    let applies = |r: &InhibitRule| r.target.iter().all(|m| m.matches(&target.labels));
+    let inhibits = |r: &InhibitRule, source: &NotifyAlert| {
+        !source.resolved()
+            && r.source.iter().all(|m| m.matches(&source.labels))
+            // An alert that matches both sides does not inhibit itself.
+            && source.labels != target.labels
+            && r
+                .equal
+                .iter()
+                .all(|l| source.labels.get(l) == target.labels.get(l))
+    };
+    alerts
+        .iter()
+        .filter(|source| rules.iter().any(|r| applies(r) && inhibits(r, source)))
+        .copied()
+        .collect()
 }
 
 impl Dispatcher {

@@ -8,11 +8,13 @@
 //! - [`manager`]: the notification loop, the outbox and its metrics.
 //! - [`config`]: Alertmanager's configuration file (route, receivers,
 //!   inhibition, time intervals), refused key by key when it asks for more.
+//! - [`api`]: Alertmanager's API v2 views (alerts, status) for `amtool`.
 //! - [`payload`]: the webhook body, as Alertmanager 0.25 sends it.
 //! - [`forward`]: forwarding to Alertmanager API v2 endpoints, as Prometheus sends.
 //! - [`silences`]: silences, shaped like Alertmanager's API v2, kept on disk.
 //! - [`timeinterval`]: `time_intervals` for muting and activating routes.
 
+pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod forward;

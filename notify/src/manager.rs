@@ -94,6 +94,7 @@ pub struct NotifyManager {
     state: Mutex<State>,
     source: Arc<dyn AlertSource>,
     reloads_failed: AtomicU64,
+    started_ms: i64,
     forward_client: reqwest::Client,
     forward_state: Mutex<super::forward::ForwardState>,
     forwarded: Vec<(String, super::forward::ForwardCounters)>,
@@ -186,6 +187,7 @@ impl NotifyManager {
             }),
             source,
             reloads_failed: AtomicU64::new(0),
+            started_ms: now_ms(),
             forward_client: reqwest::Client::builder()
                 .timeout(settings_timeout)
                 .user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION")))
@@ -216,6 +218,67 @@ impl NotifyManager {
                 Err(e)
             }
         }
+    }
+
+    /// Alertmanager's `GET /api/v2/alerts`: the alerts held now (not
+    /// resolved ones), with their receivers, silences and inhibitors, as
+    /// `filter` chooses them.
+    pub fn api_alerts(&self, filter: &super::api::AlertFilter, now: i64) -> Vec<serde_json::Value> {
+        let alerts: Vec<NotifyAlert> = self
+            .source
+            .alerts()
+            .into_iter()
+            .filter(|a| !a.resolved())
+            .collect();
+        let refs: Vec<&NotifyAlert> = alerts.iter().collect();
+        let config = lock(&self.state).config.clone();
+        let silences = self
+            .silences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        alerts
+            .iter()
+            .map(|alert| {
+                let mut receivers: Vec<String> = config
+                    .as_ref()
+                    .map(|c| {
+                        c.route
+                            .find(&alert.labels)
+                            .into_iter()
+                            .map(|r| r.receiver.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                receivers.dedup();
+                let inhibited_by = config
+                    .as_ref()
+                    .map(|c| {
+                        super::dispatch::inhibitors(&c.inhibit_rules, alert, &refs)
+                            .into_iter()
+                            .map(NotifyAlert::fingerprint)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                super::api::AlertView {
+                    alert,
+                    receivers,
+                    silenced_by: silences.muting(&alert.labels, now),
+                    inhibited_by,
+                }
+            })
+            .filter(|view| view.listed(filter))
+            .map(|view| view.to_json(now))
+            .collect()
+    }
+
+    /// Alertmanager's `GET /api/v2/status`.
+    pub fn api_status(&self) -> serde_json::Value {
+        let file = self
+            .settings
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        super::api::status_json(self.started_ms, file.as_deref())
     }
 
     /// Routes, groups and queues what is due; returns when to look again.

@@ -267,6 +267,20 @@ impl Silences {
     pub fn mutes(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
         self.list.values().any(|s| s.mutes(labels, now))
     }
+
+    /// The ids of the active silences that mute these labels.
+    pub fn muting(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<String> {
+        self.list
+            .values()
+            .filter(|s| s.mutes(labels, now))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// One silence by id, while it is listed.
+    pub fn get(&self, id: &str) -> Option<&Silence> {
+        self.list.get(id)
+    }
 }
 
 #[cfg(test)]

@@ -174,14 +174,35 @@ impl Collector {
         rest: &str,
         store_extra: &str,
     ) -> Result<Self> {
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n[store]\ndata_dir = \"{}\"\n{store_extra}\n",
+            dir.join(format!("{name}-data")).display()
+        );
+        Self::launch(dir, name, http_port, ingest_port, &text)
+    }
+
+    /// Starts a collector named `collector` on free ports with extra TOML
+    /// in `[http]` (an admin token, say) and `rest` after `[ingest]`.
+    pub fn start_with_http(dir: &Path, http_extra: &str, rest: &str) -> Result<Self> {
+        let (http_port, ingest_port) = (free_port()?, free_port()?);
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n{http_extra}\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{rest}\n[store]\ndata_dir = \"{}\"\n",
+            dir.join("collector-data").display()
+        );
+        Self::launch(dir, "collector", http_port, ingest_port, &text)
+    }
+
+    /// Writes `dir/NAME.toml`, starts the collector on it and waits until
+    /// `/-/ready` answers.
+    fn launch(
+        dir: &Path,
+        name: &str,
+        http_port: u16,
+        ingest_port: u16,
+        text: &str,
+    ) -> Result<Self> {
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n{ingest_extra}\n{rest}\n[store]\ndata_dir = \"{}\"\n{store_extra}\n",
-                dir.join(format!("{name}-data")).display()
-            ),
-        )?;
+        std::fs::write(&config, text)?;
         let process = Process::start(
             name,
             &binary("vigil-collector")?,

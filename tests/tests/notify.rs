@@ -464,3 +464,122 @@ fn notify_test_sends_a_sample_and_says_what_happened() -> Result<()> {
     ensure!(code != 0 && out.contains("no receiver \"nobody\""), "{out}");
     Ok(())
 }
+
+/// Runs Debian's `amtool` against the collector; its stdout, or the error.
+fn amtool(collector: &Collector, http_config: &Path, args: &[&str]) -> Result<String> {
+    let amtool = require_peer("amtool", "prometheus-alertmanager")?;
+    let out = std::process::Command::new(amtool)
+        .arg(format!("--alertmanager.url=http://{}", collector.http))
+        .arg(format!("--http.config.file={}", http_config.display()))
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "amtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn amtool_adds_updates_lists_and_expires_silences_and_queries_alerts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = WebhookReceiver::start(|_| 200)?;
+    std::fs::write(
+        dir.path().join("always.rules.yml"),
+        "groups:\n  - name: g\n    interval: 250ms\n    rules:\n      - alert: AlwaysOn\n        expr: vector(1)\n        labels:\n          severity: page\n        annotations:\n          summary: always\n",
+    )?;
+    std::fs::write(dir.path().join("routing.yml"), routing(&receiver.url()))?;
+    let token = "admin-token-for-amtool-0123";
+    let collector = Collector::start_with_http(
+        dir.path(),
+        &format!("admin_token = \"{token}\""),
+        &format!(
+            "[rules]\nfiles = [\"{}\"]\nevaluation_interval = \"250ms\"\nhost_down = false\nheartbeat = false\n[notify]\nalertmanager_config = \"{}\"\n",
+            dir.path().join("always.rules.yml").display(),
+            dir.path().join("routing.yml").display()
+        ),
+    )?;
+    let http_config = dir.path().join("amtool-http.yml");
+    std::fs::write(
+        &http_config,
+        format!("authorization:\n  type: Bearer\n  credentials: {token}\n"),
+    )?;
+    let wrong = dir.path().join("amtool-wrong.yml");
+    std::fs::write(
+        &wrong,
+        "authorization:\n  type: Bearer\n  credentials: not-the-token-at-all\n",
+    )?;
+    ensure!(
+        amtool(&collector, &wrong, &["silence", "query"]).is_err(),
+        "a wrong token was accepted"
+    );
+
+    // The alert is listed, active, with its receiver.
+    let listed = wait_for("AlwaysOn listed", Duration::from_secs(15), || {
+        amtool(
+            &collector,
+            &http_config,
+            &["alert", "query", "-o", "extended"],
+        )
+        .ok()
+        .filter(|out| out.contains("AlwaysOn"))
+    })?;
+    ensure!(listed.contains("active"), "{listed}");
+
+    let id = amtool(
+        &collector,
+        &http_config,
+        &[
+            "silence",
+            "add",
+            "alertname=AlwaysOn",
+            "-c",
+            "maintenance",
+            "-a",
+            "ops",
+            "-d",
+            "1h",
+        ],
+    )?
+    .trim()
+    .to_string();
+    ensure!(id.len() >= 16, "silence id {id:?}");
+    let query = amtool(&collector, &http_config, &["silence", "query"])?;
+    ensure!(
+        query.contains(&id) && query.contains("maintenance"),
+        "{query}"
+    );
+    // `silence update` reads the silence (GET /api/v2/silence/{id}) first.
+    amtool(
+        &collector,
+        &http_config,
+        &["silence", "update", &id, "--comment", "longer maintenance"],
+    )?;
+    let query = amtool(
+        &collector,
+        &http_config,
+        &["silence", "query", "-o", "json"],
+    )?;
+    ensure!(query.contains("longer maintenance"), "{query}");
+
+    // Silenced: hidden by default, listed as suppressed with -s.
+    let default = amtool(&collector, &http_config, &["alert", "query"])?;
+    ensure!(!default.contains("AlwaysOn"), "{default}");
+    let silenced = amtool(&collector, &http_config, &["alert", "query", "-s"])?;
+    ensure!(
+        silenced.contains("AlwaysOn") && silenced.contains("suppressed"),
+        "{silenced}"
+    );
+
+    amtool(&collector, &http_config, &["silence", "expire", &id])?;
+    let after = amtool(&collector, &http_config, &["alert", "query"])?;
+    ensure!(
+        after.contains("AlwaysOn") && after.contains("active"),
+        "{after}"
+    );
+    let config = amtool(&collector, &http_config, &["config", "show"])?;
+    ensure!(config.contains("routing.yml"), "{config}");
+    Ok(())
+}

@@ -2,10 +2,12 @@
 //! Prometheus (text 0.0.4, or OpenMetrics 1.0 when asked), `/-/healthy` and
 //! `/-/ready`, the Prometheus query API (`/api/v1/query`,
 //! `/api/v1/query_range`, [`api`]), `/graph` for alert links ([`graph`]),
-//! reload ([`admin`]) and silences ([`silences`]), each a file in this
+//! reload ([`admin`]), silences ([`silences`]) and the rest of Alertmanager's
+//! API v2 that `amtool` calls ([`alertmanager`]), each a file in this
 //! folder. Next: the status page.
 
 pub mod admin;
+pub mod alertmanager;
 pub mod api;
 pub mod exposition;
 pub mod graph;
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::ingest::IngestMetrics;
@@ -84,9 +86,21 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v2/silences", get(silences::list).post(silences::post))
         .route(
             "/api/v2/silence/{id}",
-            axum::routing::delete(silences::expire),
+            get(silences::get_one).delete(silences::expire),
         )
+        .route("/api/v2/alerts", get(alertmanager::alerts))
+        .route("/api/v2/status", get(alertmanager::status))
         .with_state(state)
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 /// Writes the whole exposition.

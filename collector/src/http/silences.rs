@@ -1,6 +1,6 @@
 //! Silences over HTTP, shaped like Alertmanager's API v2 (`amtool` and
 //! scripts written for it work): `GET /api/v2/silences`, `POST
-//! /api/v2/silences` (answers `{"silenceID": …}`), `DELETE
+//! /api/v2/silences` (answers `{"silenceID": …}`), `GET` and `DELETE
 //! /api/v2/silence/{id}`. Every call needs the admin token (see
 //! [`super::admin`]), as silencing is an admin action.
 
@@ -11,19 +11,10 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::HttpState;
 use super::admin::refuse;
+use super::{HttpState, json_response};
 use vigil_notify::silences::PostableSilence;
 use vigil_store::now_ms;
-
-fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
-}
 
 /// `GET /api/v2/silences`.
 pub async fn list(
@@ -41,7 +32,7 @@ pub async fn list(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let list: Vec<serde_json::Value> = silences.list(now).iter().map(|s| s.to_json(now)).collect();
-    json(StatusCode::OK, serde_json::Value::Array(list))
+    json_response(StatusCode::OK, serde_json::Value::Array(list))
 }
 
 /// `POST /api/v2/silences`.
@@ -66,8 +57,29 @@ pub async fn post(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match silences.put(silence, now_ms()) {
-        Ok(id) => json(StatusCode::OK, serde_json::json!({ "silenceID": id })),
+        Ok(id) => json_response(StatusCode::OK, serde_json::json!({ "silenceID": id })),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `GET /api/v2/silence/{id}`: one silence, 404 when there is none.
+pub async fn get_one(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = refuse(&state, peer, &headers) {
+        return r.into_response();
+    }
+    let silences = state
+        .notify
+        .silences
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match silences.get(&id) {
+        Some(s) => json_response(StatusCode::OK, s.to_json(now_ms())),
+        None => (StatusCode::NOT_FOUND, format!("silence {id} not found\n")).into_response(),
     }
 }
 
