@@ -6,6 +6,7 @@
 //! - [`aggregate`]: `sum`, `avg`, `topk`, … with `by` / `without`.
 //! - [`functions`]: the function library.
 //! - [`testfile`]: Prometheus's `.test` format, to run its conformance tests.
+//! - [`shape`]: size and nesting limits, checked before parsing.
 //!
 //! Evaluation never panics on any input: errors are values ([`EvalError`]),
 //! and the samples a query may load are limited ([`Limits`]).
@@ -14,6 +15,7 @@ pub mod aggregate;
 pub mod eval;
 pub mod functions;
 pub mod gomath;
+pub mod shape;
 pub mod testfile;
 
 use std::time::Duration;
@@ -121,8 +123,11 @@ impl Queryable for vigil_store::history::History {
 }
 
 /// Parses a PromQL expression. `holt_winters`, Prometheus 2's name, is
-/// accepted as well as `double_exponential_smoothing`, Prometheus 3's.
+/// accepted as well as `double_exponential_smoothing`, Prometheus 3's. An
+/// expression longer or deeper than [`shape`]'s limits is refused before
+/// it is parsed.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
+    shape::check(query).map_err(|e| EvalError::Parse(e.to_string()))?;
     let query = query.replace("holt_winters(", "double_exponential_smoothing(");
     promql_parser::parser::parse(&query).map_err(EvalError::Parse)
 }
