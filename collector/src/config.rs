@@ -32,6 +32,55 @@ pub struct RawConfig {
     /// `[notify]`
     #[serde(default)]
     pub notify: RawNotify,
+    /// `[query]`
+    #[serde(default)]
+    pub query: RawQuery,
+}
+
+/// `[query]`: limits of the query API (`/api/v1/query`, `/api/v1/query_range`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuery {
+    /// Queries evaluated at once; more wait for a slot.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Most samples one query may load (subquery points included).
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+    /// Longest a query may take, its wait for a slot included.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for RawQuery {
+    fn default() -> Self {
+        Self {
+            max_concurrent: default_max_concurrent(),
+            max_samples: default_max_samples(),
+            timeout: default_query_timeout(),
+        }
+    }
+}
+
+fn default_max_concurrent() -> usize {
+    4
+}
+
+fn default_max_samples() -> usize {
+    50_000_000
+}
+
+fn default_query_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
+}
+
+/// The validated `[query]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryConfig {
+    /// Queries evaluated at once.
+    pub max_concurrent: usize,
+    /// Limits of each query.
+    pub limits: vigil_promql::Limits,
 }
 
 /// `[notify]`: notifications.
@@ -456,6 +505,8 @@ pub struct CollectorConfig {
     pub rules: vigil_rules::manager::RulesConfig,
     /// Notifications.
     pub notify: vigil_notify::manager::NotifySettings,
+    /// Query API limits.
+    pub query: QueryConfig,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -496,6 +547,30 @@ impl RawConfig {
     pub fn validate(self) -> Result<CollectorConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let http_listen = address("http.listen", &self.http.listen, &mut problems);
+        let q = &self.query;
+        if q.max_concurrent == 0 || q.max_concurrent > 1024 {
+            problems.push(ConfigProblem::new(
+                "query.max_concurrent",
+                "must be between 1 and 1024",
+            ));
+        }
+        if q.max_samples == 0 {
+            problems.push(ConfigProblem::new(
+                "query.max_samples",
+                "must be at least 1",
+            ));
+        }
+        if q.timeout.0.is_zero() {
+            problems.push(ConfigProblem::new("query.timeout", "must be more than 0"));
+        }
+        let query = QueryConfig {
+            max_concurrent: q.max_concurrent,
+            limits: vigil_promql::Limits {
+                max_samples: q.max_samples,
+                timeout: q.timeout.0,
+                ..vigil_promql::Limits::default()
+            },
+        };
         let admin = SecretRef {
             token: self.http.admin_token,
             token_file: self.http.admin_token_file,
@@ -748,6 +823,7 @@ impl RawConfig {
             admin_token,
             rules,
             notify,
+            query,
         })
     }
 }

@@ -304,6 +304,7 @@ pub async fn serve(
         Arc::clone(&rules),
         Arc::clone(&notify),
         config.admin_token.clone(),
+        config.query,
     ));
     let http_shutdown = shutdown.clone();
     let http_task = tasks.spawn(async move {

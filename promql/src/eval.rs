@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
@@ -34,19 +34,25 @@ pub struct Evaluator<'a> {
     deadline: Instant,
 }
 
+/// Milliseconds of a duration written in a query, saturating: `[1000000y]`
+/// or `offset 1e9y` must never wrap around into a negative range.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds since the Unix epoch of a `SystemTime` (negative before it).
 pub fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
     }
 }
 
 fn offset_ms(offset: &Option<Offset>) -> i64 {
     match offset {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => millis(*d),
+        Some(Offset::Neg(d)) => -millis(*d),
     }
 }
 
@@ -199,7 +205,7 @@ impl<'a> Evaluator<'a> {
             Some(AtModifier::End) => self.end,
             Some(AtModifier::At(t)) => system_time_ms(t),
         };
-        base - offset_ms(offset)
+        base.saturating_sub(offset_ms(offset))
     }
 
     fn load(
@@ -211,20 +217,27 @@ impl<'a> Evaluator<'a> {
         self.check_deadline()?;
         let series = self.store.select(&selector_matchers(vs)?, mint, maxt);
         let n: usize = series.iter().map(|s| s.samples.len()).sum();
-        let total = self.loaded.get() + n;
+        self.charge(n)?;
+        Ok(series)
+    }
+
+    /// Counts `n` more samples against [`Limits::max_samples`]: samples
+    /// loaded from the store and points a subquery produces alike.
+    fn charge(&self, n: usize) -> Result<(), EvalError> {
+        let total = self.loaded.get().saturating_add(n);
         if total > self.limits.max_samples {
             return Err(EvalError::TooManySamples(self.limits.max_samples));
         }
         self.loaded.set(total);
-        Ok(series)
+        Ok(())
     }
 
     /// The instant vector a selector gives at `ts`.
     pub fn vector_selector(&self, vs: &VectorSelector, ts: i64) -> Result<Vec<Sample>, EvalError> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
-        let lookback = self.limits.lookback.as_millis() as i64;
+        let lookback = millis(self.limits.lookback);
         let mut out = Vec::new();
-        for series in self.load(vs, t - lookback, t)? {
+        for series in self.load(vs, t.saturating_sub(lookback), t)? {
             if let Some(&(st, v)) = series.samples.last()
                 && !is_stale_marker(v)
             {
@@ -247,7 +260,7 @@ impl<'a> Evaluator<'a> {
     ) -> Result<(Vec<RangeSeries>, i64), EvalError> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let mut out = Vec::new();
-        for series in self.load(vs, t - range_ms, t)? {
+        for series in self.load(vs, t.saturating_sub(range_ms), t)? {
             let points: Vec<(i64, f64)> = series
                 .samples
                 .into_iter()
@@ -270,19 +283,17 @@ impl<'a> Evaluator<'a> {
         ts: i64,
     ) -> Result<(Vec<RangeSeries>, i64), EvalError> {
         let end = self.selector_time(&sq.at, &sq.offset, ts);
-        let range = sq.range.as_millis() as i64;
-        let step = sq
-            .step
-            .unwrap_or(self.limits.default_subquery_step)
-            .as_millis() as i64;
+        let range = millis(sq.range);
+        let step = millis(sq.step.unwrap_or(self.limits.default_subquery_step));
         if step <= 0 {
             return Err(EvalError::Invalid(
                 "subquery step must be more than 0".into(),
             ));
         }
-        let mut start = step * ((end - range) / step);
-        if start < end - range {
-            start += step;
+        let from = end.saturating_sub(range);
+        let mut start = step.saturating_mul(from / step);
+        if start < from {
+            start = start.saturating_add(step);
         }
         let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start;
@@ -290,18 +301,27 @@ impl<'a> Evaluator<'a> {
             self.check_deadline()?;
             match self.eval(&sq.expr, t)? {
                 Value::Vector(v) => {
+                    // Every point a subquery keeps counts like a sample
+                    // loaded: `x[1y:1ms]` is refused, not built.
+                    self.charge(v.len())?;
                     for s in v {
                         series.entry(s.labels).or_default().push((t, s.v));
                     }
                 }
-                Value::Scalar(v) => series.entry(Vec::new()).or_default().push((t, v)),
+                Value::Scalar(v) => {
+                    self.charge(1)?;
+                    series.entry(Vec::new()).or_default().push((t, v));
+                }
                 _ => {
                     return Err(EvalError::Invalid(
                         "subquery of something that is not an instant vector".into(),
                     ));
                 }
             }
-            t += step;
+            let Some(next) = t.checked_add(step) else {
+                break;
+            };
+            t = next;
         }
         let series = series
             .into_iter()
@@ -325,8 +345,7 @@ impl<'a> Evaluator<'a> {
                 Ok(Value::Vector(v))
             }
             Expr::MatrixSelector(ms) => Ok(Value::Matrix(
-                self.matrix_selector(&ms.vs, ms.range.as_millis() as i64, ts)?
-                    .0,
+                self.matrix_selector(&ms.vs, millis(ms.range), ts)?.0,
             )),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, ts)?.0)),
             Expr::Unary(u) => match self.eval(&u.expr, ts)? {

@@ -25,7 +25,7 @@ struct RangeArg {
 fn range_arg(ev: &Evaluator<'_>, expr: &Expr, ts: i64) -> Result<RangeArg, EvalError> {
     match expr {
         Expr::MatrixSelector(ms) => {
-            let range = ms.range.as_millis() as i64;
+            let range = crate::eval::millis(ms.range);
             let (series, end) = ev.matrix_selector(&ms.vs, range, ts)?;
             Ok(RangeArg { series, end, range })
         }
@@ -34,7 +34,7 @@ fn range_arg(ev: &Evaluator<'_>, expr: &Expr, ts: i64) -> Result<RangeArg, EvalE
             Ok(RangeArg {
                 series,
                 end,
-                range: sq.range.as_millis() as i64,
+                range: crate::eval::millis(sq.range),
             })
         }
         Expr::Paren(p) => range_arg(ev, &p.expr, ts),
@@ -123,8 +123,8 @@ fn extrapolated_rate(
             last = v;
         }
     }
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let to_end = (range_end - last_t) as f64 / 1000.0;
+    let mut to_start = (first_t as f64 - range_start as f64) / 1000.0;
+    let to_end = (range_end as f64 - last_t as f64) / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
     let average = sampled / (points.len() - 1) as f64;
     if counter && result > 0.0 && first_v >= 0.0 {
@@ -456,7 +456,7 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
         }
         "rate" | "increase" | "delta" => {
             let r = range_arg(ev, arg(0)?, ts)?;
-            let (start, end, range) = (r.end - r.range, r.end, r.range);
+            let (start, end, range) = (r.end.saturating_sub(r.range), r.end, r.range);
             let counter = name != "delta";
             let rate = name == "rate";
             over_range(r, ts, false, |p| {

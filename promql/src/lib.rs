@@ -151,7 +151,10 @@ pub fn range_query(
     if end < start {
         return Err(EvalError::Invalid("end is before start".into()));
     }
-    if (end - start) / step >= MAX_STEPS {
+    let span = end
+        .checked_sub(start)
+        .ok_or_else(|| EvalError::Invalid("start and end are too far apart".into()))?;
+    if span / step >= MAX_STEPS {
         return Err(EvalError::Invalid(format!(
             "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try a larger step"
         )));
@@ -176,7 +179,10 @@ pub fn range_query(
                 ));
             }
         }
-        t += step;
+        let Some(next) = t.checked_add(step) else {
+            break;
+        };
+        t = next;
     }
     Ok(series
         .into_iter()
@@ -228,6 +234,77 @@ mod tests {
         );
         assert!(instant_query(&h, "sum(rate(x[10s]))", 99_000, limits).is_ok());
         Ok(())
+    }
+
+    #[test]
+    fn subquery_points_count_against_the_sample_limit() -> Result<(), Box<dyn std::error::Error>> {
+        let h = history()?;
+        let limits = Limits {
+            max_samples: 10_000,
+            ..Limits::default()
+        };
+        // A year at one point a millisecond: refused after 10,000 points,
+        // long before it is built.
+        let err = instant_query(&h, "count_over_time(vector(1)[1y:1ms])", 99_000, limits).err();
+        assert_eq!(err, Some(EvalError::TooManySamples(10_000)));
+        let ok = instant_query(&h, "count_over_time(vector(1)[5s:1s])", 99_000, limits)?;
+        assert!(matches!(ok, Value::Vector(v) if v.len() == 1 && v[0].v == 6.0));
+        Ok(())
+    }
+
+    #[test]
+    fn huge_ranges_offsets_and_times_never_overflow() -> Result<(), Box<dyn std::error::Error>> {
+        let h = history()?;
+        for q in [
+            "x[1000000000y]",
+            "rate(x[1000000000y])",
+            "x offset 1000000000y",
+            "x offset -1000000000y",
+            "max_over_time(x[1000000000y:1000000000y])",
+            "x @ 100000000000",
+        ] {
+            // An answer or an error; never a panic.
+            let _ = instant_query(&h, q, 99_000, Limits::default());
+        }
+        assert!(range_query(&h, "x", i64::MIN, i64::MAX, 1_000, Limits::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_deepest_expression_allowed_evaluates_on_a_small_stack()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Half brackets, half operators: the limit, evaluated on a 2 MiB
+        // thread (tokio's blocking threads have that much) in a debug build.
+        let half = shape::MAX_EXPRESSION_DEPTH / 2;
+        let query = format!(
+            "{}{}{}",
+            "(".repeat(half),
+            vec!["x"; half + 1].join(" + "),
+            ")".repeat(half)
+        );
+        assert!(shape::check(&query).is_ok());
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let h = history().map_err(|e| e.to_string())?;
+                instant_query(&h, &query, 99_000, Limits::default())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })?;
+        let outcome = handle
+            .join()
+            .map_err(|_| "the evaluation thread panicked")?;
+        assert_eq!(outcome, Ok(()));
+        let too_deep = vec!["x"; shape::MAX_EXPRESSION_DEPTH + 2].join(" + ");
+        assert!(matches!(
+            instant_query(&h_empty(), &too_deep, 0, Limits::default()),
+            Err(EvalError::Parse(m)) if m.contains("nests")
+        ));
+        Ok(())
+    }
+
+    fn h_empty() -> History {
+        History::new()
     }
 
     #[test]

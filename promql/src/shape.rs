@@ -21,9 +21,7 @@ pub const MAX_EXPRESSION_DEPTH: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ShapeError {
     /// The text is too long.
-    #[error(
-        "expression is {0} bytes, more than the limit of {MAX_EXPRESSION_BYTES}"
-    )]
+    #[error("expression is {0} bytes, more than the limit of {MAX_EXPRESSION_BYTES}")]
     TooLong(usize),
     /// The text nests too deeply.
     #[error(

@@ -4,7 +4,8 @@
 //! `data.result`, or `errorType` and `error`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
@@ -13,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::HttpState;
+use crate::config::QueryConfig;
 use vigil_promql::{EvalError, Labels, Limits, RangeSeries, Value, instant_query, range_query};
+use vigil_shared::exposition::{ExpositionWriter, MetricKind};
 use vigil_store::now_ms;
 
 /// Parameters of `/api/v1/query` and `/api/v1/query_range`.
@@ -40,7 +43,12 @@ fn error_response(status: StatusCode, kind: &str, message: String) -> Response {
         .into_response()
 }
 
-fn eval_error(e: EvalError) -> Response {
+fn eval_error(state: &HttpState, e: EvalError) -> Response {
+    state.query.refused(match &e {
+        EvalError::Parse(_) | EvalError::Invalid(_) => Refusal::Invalid,
+        EvalError::Timeout(_) => Refusal::Timeout,
+        EvalError::TooManySamples(_) => Refusal::MaxSamples,
+    });
     match e {
         EvalError::Parse(m) => bad_data(m),
         EvalError::Timeout(_) => {
@@ -53,11 +61,18 @@ fn eval_error(e: EvalError) -> Response {
     }
 }
 
+/// Latest and earliest time a query may name, in Unix seconds (about
+/// 300,000 years either side of 1970): far enough for any real use, near
+/// enough that no arithmetic on milliseconds can overflow.
+const MAX_TIME_SECONDS: f64 = 1e13;
+
 /// Parses a time: Unix seconds (with fractions) or RFC 3339.
 pub fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<f64>() {
-        if !seconds.is_finite() {
-            return Err(format!("invalid time {text:?}"));
+        if !seconds.is_finite() || seconds.abs() > MAX_TIME_SECONDS {
+            return Err(format!(
+                "invalid time {text:?}: must be a number of Unix seconds within ±{MAX_TIME_SECONDS:e}"
+            ));
         }
         return Ok((seconds * 1000.0).round() as i64);
     }
@@ -69,8 +84,10 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
 /// Parses a step or timeout: seconds (`15`, `0.5`) or a duration (`15s`, `1m`).
 pub fn parse_step(text: &str) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<f64>() {
-        if !(seconds.is_finite() && seconds > 0.0) {
-            return Err(format!("invalid duration {text:?}: must be more than 0"));
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIME_SECONDS) {
+            return Err(format!(
+                "invalid duration {text:?}: must be more than 0 and at most {MAX_TIME_SECONDS:e} seconds"
+            ));
         }
         return Ok((seconds * 1000.0).round() as i64);
     }
@@ -95,9 +112,9 @@ fn format_float(v: f64) -> String {
     vigil_promql::aggregate::format_value(v)
 }
 
-/// The query's limits: the defaults, with a shorter timeout if asked for.
-fn limits(params: &QueryParams) -> Result<Limits, String> {
-    let mut limits = Limits::default();
+/// The query's limits: the configured ones, with a shorter timeout if asked for.
+fn query_limits(base: Limits, params: &QueryParams) -> Result<Limits, String> {
+    let mut limits = base;
     if let Some(t) = &params.timeout {
         let ms = parse_step(t)?;
         limits.timeout = limits.timeout.min(Duration::from_millis(ms as u64));
@@ -105,16 +122,12 @@ fn limits(params: &QueryParams) -> Result<Limits, String> {
     Ok(limits)
 }
 
-fn instant(state: &HttpState, params: QueryParams) -> Response {
+fn instant(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
     let Some(query) = params.query.as_deref() else {
         return bad_data("query is required");
     };
     let t = match params.time.as_deref().map(parse_time).transpose() {
         Ok(t) => t.unwrap_or_else(now_ms),
-        Err(e) => return bad_data(e),
-    };
-    let limits = match limits(&params) {
-        Ok(l) => l,
         Err(e) => return bad_data(e),
     };
     let data = match instant_query(state.store.as_ref(), query, t, limits) {
@@ -125,7 +138,7 @@ fn instant(state: &HttpState, params: QueryParams) -> Response {
             "result": v.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": point_json(t, s.v)})).collect::<Vec<_>>()
         }),
         Ok(Value::Matrix(m)) => json!({"resultType": "matrix", "result": matrix_json(&m)}),
-        Err(e) => return eval_error(e),
+        Err(e) => return eval_error(state, e),
     };
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
@@ -141,7 +154,7 @@ fn matrix_json(m: &[RangeSeries]) -> Vec<Json> {
         .collect()
 }
 
-fn range(state: &HttpState, params: QueryParams) -> Response {
+fn range(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
     let Some(query) = params.query.as_deref() else {
         return bad_data("query is required");
     };
@@ -156,20 +169,16 @@ fn range(state: &HttpState, params: QueryParams) -> Response {
         (Ok(s), Ok(e), Ok(st)) => (s, e, st),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad_data(e),
     };
-    let limits = match limits(&params) {
-        Ok(l) => l,
-        Err(e) => return bad_data(e),
-    };
     match range_query(state.store.as_ref(), query, start, end, step, limits) {
         Ok(m) => axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": matrix_json(&m)}})).into_response(),
-        Err(e) => eval_error(e),
+        Err(e) => eval_error(state, e),
     }
 }
 
 /// The exact quantile of the per-second samples of windowed series:
 /// `query` is a selector (`vigil_cpu_busy_ratio{instance=~"web-.*"}`), `q`
 /// the quantile, `start`/`end` the range (default: the last hour).
-fn window_quantile(state: &HttpState, params: QueryParams) -> Response {
+fn window_quantile(state: &HttpState, params: QueryParams, _limits: Limits) -> Response {
     let Some(query) = params.query.as_deref() else {
         return bad_data("query is required: a selector of a vigil_ windowed family");
     };
@@ -258,15 +267,150 @@ pub async fn query_range_post(
     run_blocking(state, params, range).await
 }
 
-/// Queries are CPU work: run them off the async workers.
+/// Queries are CPU work: run them off the async workers, at most
+/// `query.max_concurrent` at once. A query waits for a slot for at most its
+/// timeout (`query.timeout`, or its `timeout` parameter when shorter), then
+/// gets 503; the wait counts against that timeout.
 async fn run_blocking(
     state: Arc<HttpState>,
     params: QueryParams,
-    f: fn(&HttpState, QueryParams) -> Response,
+    f: fn(&HttpState, QueryParams, Limits) -> Response,
 ) -> Response {
-    match tokio::task::spawn_blocking(move || f(&state, params)).await {
+    let mut limits = match query_limits(state.query.config.limits, &params) {
+        Ok(l) => l,
+        Err(e) => {
+            state.query.refused(Refusal::Invalid);
+            return bad_data(e);
+        }
+    };
+    let started = Instant::now();
+    let gate = Arc::clone(&state);
+    let permit = tokio::time::timeout(limits.timeout, gate.query.slots.acquire()).await;
+    let Ok(Ok(permit)) = permit else {
+        state.query.refused(Refusal::Concurrency);
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "too many concurrent queries: {} run at once (query.max_concurrent) and none finished within {:?}",
+                state.query.config.max_concurrent, limits.timeout
+            ),
+        );
+    };
+    limits.timeout = limits.timeout.saturating_sub(started.elapsed());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let response = f(&state, params, limits);
+        if response.status() == StatusCode::OK {
+            state.query.served.fetch_add(1, Ordering::Relaxed);
+        } else if response.status() == StatusCode::BAD_REQUEST {
+            state.query.refused(Refusal::Invalid);
+        }
+        response
+    })
+    .await;
+    drop(permit);
+    match outcome {
         Ok(r) => r,
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Why a query was refused, for `vigil_collector_queries_refused_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// No slot within the timeout (`query.max_concurrent`).
+    Concurrency,
+    /// More samples than `query.max_samples`.
+    MaxSamples,
+    /// Longer than `query.timeout`.
+    Timeout,
+    /// A bad expression or parameter.
+    Invalid,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 4] = [
+        Refusal::Concurrency,
+        Refusal::MaxSamples,
+        Refusal::Timeout,
+        Refusal::Invalid,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Concurrency => "concurrency",
+            Refusal::MaxSamples => "max_samples",
+            Refusal::Timeout => "timeout",
+            Refusal::Invalid => "invalid",
+        }
+    }
+}
+
+/// The query API's slots, limits and counters.
+pub struct QueryGate {
+    config: QueryConfig,
+    slots: tokio::sync::Semaphore,
+    served: AtomicU64,
+    refusals: [AtomicU64; 4],
+}
+
+impl QueryGate {
+    /// Slots and limits from `[query]`.
+    pub fn new(config: QueryConfig) -> Self {
+        Self {
+            config,
+            slots: tokio::sync::Semaphore::new(config.max_concurrent),
+            served: AtomicU64::new(0),
+            refusals: Default::default(),
+        }
+    }
+
+    fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `vigil_collector_queries_total`, `vigil_collector_queries_refused_total`
+    /// and `vigil_collector_queries_running`.
+    pub fn write_metrics(&self, w: &mut ExpositionWriter) {
+        w.header(
+            "vigil_collector_queries_total",
+            "Queries of the query API answered with a result.",
+            MetricKind::Counter,
+        );
+        w.sample(
+            "vigil_collector_queries_total",
+            "",
+            "",
+            None,
+            self.served.load(Ordering::Relaxed) as f64,
+        );
+        w.header(
+            "vigil_collector_queries_refused_total",
+            "Queries refused, by reason: concurrency (no slot within the timeout), max_samples, timeout, invalid.",
+            MetricKind::Counter,
+        );
+        for why in Refusal::ALL {
+            w.sample(
+                "vigil_collector_queries_refused_total",
+                "",
+                &format!("reason=\"{}\"", why.label()),
+                None,
+                self.refusals[why as usize].load(Ordering::Relaxed) as f64,
+            );
+        }
+        w.header(
+            "vigil_collector_queries_running",
+            "Queries being evaluated now.",
+            MetricKind::Gauge,
+        );
+        let running = self.config.max_concurrent - self.slots.available_permits();
+        w.sample(
+            "vigil_collector_queries_running",
+            "",
+            "",
+            None,
+            running as f64,
+        );
     }
 }
 

@@ -42,6 +42,8 @@ pub struct HttpState {
     pub notify: Arc<NotifyManager>,
     /// Token of admin endpoints.
     pub admin_token: Option<Secret>,
+    /// Query API slots, limits and counters.
+    pub query: api::QueryGate,
     /// Size of the last exposition, to size the next buffer.
     last_size: AtomicUsize,
 }
@@ -54,6 +56,7 @@ impl HttpState {
         rules: Arc<RuleManager>,
         notify: Arc<NotifyManager>,
         admin_token: Option<Secret>,
+        query: crate::config::QueryConfig,
     ) -> Self {
         Self {
             store,
@@ -61,6 +64,7 @@ impl HttpState {
             rules,
             notify,
             admin_token,
+            query: api::QueryGate::new(query),
             last_size: AtomicUsize::new(64 * 1024),
         }
     }
@@ -120,6 +124,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
     state.ingest.write(&mut w);
     state.rules.write_metrics(&mut w);
     state.notify.write_metrics(&mut w);
+    state.query.write_metrics(&mut w);
     let agents = state.store.agents();
     w.header(
         "vigil_collector_agents",

@@ -1,0 +1,153 @@
+//! Hostile input against the real collector: every refusal is an answer
+//! that names the limit, the collector stays up, and each refusal is
+//! counted. Each test tries what an attacker or a careless client would.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use vigil_tests::{Collector, http_get, http_post, url_encode, wait_for};
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// POSTs a query as a form: status and body.
+fn post_query(collector: &Collector, path: &str, form: &str) -> Result<(u16, String)> {
+    http_post(collector.http, path, &[FORM], form)
+}
+
+fn healthy(collector: &Collector) -> Result<()> {
+    let (status, _, body) = http_get(collector.http, "/-/healthy", None)?;
+    ensure!(status == 200, "/-/healthy: {status} {body}");
+    Ok(())
+}
+
+#[test]
+fn deep_long_and_huge_queries_are_refused_and_the_collector_stays_up() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_with(dir.path(), "[query]\nmax_samples = 1000000\n")?;
+
+    // `1+1+…` with 5,000 terms (10 KB): aborted the collector by stack overflow.
+    let chain = vec!["1"; 5000].join("+");
+    let (status, body) = post_query(
+        &collector,
+        "/api/v1/query",
+        &format!("query={}", url_encode(&chain)),
+    )?;
+    ensure!(
+        status == 400 && body.contains("nests 4999 levels"),
+        "{status} {body}"
+    );
+    healthy(&collector)?;
+
+    // 1,500 nested parentheses.
+    let parens = format!("{}1{}", "(".repeat(1500), ")".repeat(1500));
+    let (status, body) = post_query(
+        &collector,
+        "/api/v1/query",
+        &format!("query={}", url_encode(&parens)),
+    )?;
+    ensure!(
+        status == 400 && body.contains("nests 1500 levels"),
+        "{status} {body}"
+    );
+
+    // A year of one-millisecond subquery steps: refused by the sample limit.
+    let (status, body) = post_query(
+        &collector,
+        "/api/v1/query",
+        &format!("query={}", url_encode("count_over_time(vector(1)[1y:1ms])")),
+    )?;
+    ensure!(
+        status == 422 && body.contains("max_samples"),
+        "{status} {body}"
+    );
+
+    // Times far outside any calendar.
+    let (status, _, body) = http_get(
+        collector.http,
+        "/api/v1/query_range?query=up&start=-1e300&end=1&step=1",
+        None,
+    )?;
+    ensure!(
+        status == 400 && body.contains("invalid time"),
+        "{status} {body}"
+    );
+    let (status, _, body) = http_get(
+        collector.http,
+        "/api/v1/query?query=up%20offset%201000000000y",
+        None,
+    )?;
+    ensure!(status == 200, "{status} {body}");
+    healthy(&collector)?;
+
+    let scrape = collector.scrape()?;
+    let refused = |reason| {
+        scrape
+            .value(
+                "vigil_collector_queries_refused_total",
+                &[("reason", reason)],
+            )
+            .unwrap_or(0.0)
+    };
+    ensure!(refused("invalid") >= 3.0, "invalid: {}", refused("invalid"));
+    ensure!(refused("max_samples") == 1.0);
+    Ok(())
+}
+
+#[test]
+fn a_query_beyond_max_concurrent_waits_then_gets_503() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_with(
+        dir.path(),
+        "[query]\nmax_concurrent = 1\ntimeout = \"5s\"\n",
+    )?;
+    // One slow query holds the only slot (it ends at its own 5 s timeout).
+    let addr = collector.http;
+    let slow = std::thread::spawn(move || {
+        http_post(
+            addr,
+            "/api/v1/query",
+            &[FORM],
+            &format!(
+                "query={}",
+                url_encode("count_over_time(vector(1)[30d:1ms])")
+            ),
+        )
+    });
+    wait_for("the slow query to run", Duration::from_secs(10), || {
+        collector
+            .scrape()
+            .ok()
+            .and_then(|s| s.value("vigil_collector_queries_running", &[]))
+            .filter(|running| *running == 1.0)
+    })?;
+    // Another waits at most its own timeout for the slot, then gets 503.
+    let (status, _, body) = http_get(collector.http, "/api/v1/query?query=1&timeout=0.3", None)?;
+    ensure!(
+        status == 503 && body.contains("max_concurrent"),
+        "{status} {body}"
+    );
+    healthy(&collector)?;
+    let (status, body) = slow
+        .join()
+        .map_err(|_| anyhow::anyhow!("the slow query's thread panicked"))??;
+    ensure!(
+        status == 503 || status == 422,
+        "slow query: {status} {body}"
+    );
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value(
+            "vigil_collector_queries_refused_total",
+            &[("reason", "concurrency")]
+        ) == Some(1.0),
+        "{:?}",
+        scrape.value(
+            "vigil_collector_queries_refused_total",
+            &[("reason", "concurrency")]
+        )
+    );
+    // The slot is free again.
+    let (status, _, body) = http_get(collector.http, "/api/v1/query?query=1", None)?;
+    ensure!(status == 200, "{status} {body}");
+    Ok(())
+}
