@@ -83,12 +83,10 @@ pub fn nesting(query: &str) -> usize {
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' if braces == 0 => {
                 operators += 1;
             }
-            b'=' | b'!' if braces == 0 => {
-                // `==` and `!=` count once; `<=` and `>=` were counted at `<`/`>`.
-                if bytes.get(i + 1) == Some(&b'=') {
-                    operators += 1;
-                    i += 1;
-                }
+            // `==` and `!=` count once; `<=` and `>=` were counted at `<`/`>`.
+            b'=' | b'!' if braces == 0 && bytes.get(i + 1) == Some(&b'=') => {
+                operators += 1;
+                i += 1;
             }
             c if c.is_ascii_alphabetic() && braces == 0 => {
                 let start = i;
