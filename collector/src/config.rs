@@ -205,6 +205,20 @@ pub struct RawRules {
     /// Least time between two evaluations a push starts.
     #[serde(default = "default_min_evaluation_gap")]
     pub min_evaluation_gap: HumanDuration,
+    /// Largest rule file read.
+    #[serde(default = "default_max_rule_file_size")]
+    pub max_file_size: ByteSize,
+    /// Most rules loaded, over every file.
+    #[serde(default = "default_max_rules")]
+    pub max_rules: usize,
+}
+
+fn default_max_rule_file_size() -> ByteSize {
+    ByteSize(vigil_rules::file::MAX_RULE_FILE_BYTES)
+}
+
+fn default_max_rules() -> usize {
+    vigil_rules::file::MAX_RULES
 }
 
 fn default_min_evaluation_gap() -> HumanDuration {
@@ -223,6 +237,8 @@ impl Default for RawRules {
             heartbeat: false,
             evaluate_on_push: true,
             min_evaluation_gap: default_min_evaluation_gap(),
+            max_file_size: default_max_rule_file_size(),
+            max_rules: default_max_rules(),
         }
     }
 }
@@ -674,6 +690,8 @@ impl RawConfig {
             heartbeat: r.heartbeat,
             evaluate_on_push: r.evaluate_on_push,
             min_evaluation_gap: r.min_evaluation_gap.0,
+            max_file_bytes: r.max_file_size.0,
+            max_rules: r.max_rules,
         };
         let i = self.ingest;
         let ingest_listen = address("ingest.listen", &i.listen, &mut problems);

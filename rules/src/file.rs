@@ -242,6 +242,15 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
             }]);
         }
     };
+    let count: usize = raw.groups.iter().map(|g| g.rules.len()).sum();
+    if count > MAX_RULES {
+        return Err(vec![RuleFileError {
+            file,
+            line: 0,
+            column: 0,
+            message: format!("{count} rules, more than {MAX_RULES} in one file"),
+        }]);
+    }
     let rule_at = rule_lines(text);
     let group_at = group_lines(text);
     let mut errors = Vec::new();
@@ -448,14 +457,42 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupDef>, Vec<Rul
 
 /// Reads and checks one rule file.
 pub fn load_rule_file(path: &Path) -> Result<Vec<GroupDef>, Vec<RuleFileError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_rule_file_limited(path, MAX_RULE_FILE_BYTES)
+}
+
+/// Largest rule file read by default (`rules.max_file_size`), in bytes.
+pub const MAX_RULE_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Most rules loaded by default (`rules.max_rules`), over every file; also
+/// the most one file may hold.
+pub const MAX_RULES: usize = 10_000;
+
+/// As [`load_rule_file`], refusing a file larger than `max_bytes` before
+/// reading it whole.
+pub fn load_rule_file_limited(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Vec<GroupDef>, Vec<RuleFileError>> {
+    use std::io::Read as _;
+    let fail = |message: String| {
         vec![RuleFileError {
             file: path.display().to_string(),
             line: 0,
             column: 0,
-            message: format!("cannot read: {e}"),
+            message,
         }]
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(fail(format!(
+            "larger than {max_bytes} bytes (rules.max_file_size); refused without parsing"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
     parse_rule_file(path, &text)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::file::{GroupDef, expand_globs, load_rule_file, parse_rule_file};
+use super::file::{GroupDef, expand_globs, load_rule_file_limited, parse_rule_file};
 use super::{AlertState, EvalContext, Group, RuleTarget, SavedAlert, restore_alerts, saved_alerts};
 use vigil_promql::{Labels, Queryable};
 use vigil_shared::exposition::ExpositionWriter;
@@ -46,6 +46,10 @@ pub struct RulesConfig {
     pub evaluate_on_push: bool,
     /// Least time between push-started evaluations.
     pub min_evaluation_gap: Duration,
+    /// Largest rule file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Most rules loaded, over every file.
+    pub max_rules: usize,
 }
 
 /// Name of the built-in host-down group.
@@ -120,12 +124,25 @@ struct State {
     live_agents: HashSet<String>,
 }
 
+/// What readers see of the rules: published at the end of every evaluation
+/// round and reload, so that `/metrics`, the alerts API and notifications
+/// read it at once and never wait for an evaluation in progress (a rule
+/// whose query or template is slow holds the state lock, not them).
+#[derive(Debug, Default)]
+struct Published {
+    /// (group, rule expression, alert) of every active alert.
+    alerts: Vec<(String, String, super::Alert)>,
+    groups: usize,
+    rules: usize,
+}
+
 /// Rules running in a collector.
 pub struct RuleManager {
     config: RulesConfig,
     store: Arc<Store>,
     state_path: PathBuf,
     state: Mutex<State>,
+    published: Mutex<Arc<Published>>,
     ctx: EvalContext,
     /// Counters.
     pub metrics: RuleMetrics,
@@ -160,7 +177,7 @@ fn load_groups(config: &RulesConfig) -> Result<(Vec<GroupDef>, Vec<PathBuf>), Ve
     let mut errors = Vec::new();
     let mut names = HashSet::new();
     for f in &files {
-        match load_rule_file(f) {
+        match load_rule_file_limited(f, config.max_file_bytes) {
             Ok(groups) => {
                 for g in groups {
                     if !names.insert(g.name.clone()) {
@@ -179,6 +196,13 @@ fn load_groups(config: &RulesConfig) -> Result<(Vec<GroupDef>, Vec<PathBuf>), Ve
     match parse_rule_file(Path::new("<built-in rules>"), &builtin_rules(config)) {
         Ok(groups) => defs.extend(groups),
         Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
+    }
+    let rules: usize = defs.iter().map(|g| g.rules.len()).sum();
+    if rules > config.max_rules {
+        errors.push(format!(
+            "{rules} rules in all, more than rules.max_rules ({})",
+            config.max_rules
+        ));
     }
     if errors.is_empty() {
         Ok((defs, files))
@@ -241,19 +265,51 @@ impl RuleManager {
                 saved,
                 live_agents: HashSet::new(),
             }),
+            published: Mutex::new(Arc::default()),
             ctx,
             metrics,
             evaluated: Arc::new(tokio::sync::Notify::new()),
         })
+        .map(|manager| {
+            manager.publish(&lock(&manager.state));
+            manager
+        })
+    }
+
+    /// Publishes what readers see of `state` (see [`Published`]).
+    fn publish(&self, state: &State) {
+        let mut alerts = Vec::new();
+        for g in &state.groups {
+            for r in &g.rules {
+                for a in r.active.values() {
+                    alerts.push((g.name.clone(), r.def.expr.clone(), a.clone()));
+                }
+            }
+        }
+        let published = Published {
+            alerts,
+            groups: state.groups.len(),
+            rules: state.groups.iter().map(|g| g.rules.len()).sum(),
+        };
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(published);
+    }
+
+    fn published(&self) -> Arc<Published> {
+        Arc::clone(
+            &self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Number of groups and rules running.
     pub fn counts(&self) -> (usize, usize) {
-        let state = lock(&self.state);
-        (
-            state.groups.len(),
-            state.groups.iter().map(|g| g.rules.len()).sum(),
-        )
+        let published = self.published();
+        (published.groups, published.rules)
     }
 
     /// Re-reads the rule files. On any error the running rules stay and the
@@ -293,6 +349,7 @@ impl RuleManager {
         }
         state.groups = groups;
         state.files = defs.1;
+        self.publish(&state);
         self.metrics.last_reload_ok.store(true, Ordering::Relaxed);
         let counts = (
             state.groups.len(),
@@ -387,6 +444,7 @@ impl RuleManager {
             .samples_skipped
             .fetch_add(target.skipped, Ordering::Relaxed);
         if evaluated {
+            self.publish(&state);
             let saved = saved_alerts(&state.groups);
             if saved != state.saved {
                 match write_state(&self.state_path, &saved) {
@@ -450,16 +508,7 @@ impl RuleManager {
 
     /// Active alerts with their group and their rule's expression.
     pub fn alerts_with_expr(&self) -> Vec<(String, String, super::Alert)> {
-        let state = lock(&self.state);
-        let mut out = Vec::new();
-        for g in &state.groups {
-            for r in &g.rules {
-                for a in r.active.values() {
-                    out.push((g.name.clone(), r.def.expr.clone(), a.clone()));
-                }
-            }
-        }
-        out
+        self.published().alerts.clone()
     }
 
     /// `$externalLabels` and `$externalURL`.
@@ -472,7 +521,7 @@ impl RuleManager {
 
     /// `ALERTS`, `ALERTS_FOR_STATE` and the rule loop's own metrics.
     pub fn write_metrics(&self, w: &mut ExpositionWriter) {
-        let state = lock(&self.state);
+        let published = self.published();
         let render = |labels: &[(String, String)]| {
             let mut out = String::new();
             for (k, v) in labels {
@@ -488,22 +537,18 @@ impl RuleManager {
         };
         // (ALERTS labels, ALERTS_FOR_STATE labels, active since)
         let mut alerts: Vec<(String, String, f64)> = Vec::new();
-        for g in &state.groups {
-            for r in &g.rules {
-                for a in r.active.values() {
-                    if a.state == AlertState::Inactive {
-                        continue;
-                    }
-                    let mut with_state = a.labels.clone();
-                    with_state.push(("alertstate".into(), a.state.as_str().into()));
-                    with_state.sort();
-                    alerts.push((
-                        render(&with_state),
-                        render(&a.labels),
-                        (a.active_at / 1000) as f64,
-                    ));
-                }
+        for (_, _, a) in &published.alerts {
+            if a.state == AlertState::Inactive {
+                continue;
             }
+            let mut with_state = a.labels.clone();
+            with_state.push(("alertstate".into(), a.state.as_str().into()));
+            with_state.sort();
+            alerts.push((
+                render(&with_state),
+                render(&a.labels),
+                (a.active_at / 1000) as f64,
+            ));
         }
         alerts.sort_by(|a, b| a.0.cmp(&b.0));
         w.header(
@@ -572,13 +617,13 @@ impl RuleManager {
                 "vigil_collector_rule_groups",
                 "Rule groups loaded, built-in ones included.",
                 MetricKind::Gauge,
-                state.groups.len() as f64,
+                published.groups as f64,
             ),
             (
                 "vigil_collector_rules",
                 "Rules loaded, built-in ones included.",
                 MetricKind::Gauge,
-                state.groups.iter().map(|g| g.rules.len()).sum::<usize>() as f64,
+                published.rules as f64,
             ),
         ] {
             w.header(name, help, kind);
@@ -618,6 +663,8 @@ mod tests {
             heartbeat,
             evaluate_on_push: true,
             min_evaluation_gap: Duration::from_millis(200),
+            max_file_bytes: crate::file::MAX_RULE_FILE_BYTES,
+            max_rules: crate::file::MAX_RULES,
         }
     }
 

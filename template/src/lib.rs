@@ -26,6 +26,22 @@ use thiserror::Error;
 
 use crate::gofmt::{format_e, format_f, format_g};
 
+/// Longest template source accepted, in bytes.
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+/// Deepest nesting of `{{if}}`/`{{range}}`/`{{with}}` blocks, and of
+/// parentheses in one pipeline: parsing and expansion recurse over it.
+pub const MAX_NESTING: usize = 64;
+/// Most steps (nodes and range iterations) one expansion may take.
+pub const MAX_STEPS: u64 = 1_000_000;
+/// Longest output of one expansion, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Most `query` calls in one expansion.
+pub const MAX_QUERIES: u32 = 32;
+/// Longest one expansion may take, its queries included.
+pub const MAX_EXPANSION_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Widest `printf` width or precision (Go's limit).
+const MAX_FORMAT_WIDTH: usize = 1_000_000;
+
 /// A template that does not parse or fails to run.
 #[derive(Debug, Clone, Error, PartialEq)]
 #[error("template: {0}")]
@@ -441,7 +457,12 @@ enum Stop {
 }
 
 impl Parser {
-    fn list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
+    fn list(&mut self, depth: usize) -> Result<(Vec<Node>, Stop), TemplateError> {
+        if depth > MAX_NESTING {
+            return err(format!(
+                "blocks nest more than {MAX_NESTING} deep (if, range, with)"
+            ));
+        }
         let mut nodes = Vec::new();
         while let Some(piece) = self.pieces.get(self.at).cloned() {
             self.at += 1;
@@ -457,7 +478,7 @@ impl Parser {
                         let mut branches = Vec::new();
                         let mut cond = pipeline(&toks[1..])?;
                         let otherwise = loop {
-                            let (body, end) = self.list()?;
+                            let (body, end) = self.list(depth + 1)?;
                             branches.push((cond, body));
                             match end {
                                 Stop::End => break Vec::new(),
@@ -467,7 +488,7 @@ impl Parser {
                                         cond = pipeline(&rest[1..])?;
                                     }
                                     None => {
-                                        let (body, end) = self.list()?;
+                                        let (body, end) = self.list(depth + 1)?;
                                         if !matches!(end, Stop::End) {
                                             return err(format!("expected end after else in {k}"));
                                         }
@@ -485,7 +506,7 @@ impl Parser {
                     }
                     Some(Tok::Ident(k)) if k == "range" => {
                         let pipe = pipeline(&toks[1..])?;
-                        let (body, end) = self.list()?;
+                        let (body, end) = self.list(depth + 1)?;
                         let otherwise = match end {
                             Stop::End => Vec::new(),
                             Stop::Eof => return err("unexpected EOF in range"),
@@ -493,7 +514,7 @@ impl Parser {
                                 if !rest.is_empty() {
                                     return err("unexpected tokens after else in range");
                                 }
-                                let (body, end) = self.list()?;
+                                let (body, end) = self.list(depth + 1)?;
                                 if !matches!(end, Stop::End) {
                                     return err("expected end after else in range");
                                 }
@@ -519,6 +540,17 @@ impl Parser {
 }
 
 fn pipeline(toks: &[Tok]) -> Result<Pipeline, TemplateError> {
+    let mut depth = 0usize;
+    for t in toks {
+        match t {
+            Tok::LParen => depth += 1,
+            Tok::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return err(format!("parentheses nest more than {MAX_NESTING} deep"));
+        }
+    }
     let mut vars = Vec::new();
     let mut declare = false;
     let mut toks = toks;
@@ -650,11 +682,17 @@ pub struct Template {
 impl Template {
     /// Parses a template; errors name what is wrong.
     pub fn parse(src: &str) -> Result<Self, TemplateError> {
+        if src.len() > MAX_TEMPLATE_BYTES {
+            return err(format!(
+                "template is {} bytes, more than the limit of {MAX_TEMPLATE_BYTES}",
+                src.len()
+            ));
+        }
         let mut parser = Parser {
             pieces: split(src)?,
             at: 0,
         };
-        let (nodes, end) = parser.list()?;
+        let (nodes, end) = parser.list(0)?;
         match end {
             Stop::Eof => Ok(Self { nodes }),
             Stop::End => err("unexpected {{end}}"),
@@ -667,11 +705,7 @@ impl Template {
     /// `.GeneratorURL`); objects of strings are maps (`.Labels.instance`).
     pub fn render_json(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
         let dot = from_json(data, true);
-        let mut env = Env {
-            vars: vec![(String::new(), dot.clone())],
-            query: None,
-            external_url: String::new(),
-        };
+        let mut env = Env::new(vec![(String::new(), dot.clone())], None, String::new());
         let mut out = String::new();
         env.walk(&self.nodes, &dot, &mut out)?;
         Ok(out)
@@ -690,8 +724,8 @@ impl Template {
             ("ExternalURL", V::Str(data.external_url.clone())),
             ("Value", V::Float(data.value)),
         ]));
-        let mut env = Env {
-            vars: vec![
+        let mut env = Env::new(
+            vec![
                 (String::new(), dot.clone()),
                 ("labels".into(), V::Map(data.labels.clone())),
                 (
@@ -702,8 +736,8 @@ impl Template {
                 ("value".into(), V::Float(data.value)),
             ],
             query,
-            external_url: data.external_url.clone(),
-        };
+            data.external_url.clone(),
+        );
         let mut out = String::new();
         env.walk(&self.nodes, &dot, &mut out)?;
         Ok(out)
@@ -723,6 +757,10 @@ struct Env<'q> {
     vars: Vec<(String, V)>,
     query: Option<QueryFn<'q>>,
     external_url: String,
+    /// The expansion's budget: steps taken, queries run, when it started.
+    steps: u64,
+    queries: u32,
+    started: std::time::Instant,
 }
 
 fn field(v: &V, path: &[String]) -> Result<V, TemplateError> {
@@ -750,7 +788,36 @@ fn field(v: &V, path: &[String]) -> Result<V, TemplateError> {
     Ok(v)
 }
 
-impl Env<'_> {
+impl<'q> Env<'q> {
+    fn new(vars: Vec<(String, V)>, query: Option<QueryFn<'q>>, external_url: String) -> Self {
+        Self {
+            vars,
+            query,
+            external_url,
+            steps: 0,
+            queries: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// One more step of the expansion: refused past [`MAX_STEPS`],
+    /// [`MAX_OUTPUT_BYTES`] of output or [`MAX_EXPANSION_TIME`].
+    fn tick(&mut self, out: &str) -> Result<(), TemplateError> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return err(format!("expansion took more than {MAX_STEPS} steps"));
+        }
+        if out.len() > MAX_OUTPUT_BYTES {
+            return err(format!(
+                "expansion wrote more than {MAX_OUTPUT_BYTES} bytes"
+            ));
+        }
+        if self.steps % 256 == 0 && self.started.elapsed() > MAX_EXPANSION_TIME {
+            return err(format!("expansion took longer than {MAX_EXPANSION_TIME:?}"));
+        }
+        Ok(())
+    }
+
     fn var(&self, name: &str) -> Result<V, TemplateError> {
         match self.vars.iter().rev().find(|(n, _)| n == name) {
             Some((_, v)) => Ok(v.clone()),
@@ -760,6 +827,7 @@ impl Env<'_> {
 
     fn walk(&mut self, nodes: &[Node], dot: &V, out: &mut String) -> Result<(), TemplateError> {
         for node in nodes {
+            self.tick(out)?;
             match node {
                 Node::Text(t) => out.push_str(t),
                 Node::Action(p) => {
@@ -798,6 +866,9 @@ impl Env<'_> {
                             .map(|(i, v)| (V::Int(i as i64), v))
                             .collect(),
                         V::Map(m) => m.into_iter().map(|(k, v)| (V::Str(k), V::Str(v))).collect(),
+                        V::Int(n) if n > MAX_STEPS as i64 => {
+                            return err(format!("range over {n}: more than {MAX_STEPS} steps"));
+                        }
                         V::Int(n) => (0..n).map(|i| (V::Int(i), V::Int(i))).collect(),
                         V::Nil => Vec::new(),
                         other => {
@@ -808,6 +879,7 @@ impl Env<'_> {
                         self.walk(otherwise, dot, out)?;
                     }
                     for (key, item) in items {
+                        self.tick(out)?;
                         match p.vars.as_slice() {
                             [] => {}
                             [e] => self.vars.push((e.clone(), item.clone())),
@@ -1037,6 +1109,13 @@ impl Env<'_> {
                 let Some(q) = self.query else {
                     return err("query is not available here");
                 };
+                self.queries += 1;
+                if self.queries > MAX_QUERIES {
+                    return err(format!("more than {MAX_QUERIES} queries in one expansion"));
+                }
+                if self.started.elapsed() > MAX_EXPANSION_TIME {
+                    return err(format!("expansion took longer than {MAX_EXPANSION_TIME:?}"));
+                }
                 let samples = q(args[0].as_str()?).map_err(TemplateError)?;
                 V::List(samples.into_iter().map(sample_value).collect())
             }
@@ -1375,7 +1454,21 @@ fn sprintf(format: &str, args: &[V]) -> String {
                 p.push(d);
                 chars.next();
             }
-            prec = Some(p.parse().unwrap_or(0));
+            prec = Some(if p.len() > 7 {
+                usize::MAX
+            } else {
+                p.parse().unwrap_or(0)
+            });
+        }
+        // Go's fmt refuses widths and precisions over 1e6 (`tooLarge`),
+        // says so, and formats the value without them.
+        if width.len() > 7 || width.parse::<usize>().unwrap_or(0) > MAX_FORMAT_WIDTH {
+            out.push_str("%!(BADWIDTH)");
+            width.clear();
+        }
+        if prec.is_some_and(|p| p > MAX_FORMAT_WIDTH) {
+            out.push_str("%!(BADPREC)");
+            prec = None;
         }
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
@@ -1581,5 +1674,53 @@ mod tests {
             Some(&q),
         );
         assert_eq!(out, Ok("a=3 3".to_string()));
+    }
+
+    #[test]
+    fn hostile_templates_are_refused_or_stopped_by_the_budget() {
+        let deep = format!(
+            "{}x{}",
+            "{{ if true }}".repeat(100),
+            "{{ end }}".repeat(100)
+        );
+        let e = Template::parse(&deep).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("nest more than 64")));
+        let parens = format!("{{{{ {}1{} }}}}", "(".repeat(100), ")".repeat(100));
+        assert!(Template::parse(&parens).is_err());
+        let huge = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        assert!(Template::parse(&huge).is_err());
+
+        let e = expand("{{ range 1000000000000 }}x{{ end }}", &data(1.0), None);
+        assert!(e.is_err_and(|e| e.to_string().contains("steps")));
+        let e = expand(
+            "{{ range 900000 }}xxxxxxxxxxxxxxxxxxxx{{ end }}",
+            &data(1.0),
+            None,
+        );
+        assert!(e.is_err_and(|e| e.to_string().contains("bytes")));
+        assert_eq!(
+            expand("{{ printf \"%099999999d\" 1 }}", &data(1.0), None),
+            Ok("%!(BADWIDTH)1".to_string())
+        );
+
+        // `range query` seven deep: stopped after MAX_QUERIES queries.
+        let calls = std::cell::Cell::new(0u32);
+        let q = |_: &str| {
+            calls.set(calls.get() + 1);
+            Ok((0..10)
+                .map(|i| QuerySample {
+                    labels: BTreeMap::from([("i".to_string(), i.to_string())]),
+                    value: 1.0,
+                })
+                .collect())
+        };
+        let nested = format!(
+            "{}x{}",
+            "{{ range query \"up\" }}".repeat(7),
+            "{{ end }}".repeat(7)
+        );
+        let e = expand(&nested, &data(1.0), Some(&q));
+        assert!(e.is_err_and(|e| e.to_string().contains("queries")));
+        assert_eq!(calls.get(), MAX_QUERIES);
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use vigil_tests::{Collector, http_get, http_post, url_encode, wait_for};
+use vigil_tests::{Collector, binary, http_get, http_post, url_encode, wait_for};
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
@@ -149,5 +149,86 @@ fn a_query_beyond_max_concurrent_waits_then_gets_503() -> Result<()> {
     // The slot is free again.
     let (status, _, body) = http_get(collector.http, "/api/v1/query?query=1", None)?;
     ensure!(status == 200, "{status} {body}");
+    Ok(())
+}
+
+#[test]
+fn hostile_rule_files_are_refused_and_runaway_templates_are_stopped() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let vigil = binary("vigil-collector")?;
+    let check = |file: &std::path::Path| -> Result<(i32, String)> {
+        let out = std::process::Command::new(&vigil)
+            .args(["rules", "check"])
+            .arg(file)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    // A 5,000-term expression: refused by the check, not evaluated later.
+    let deep = dir.path().join("deep.rules.yml");
+    std::fs::write(
+        &deep,
+        format!(
+            "groups:\n  - name: deep\n    rules:\n      - alert: Deep\n        expr: {}\n",
+            vec!["1"; 5000].join("+")
+        ),
+    )?;
+    let (code, out) = check(&deep)?;
+    ensure!(
+        code == 1 && out.contains("nests 4999 levels"),
+        "{code}: {out}"
+    );
+    // A 9 MB file: refused before it is parsed.
+    let big = dir.path().join("big.rules.yml");
+    let mut text = String::from("groups: []\n");
+    while text.len() < 9 * 1024 * 1024 {
+        text.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, text)?;
+    let (code, out) = check(&big)?;
+    ensure!(
+        code == 1 && out.contains("rules.max_file_size"),
+        "{code}: {out}"
+    );
+
+    // A template that would loop 10^12 times: the rule still fires, its
+    // annotation says why it could not be expanded, and the collector
+    // answers meanwhile.
+    let rules = dir.path().join("bomb.rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: bomb\n    interval: 500ms\n    rules:\n      - alert: Bomb\n        expr: vector(1)\n        annotations:\n          text: '{{ range 1000000 }}{{ range 1000000 }}x{{ end }}{{ end }}'\n",
+    )?;
+    let collector = Collector::start_with(
+        dir.path(),
+        &format!(
+            "[rules]\nfiles = [\"{}\"]\nhost_down = false\n",
+            rules.display()
+        ),
+    )?;
+    let alerts = wait_for("the Bomb alert", Duration::from_secs(20), || {
+        http_get(collector.http, "/api/v2/alerts", None)
+            .ok()
+            .filter(|(s, _, body)| *s == 200 && body.contains("Bomb"))
+            .map(|(_, _, body)| body)
+    })?;
+    ensure!(
+        alerts.contains("error expanding template") && alerts.contains("steps"),
+        "{alerts}"
+    );
+    healthy(&collector)?;
+    collector.scrape()?;
+
+    // Reload with the deep file in place: refused, the old rules keep running.
+    std::fs::copy(&deep, &rules)?;
+    let (status, body) = http_post(collector.http, "/-/reload", &[], "")?;
+    ensure!(status == 400 && body.contains("nests"), "{status} {body}");
+    healthy(&collector)?;
     Ok(())
 }

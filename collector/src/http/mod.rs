@@ -212,12 +212,18 @@ pub fn render(state: &HttpState, format: Format) -> String {
     text
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
+/// `/metrics`, rendered off the async workers: it takes the store's read
+/// lock, which a large batch holds for a moment, and must never stall the
+/// runtime that serves pushes and health checks.
+async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let body = render(&state, format);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, format.content_type())],
-        body,
-    )
+    match tokio::task::spawn_blocking(move || render(&state, format)).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, format.content_type())],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
