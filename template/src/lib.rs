@@ -812,7 +812,7 @@ impl<'q> Env<'q> {
                 "expansion wrote more than {MAX_OUTPUT_BYTES} bytes"
             ));
         }
-        if self.steps % 256 == 0 && self.started.elapsed() > MAX_EXPANSION_TIME {
+        if self.steps.is_multiple_of(256) && self.started.elapsed() > MAX_EXPANSION_TIME {
             return err(format!("expansion took longer than {MAX_EXPANSION_TIME:?}"));
         }
         Ok(())
