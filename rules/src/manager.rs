@@ -270,10 +270,7 @@ impl RuleManager {
             metrics,
             evaluated: Arc::new(tokio::sync::Notify::new()),
         })
-        .map(|manager| {
-            manager.publish(&lock(&manager.state));
-            manager
-        })
+        .inspect(|manager| manager.publish(&lock(&manager.state)))
     }
 
     /// Publishes what readers see of `state` (see [`Published`]).
