@@ -315,6 +315,31 @@ pub struct RawIngest {
     /// TLS for the gRPC port.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// Most series in one agent's push (the agent's own `max_series`).
+    #[serde(default = "default_max_series_per_agent")]
+    pub max_series_per_agent: usize,
+    /// New series one agent may create per minute (a minute's worth at once).
+    #[serde(default = "default_max_new_series_per_minute")]
+    pub max_new_series_per_minute: u32,
+    /// Pushes per second per agent.
+    #[serde(default = "default_max_pushes_per_second")]
+    pub max_pushes_per_second: u32,
+    /// How far ahead of the collector's clock a sample may be.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
+}
+
+fn default_max_series_per_agent() -> usize {
+    10_000
+}
+fn default_max_new_series_per_minute() -> u32 {
+    10_000
+}
+fn default_max_pushes_per_second() -> u32 {
+    50
+}
+fn default_max_future() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
 }
 
 impl Default for RawIngest {
@@ -328,6 +353,10 @@ impl Default for RawIngest {
             unauthenticated: default_unauthenticated(),
             agents: Vec::new(),
             tls: None,
+            max_series_per_agent: default_max_series_per_agent(),
+            max_new_series_per_minute: default_max_new_series_per_minute(),
+            max_pushes_per_second: default_max_pushes_per_second(),
+            max_future: default_max_future(),
         }
     }
 }
@@ -496,6 +525,8 @@ pub struct IngestConfig {
     pub agents: Vec<AgentToken>,
     /// TLS.
     pub tls: Option<ServerTls>,
+    /// Per-agent limits.
+    pub agent_limits: crate::ingest::limits::LimitsConfig,
 }
 
 /// The collector's validated configuration.
@@ -701,6 +732,21 @@ impl RawConfig {
                 "must be between 64KiB and 1GiB",
             ));
         }
+        for (key, value) in [
+            ("ingest.max_series_per_agent", i.max_series_per_agent as u64),
+            (
+                "ingest.max_new_series_per_minute",
+                u64::from(i.max_new_series_per_minute),
+            ),
+            (
+                "ingest.max_pushes_per_second",
+                u64::from(i.max_pushes_per_second),
+            ),
+        ] {
+            if value == 0 {
+                problems.push(ConfigProblem::new(key, "must be at least 1"));
+            }
+        }
         if i.max_series_per_push == 0 {
             problems.push(ConfigProblem::new(
                 "ingest.max_series_per_push",
@@ -829,6 +875,13 @@ impl RawConfig {
                 unauthenticated,
                 agents,
                 tls,
+                agent_limits: crate::ingest::limits::LimitsConfig {
+                    max_series_per_agent: i.max_series_per_agent,
+                    max_new_series_per_minute: i.max_new_series_per_minute,
+                    max_pushes_per_second: i.max_pushes_per_second,
+                    max_future: i.max_future.0,
+                    max_age: retention,
+                },
             },
             stale_after,
             data_dir: self.store.data_dir,

@@ -230,6 +230,7 @@ pub async fn serve(
         .map_err(CollectorError::Rules)?,
     );
     let commit = Arc::new(vigil_store::wal::GroupCommit::default());
+    let agent_limits = Arc::new(ingest::limits::AgentLimits::new(config.ingest.agent_limits));
     let service = IngestService::new(
         Arc::clone(&store),
         Arc::clone(&wal),
@@ -239,6 +240,7 @@ pub async fn serve(
         Authenticator::new(config.ingest.agents.clone(), config.ingest.unauthenticated),
         config.ingest.limits,
         config.ingest.max_series_per_push,
+        Arc::clone(&agent_limits),
     );
     let grpc = IngestServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -301,6 +303,7 @@ pub async fn serve(
     let state = Arc::new(http::HttpState::new(
         Arc::clone(&store),
         Arc::clone(&metrics),
+        Arc::clone(&agent_limits),
         Arc::clone(&rules),
         Arc::clone(&notify),
         config.admin_token.clone(),

@@ -223,6 +223,26 @@ impl Store {
             .is_some_and(|a| a.epoch == batch.epoch && batch.sequence <= a.last_sequence)
     }
 
+    /// How many of the batch's series the store does not hold yet: what
+    /// applying it would add, for the collector's new-series limit.
+    pub fn new_series(&self, batch: &proto::PushRequest) -> usize {
+        let inner = self.read();
+        batch
+            .families
+            .iter()
+            .map(|family| {
+                let known = inner.families.get(&family.name);
+                family
+                    .series
+                    .iter()
+                    .filter(|series| {
+                        known.is_none_or(|f| !f.series.contains_key(&render_labels(&series.labels)))
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     /// Applies a validated batch received at `received_ms` once: a batch whose
     /// (agent, epoch, sequence) was applied before is acknowledged as a
     /// duplicate and not applied again.
@@ -560,7 +580,11 @@ impl Store {
             } else {
                 10_000
             };
-            if agent.silenced || now <= agent.last_push.max(self.started_ms) + 2 * interval {
+            let due = agent
+                .last_push
+                .max(self.started_ms)
+                .saturating_add(interval.saturating_mul(2));
+            if agent.silenced || now <= due {
                 continue;
             }
             for series in &agent.last_series {

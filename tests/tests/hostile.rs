@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
+use vigil_shared::proto::ingest_client::IngestClient;
+use vigil_shared::proto::{Family, Kind, Label, PushRequest, RETRY_AFTER_METADATA, Series};
 use vigil_tests::{Collector, binary, http_get, http_post, url_encode, wait_for};
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
@@ -230,5 +232,213 @@ fn hostile_rule_files_are_refused_and_runaway_templates_are_stopped() -> Result<
     let (status, body) = http_post(collector.http, "/-/reload", &[], "")?;
     ensure!(status == 400 && body.contains("nests"), "{status} {body}");
     healthy(&collector)?;
+    Ok(())
+}
+
+/// One gauge family with a series per `instances` entry (and `extra` more
+/// series on the first, distinguished by an `i` label).
+fn push_request(agent: &str, sequence: u64, instances: &[&str], extra: usize) -> PushRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let label = |n: &str, v: &str| Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let mut series: Vec<Series> = instances
+        .iter()
+        .map(|i| Series {
+            labels: vec![label("instance", i), label("job", "node")],
+            value: 1.0,
+            timestamp_ms: now,
+            window: None,
+        })
+        .collect();
+    for n in 0..extra {
+        series.push(Series {
+            labels: vec![
+                label("i", &format!("{sequence}-{n}")),
+                label("instance", instances[0]),
+                label("job", "node"),
+            ],
+            value: 1.0,
+            timestamp_ms: now,
+            window: None,
+        });
+    }
+    PushRequest {
+        agent_id: agent.into(),
+        epoch: 7,
+        sequence,
+        timestamp_ms: now,
+        flush_interval_ms: 1_000,
+        families: vec![Family {
+            name: "node_load1".into(),
+            help: String::new(),
+            kind: Kind::Gauge as i32,
+            bucket_bounds: vec![],
+            series,
+        }],
+        ..Default::default()
+    }
+}
+
+async fn push(
+    client: &mut IngestClient<tonic::transport::Channel>,
+    token: &str,
+    batch: PushRequest,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(batch);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", v);
+    }
+    client.push(request).await.map(|_| ())
+}
+
+#[test]
+fn a_token_writes_only_its_own_instance_and_per_agent_limits_hold() -> Result<()> {
+    const WEB1: &str = "token-of-web-1-0123456789";
+    const FLEET: &str = "token-of-the-fleet-0123456789";
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start(
+        dir.path(),
+        "collector",
+        vigil_tests::free_port()?,
+        vigil_tests::free_port()?,
+        "max_pushes_per_second = 3\nmax_new_series_per_minute = 100\n",
+        &format!(
+            "[[ingest.agents]]\ninstance = \"web-1\"\ntoken = \"{WEB1}\"\n[[ingest.agents]]\ninstance = \"*\"\ntoken = \"{FLEET}\"\n"
+        ),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = IngestClient::connect(format!("http://{}", collector.ingest)).await?;
+        // web-1's token writing web-2's and victim-db's series: refused, named.
+        let err = push(
+            &mut client,
+            WEB1,
+            push_request("web-1", 1, &["web-1", "web-2"], 0),
+        )
+        .await
+        .err()
+        .context("a foreign instance was accepted")?;
+        ensure!(
+            err.code() == tonic::Code::PermissionDenied
+                && err.message().contains("instance=\"web-2\""),
+            "{err:?}"
+        );
+        let err = push(
+            &mut client,
+            WEB1,
+            push_request("web-1", 2, &["victim-db"], 0),
+        )
+        .await
+        .err()
+        .context("a foreign instance was accepted")?;
+        ensure!(err.code() == tonic::Code::PermissionDenied, "{err:?}");
+        push(&mut client, WEB1, push_request("web-1", 3, &["web-1"], 0)).await?;
+        // The "*" token is trusted with any instance.
+        push(
+            &mut client,
+            FLEET,
+            push_request("relay", 1, &["db-1", "db-2"], 0),
+        )
+        .await?;
+
+        // A flush interval of 2^62 ms: refused, and the collector keeps marking.
+        let mut huge = push_request("relay", 2, &["db-1"], 0);
+        huge.flush_interval_ms = 1 << 62;
+        let err = push(&mut client, FLEET, huge)
+            .await
+            .err()
+            .context("accepted 2^62")?;
+        ensure!(err.code() == tonic::Code::InvalidArgument, "{err:?}");
+
+        // More new series than a minute allows in one push: refused for good.
+        let err = push(
+            &mut client,
+            FLEET,
+            push_request("flood", 1, &["flood"], 150),
+        )
+        .await
+        .err()
+        .context("150 new series accepted")?;
+        ensure!(
+            err.code() == tonic::Code::InvalidArgument
+                && err.message().contains("max_new_series_per_minute"),
+            "{err:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        push(&mut client, FLEET, push_request("flood", 2, &["flood"], 80)).await?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // 80 more: the minute's budget is spent; wait and retry.
+        let err = push(&mut client, FLEET, push_request("flood", 3, &["flood"], 80))
+            .await
+            .err()
+            .context("160 new series in a minute accepted")?;
+        ensure!(
+            err.code() == tonic::Code::ResourceExhausted
+                && err.metadata().get(RETRY_AFTER_METADATA).is_some(),
+            "{err:?}"
+        );
+
+        // Pushes beyond 3 a second: RESOURCE_EXHAUSTED with a retry delay;
+        // another agent is not affected.
+        let mut limited = None;
+        for sequence in 10..20 {
+            if let Err(e) = push(
+                &mut client,
+                WEB1,
+                push_request("web-1", sequence, &["web-1"], 0),
+            )
+            .await
+            {
+                limited = Some(e);
+                break;
+            }
+        }
+        let limited = limited.context("10 pushes in a row were all accepted")?;
+        ensure!(
+            limited.code() == tonic::Code::ResourceExhausted
+                && limited.metadata().get(RETRY_AFTER_METADATA).is_some(),
+            "{limited:?}"
+        );
+        push(&mut client, FLEET, push_request("relay", 3, &["db-1"], 0)).await?;
+        anyhow::Ok(())
+    })?;
+    healthy(&collector)?;
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape
+            .value("node_load1", &[("instance", "web-2")])
+            .is_none()
+            && scrape
+                .value("node_load1", &[("instance", "victim-db")])
+                .is_none(),
+        "a foreign series reached the store"
+    );
+    ensure!(scrape.value("node_load1", &[("instance", "db-2")]) == Some(1.0));
+    for (agent, limit) in [
+        ("web-1", "push_rate"),
+        ("flood", "new_series"),
+        ("relay", "flush_interval"),
+    ] {
+        let n = scrape
+            .value(
+                "vigil_collector_pushes_limited_total",
+                &[("agent", agent), ("limit", limit)],
+            )
+            .unwrap_or(0.0);
+        ensure!(n >= 1.0, "{agent} {limit}: {n}");
+    }
+    ensure!(
+        scrape.value(
+            "vigil_collector_pushes_rejected_total",
+            &[("reason", "permission_denied")]
+        ) == Some(2.0)
+    );
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub store: Arc<Store>,
     /// Ingest counters.
     pub ingest: Arc<IngestMetrics>,
+    /// Per-agent limits, for their refusal counters.
+    pub agent_limits: Arc<crate::ingest::limits::AgentLimits>,
     /// The rules.
     pub rules: Arc<RuleManager>,
     /// Notifications.
@@ -53,6 +55,7 @@ impl HttpState {
     pub fn new(
         store: Arc<Store>,
         ingest: Arc<IngestMetrics>,
+        agent_limits: Arc<crate::ingest::limits::AgentLimits>,
         rules: Arc<RuleManager>,
         notify: Arc<NotifyManager>,
         admin_token: Option<Secret>,
@@ -61,6 +64,7 @@ impl HttpState {
         Self {
             store,
             ingest,
+            agent_limits,
             rules,
             notify,
             admin_token,
@@ -122,6 +126,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
         );
     });
     state.ingest.write(&mut w);
+    state.agent_limits.write_metrics(&mut w);
     state.rules.write_metrics(&mut w);
     state.notify.write_metrics(&mut w);
     state.query.write_metrics(&mut w);

@@ -1,5 +1,7 @@
 //! Who may push. A bearer token is bound to one agent's `instance` (or to
-//! `"*"`, any agent); a token presented for another agent is refused. With no
+//! `"*"`, any agent, a token only trusted senders hold); a token presented
+//! for another agent is refused, and a bound token may write only series
+//! whose `instance` label is its own ([`Binding`]). With no
 //! tokens configured, only agents on the collector's own host (loopback) may
 //! push, unless `ingest.unauthenticated = "none"`. Tokens are compared in
 //! constant time and never logged.
@@ -14,6 +16,44 @@ use crate::ingest::RejectReason;
 pub struct Authenticator {
     tokens: Vec<AgentToken>,
     unauthenticated: Unauthenticated,
+}
+
+/// What an accepted push may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Any series: the `"*"` token, or an agent on this host when no
+    /// tokens are configured.
+    Any,
+    /// Only series whose `instance` label is this.
+    Instance(String),
+}
+
+impl Binding {
+    /// The first series of `batch` this binding may not write, described
+    /// for the refusal; `None` when every series is allowed.
+    pub fn foreign_series(&self, batch: &vigil_shared::proto::PushRequest) -> Option<String> {
+        let Binding::Instance(instance) = self else {
+            return None;
+        };
+        batch.families.iter().find_map(|family| {
+            family.series.iter().find_map(|series| {
+                let own = series
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "instance")
+                    .is_some_and(|l| l.value == *instance);
+                (!own).then(|| {
+                    vigil_shared::labels::describe_series(
+                        &family.name,
+                        series
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.as_str(), l.value.as_str())),
+                    )
+                })
+            })
+        })
+    }
 }
 
 /// A refused push: the reason and a message the agent's operator can act on.
@@ -48,7 +88,7 @@ impl Authenticator {
         agent_id: &str,
         peer: Option<SocketAddr>,
         authorization: Option<&str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Binding, Refusal> {
         let refuse = |reason, message: String| Err(Refusal { reason, message });
         let presented = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
@@ -56,7 +96,7 @@ impl Authenticator {
         if self.tokens.is_empty() {
             let loopback = peer.is_some_and(|p| p.ip().is_loopback());
             return match (self.unauthenticated, loopback) {
-                (Unauthenticated::Loopback, true) => Ok(()),
+                (Unauthenticated::Loopback, true) => Ok(Binding::Any),
                 (Unauthenticated::Loopback, false) => refuse(
                     RejectReason::Unauthenticated,
                     "this collector has no agent tokens ([[ingest.agents]]) and accepts agents on its own host only; \
@@ -83,8 +123,11 @@ impl Authenticator {
             .filter(|t| constant_time_eq(t.token.expose().as_bytes(), presented.as_bytes()));
         let mut bound_to = None;
         for t in matching {
-            if t.instance == "*" || t.instance == agent_id {
-                return Ok(());
+            if t.instance == "*" {
+                return Ok(Binding::Any);
+            }
+            if t.instance == agent_id {
+                return Ok(Binding::Instance(t.instance.clone()));
             }
             bound_to = Some(t.instance.clone());
         }

@@ -15,6 +15,7 @@ use vigil_shared::proto::ingest_server::Ingest;
 use vigil_shared::proto::{Kind, PushRequest, PushResponse};
 
 use super::auth::Authenticator;
+use super::limits::{AgentLimits, Refused};
 use super::{IngestMetrics, RejectReason};
 use vigil_store::wal::{FsyncPolicy, GroupCommit, Wal};
 use vigil_store::{Store, now_ms};
@@ -32,6 +33,7 @@ pub struct IngestService {
     auth: Authenticator,
     limits: SeriesLimits,
     max_series_per_push: usize,
+    agent_limits: Arc<AgentLimits>,
 }
 
 impl IngestService {
@@ -46,6 +48,7 @@ impl IngestService {
         auth: Authenticator,
         limits: SeriesLimits,
         max_series_per_push: usize,
+        agent_limits: Arc<AgentLimits>,
     ) -> Self {
         Self {
             store,
@@ -56,6 +59,29 @@ impl IngestService {
             auth,
             limits,
             max_series_per_push,
+            agent_limits,
+        }
+    }
+
+    /// The status for a push a per-agent limit refused: RESOURCE_EXHAUSTED
+    /// with the retry delay for rates, INVALID_ARGUMENT otherwise.
+    fn limited(&self, agent: &str, refused: Refused) -> Status {
+        warn!(agent, limit = refused.limit.label(), message = %refused.message, "push refused by a limit");
+        match refused.retry_after {
+            Some(wait) => {
+                self.metrics.rejected(RejectReason::ResourceExhausted);
+                let mut status = Status::resource_exhausted(refused.message);
+                if let Ok(v) = wait.as_millis().to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(vigil_shared::proto::RETRY_AFTER_METADATA, v);
+                }
+                status
+            }
+            None => {
+                self.metrics.rejected(RejectReason::InvalidArgument);
+                Status::invalid_argument(refused.message)
+            }
         }
     }
 
@@ -66,6 +92,7 @@ impl IngestService {
             RejectReason::Unauthenticated => Status::unauthenticated(message),
             RejectReason::PermissionDenied => Status::permission_denied(message),
             RejectReason::InvalidArgument => Status::invalid_argument(message),
+            RejectReason::ResourceExhausted => Status::resource_exhausted(message),
         }
     }
 }
@@ -185,14 +212,34 @@ impl Ingest for IngestService {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut batch = request.into_inner();
-        if let Err(refusal) = self
+        let binding = match self
             .auth
             .check(&batch.agent_id, peer, authorization.as_deref())
         {
-            return Err(self.refuse(refusal.reason, &batch.agent_id, refusal.message));
+            Ok(binding) => binding,
+            Err(refusal) => {
+                return Err(self.refuse(refusal.reason, &batch.agent_id, refusal.message));
+            }
+        };
+        if let Err(refused) = self.agent_limits.check_rate(&batch.agent_id) {
+            return Err(self.limited(&batch.agent_id, refused));
         }
         if let Err(message) = validate_batch(&batch, &self.limits, self.max_series_per_push) {
             return Err(self.refuse(RejectReason::InvalidArgument, &batch.agent_id, message));
+        }
+        if let Some(series) = binding.foreign_series(&batch) {
+            let message = format!(
+                "series {series}: the token of agent {:?} may only write series whose instance is {:?}",
+                batch.agent_id, batch.agent_id
+            );
+            return Err(self.refuse(RejectReason::PermissionDenied, &batch.agent_id, message));
+        }
+        if !self.store.is_duplicate(&batch)
+            && let Err(refused) =
+                self.agent_limits
+                    .check_batch(&batch, || self.store.new_series(&batch), now_ms())
+        {
+            return Err(self.limited(&batch.agent_id, refused));
         }
         let before = batch.families.len();
         let reserved: u64 = batch

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod grpc;
+pub mod limits;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,13 +20,16 @@ pub enum RejectReason {
     PermissionDenied,
     /// A series or window breaks a rule or a limit.
     InvalidArgument,
+    /// A rate limit: the agent waits and tries again.
+    ResourceExhausted,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 3] = [
+    const ALL: [RejectReason; 4] = [
         RejectReason::Unauthenticated,
         RejectReason::PermissionDenied,
         RejectReason::InvalidArgument,
+        RejectReason::ResourceExhausted,
     ];
 
     /// The `reason` label value.
@@ -34,6 +38,7 @@ impl RejectReason {
             RejectReason::Unauthenticated => "unauthenticated",
             RejectReason::PermissionDenied => "permission_denied",
             RejectReason::InvalidArgument => "invalid_argument",
+            RejectReason::ResourceExhausted => "resource_exhausted",
         }
     }
 }
@@ -43,7 +48,7 @@ impl RejectReason {
 pub struct IngestMetrics {
     accepted: AtomicU64,
     duplicates: AtomicU64,
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; 4],
     series_applied: AtomicU64,
     series_conflicts: AtomicU64,
     series_reserved: AtomicU64,
