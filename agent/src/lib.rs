@@ -41,6 +41,9 @@ pub enum AgentError {
     /// The window encoder could not be set up.
     #[error(transparent)]
     Histogram(#[from] vigil_shared::histogram::HistogramError),
+    /// Another agent holds the data folder.
+    #[error("{0} (data_dir or --data-dir)")]
+    Lock(vigil_shared::lock::LockError),
     /// The sampler thread could not be started.
     #[error("cannot start the sampler thread: {0}")]
     Thread(std::io::Error),
@@ -49,6 +52,17 @@ pub enum AgentError {
 /// Runs the agent until `shutdown` is cancelled, then closes the last window
 /// and ships what it can within `shipper.shutdown_timeout`.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // One agent per data folder: two would corrupt each other's spool. A
+    // folder that cannot be written at all is not fatal: the spool keeps
+    // batches in memory then (and says so).
+    let _lock = match vigil_shared::lock::DirLock::acquire(&config.data_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ vigil_shared::lock::LockError::Held { .. }) => return Err(AgentError::Lock(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot lock the data folder; going on without a lock");
+            None
+        }
+    };
     let sampler = Sampler::new(sources::build(&config)?);
     let windows = Windows::new(&config.instance, &config.job, config.max_series)?;
     let endpoints: Vec<String> = config

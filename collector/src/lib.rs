@@ -67,6 +67,9 @@ pub enum CollectorError {
     /// The write-ahead log could not be opened (set store.data_dir or --data-dir).
     #[error("{0} (set store.data_dir or --data-dir to a writable folder)")]
     Wal(#[from] vigil_store::wal::WalError),
+    /// The data folder is in use by another collector, or cannot be locked.
+    #[error("{0} (store.data_dir or --data-dir)")]
+    Lock(#[from] vigil_shared::lock::LockError),
     /// A rule file has errors (each names file, line, group and rule).
     #[error("rule files have errors:\n{}", .0.join("\n"))]
     Rules(Vec<String>),
@@ -217,6 +220,8 @@ pub async fn serve(
     ingest_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
+    // One collector per data folder: held until `serve` returns.
+    let _lock = vigil_shared::lock::DirLock::acquire(&config.data_dir)?;
     let store = Arc::new(Store::new(config.stale_after, config.retention));
     let (wal, replayed) = open_and_replay(&config, &store)?;
     let wal = Arc::new(std::sync::Mutex::new(wal));

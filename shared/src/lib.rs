@@ -4,6 +4,7 @@
 //! - [`labels`]: Prometheus naming rules and the limits both sides enforce.
 //! - [`histogram`]: the HDR window codec and the exposition bucket ladders.
 //! - [`text_format`]: a parser for the Prometheus text exposition format.
+//! - [`lock`]: one process per data folder (`flock`).
 //! - [`logging`]: log set-up and shutdown signals for both binaries.
 //! - [`exposition`]: the Prometheus text and OpenMetrics writer, and metric kinds.
 //! - [`clock`]: wall-clock milliseconds, as every stage stamps samples.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod exposition;
 pub mod histogram;
 pub mod labels;
+pub mod lock;
 pub mod logging;
 pub mod text_format;
 

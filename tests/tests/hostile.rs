@@ -442,3 +442,63 @@ fn a_token_writes_only_its_own_instance_and_per_agent_limits_hold() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn a_second_collector_or_agent_on_one_data_folder_refuses_to_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let data = dir.path().join("collector-data");
+    let out = std::process::Command::new(binary("vigil-collector")?)
+        .args(["--data-dir", &data.to_string_lossy()])
+        .args([
+            "--config",
+            &write_config(
+                dir.path(),
+                "second.toml",
+                "[http]\nlisten = \"127.0.0.1:0\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n",
+            )?,
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "second collector: {:?} {stderr}",
+        out.status
+    );
+    ensure!(
+        stderr.contains("in use by another process")
+            && stderr.contains(&format!("PID {}", collector.process.id())),
+        "{stderr}"
+    );
+    healthy(&collector)?;
+
+    let agent_config = format!(
+        "instance = \"twin\"\ndata_dir = \"{}\"\n[collector]\nendpoint = \"http://{}\"\n",
+        dir.path().join("twin-data").display(),
+        collector.ingest
+    );
+    let first = vigil_tests::start_agent(dir.path(), "twin-1", &agent_config)?;
+    first.wait_for_log("agent started", Duration::from_secs(10))?;
+    let config = write_config(dir.path(), "twin-2.toml", &agent_config)?;
+    let out = std::process::Command::new(binary("vigil-agent")?)
+        .args(["--config", &config])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "second agent: {:?} {stderr}",
+        out.status
+    );
+    ensure!(
+        stderr.contains("in use by another process")
+            && stderr.contains(&format!("PID {}", first.id())),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+fn write_config(dir: &std::path::Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path.to_string_lossy().into_owned())
+}
