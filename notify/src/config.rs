@@ -350,7 +350,12 @@ pub struct Route {
     /// Child routes.
     pub routes: Vec<Route>,
     /// The route's key as Alertmanager builds it (`{}/{severity="page"}`…).
+    /// Siblings with the same matchers share it, as in Alertmanager.
     pub key: String,
+    /// Where the route stands in the file (`route.routes[1]`): unique, so
+    /// that siblings with the same key still group apart, as Alertmanager's
+    /// dispatcher keeps groups per route.
+    pub id: String,
     /// Vigil: the receiver that gets a notification the route's receiver has
     /// failed to take for `fallback_after_ms`.
     pub fallback: Option<(String, i64)>,
@@ -708,6 +713,7 @@ fn build_route(
         active_time_intervals: raw.active_time_intervals,
         routes,
         key,
+        id: at.to_string(),
         fallback,
     })
 }

@@ -142,10 +142,13 @@ impl Dispatcher {
             for route in config.route.find(&alert.labels) {
                 let labels = group_labels(&route.group_by, &alert.labels);
                 let key = format!("{}:{}", route.key, labelset_string(&labels));
-                seen.insert((key.clone(), fp));
+                // Groups are kept per route (its position), not per key:
+                // sibling routes with the same matchers share a key.
+                let slot = format!("{}\u{0}{key}", route.id);
+                seen.insert((slot.clone(), fp));
                 let group = self
                     .groups
-                    .entry(key.clone())
+                    .entry(slot)
                     .or_insert_with(|| new_group(route, key.clone(), labels, now));
                 // A group that has not sent yet and holds an alert older than
                 // group_wait flushes at once (as Alertmanager does).
@@ -156,9 +159,9 @@ impl Dispatcher {
             }
         }
         // An alert that vanished while firing (its rule was removed) resolves now.
-        for group in self.groups.values_mut() {
+        for (slot, group) in self.groups.iter_mut() {
             for (fp, a) in group.alerts.iter_mut() {
-                if !a.resolved() && !seen.contains(&(group.key.clone(), *fp)) {
+                if !a.resolved() && !seen.contains(&(slot.clone(), *fp)) {
                     a.ends_at = Some(now);
                 }
             }
@@ -190,7 +193,7 @@ impl Dispatcher {
             .collect();
         let all_refs: Vec<&NotifyAlert> = all_alerts.iter().collect();
         let mut empty = Vec::new();
-        for group in self.groups.values_mut() {
+        for (slot, group) in self.groups.iter_mut() {
             if group.next_flush > now {
                 continue;
             }
@@ -281,7 +284,7 @@ impl Dispatcher {
             // Resolved alerts leave the group once flushed; an empty group goes.
             group.alerts.retain(|_, a| !a.resolved());
             if group.alerts.is_empty() {
-                empty.push(group.key.clone());
+                empty.push(slot.clone());
             }
         }
         for key in empty {

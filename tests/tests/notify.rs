@@ -583,3 +583,64 @@ fn amtool_adds_updates_lists_and_expires_silences_and_queries_alerts() -> Result
     ensure!(config.contains("routing.yml"), "{config}");
     Ok(())
 }
+
+#[test]
+fn sibling_continue_routes_with_equal_matchers_all_notify_as_alertmanager_routes_them() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let receivers: Vec<WebhookReceiver> = (0..3)
+        .map(|_| WebhookReceiver::start(|_| 200))
+        .collect::<Result<_>>()?;
+    let mut routing =
+        String::from("route:\n  receiver: r0\n  group_wait: 0s\n  group_interval: 1s\n  routes:\n");
+    for i in 0..3 {
+        routing.push_str(&format!(
+            "    - receiver: r{i}\n      matchers: ['severity=\"page\"']\n      continue: true\n"
+        ));
+    }
+    routing.push_str("receivers:\n");
+    for (i, r) in receivers.iter().enumerate() {
+        routing.push_str(&format!(
+            "  - name: r{i}\n    webhook_configs:\n      - url: {}\n",
+            r.url()
+        ));
+    }
+    let routing_file = dir.path().join("routing.yml");
+    std::fs::write(&routing_file, &routing)?;
+
+    // Alertmanager's own answer for this file.
+    let amtool = require_peer("amtool", "prometheus-alertmanager")?;
+    let out = std::process::Command::new(amtool)
+        .args(["config", "routes", "test", "--config.file"])
+        .arg(&routing_file)
+        .arg("severity=page")
+        .output()?;
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        theirs == "r0,r1,r2",
+        "amtool: {theirs:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(
+        dir.path().join("page.rules.yml"),
+        "groups:\n  - name: g\n    interval: 250ms\n    rules:\n      - alert: Paged\n        expr: vector(1)\n        labels:\n          severity: page\n",
+    )?;
+    let _collector = Collector::start_with(
+        dir.path(),
+        &format!(
+            "[rules]\nfiles = [\"{}\"]\nevaluation_interval = \"250ms\"\nhost_down = false\n[notify]\nalertmanager_config = \"{}\"\n",
+            dir.path().join("page.rules.yml").display(),
+            routing_file.display()
+        ),
+    )?;
+    let mut ours = Vec::new();
+    for (i, r) in receivers.iter().enumerate() {
+        wait_for(&format!("receiver r{i}"), Duration::from_secs(15), || {
+            r.requests().into_iter().next()
+        })?;
+        ours.push(format!("r{i}"));
+    }
+    ensure!(ours.join(",") == theirs);
+    Ok(())
+}
