@@ -502,3 +502,79 @@ fn write_config(dir: &std::path::Path, name: &str, text: &str) -> Result<String>
     std::fs::write(&path, text)?;
     Ok(path.to_string_lossy().into_owned())
 }
+
+#[test]
+fn state_changes_take_json_only_and_refuse_other_origins() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let host = collector.http.to_string();
+    let silence = r#"{"matchers":[{"name":"alertname","value":".+","isRegex":true,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"x","comment":"mute everything"}"#;
+    let post = |headers: &[(&str, &str)], path: &str, body: &str| {
+        http_post(collector.http, path, headers, body)
+    };
+    // What a page on another site can make a browser send without asking.
+    let (status, body) = post(
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "http://attacker.example"),
+        ],
+        "/api/v2/silences",
+        silence,
+    )?;
+    ensure!(
+        status == 403 && body.contains("cross-origin"),
+        "{status} {body}"
+    );
+    let (status, body) = post(
+        &[("Content-Type", "text/plain")],
+        "/api/v2/silences",
+        silence,
+    )?;
+    ensure!(
+        status == 415 && body.contains("application/json"),
+        "{status} {body}"
+    );
+    let (status, body) = post(
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "http://attacker.example"),
+        ],
+        "/api/v2/silences",
+        silence,
+    )?;
+    ensure!(status == 403, "{status} {body}");
+    let (status, body) = post(
+        &[
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Content-Type", "application/json"),
+        ],
+        "/api/v2/silences",
+        silence,
+    )?;
+    ensure!(status == 403, "{status} {body}");
+    let (status, body) = post(&[("Origin", "http://attacker.example")], "/-/reload", "")?;
+    ensure!(status == 403, "reload: {status} {body}");
+    let (status, body) = post(
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "/-/reload",
+        "a=b",
+    )?;
+    ensure!(status == 415, "reload: {status} {body}");
+    let (_, _, list) = http_get(collector.http, "/api/v2/silences", None)?;
+    ensure!(list.trim() == "[]", "a refused silence was stored: {list}");
+
+    // The collector's own origin, and clients that send no Origin, go on.
+    let own = format!("http://{host}");
+    let (status, body) = post(
+        &[("Content-Type", "application/json"), ("Origin", &own)],
+        "/api/v2/silences",
+        silence,
+    )?;
+    ensure!(
+        status == 200 && body.contains("silenceID"),
+        "{status} {body}"
+    );
+    let (status, body) = post(&[], "/-/reload", "")?;
+    ensure!(status == 200, "reload: {status} {body}");
+    Ok(())
+}

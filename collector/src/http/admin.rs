@@ -49,13 +49,54 @@ pub fn refuse(
     }
 }
 
+/// Refuses a state change a browser could have been made to send: one
+/// from another origin (`Origin` not this collector's `Host`, or
+/// `Sec-Fetch-Site` cross-site or same-site), or with a body that is not
+/// JSON. Forms and preflight-free `fetch` can send `text/plain`, form and
+/// multipart bodies across origins; a JSON body needs a CORS preflight,
+/// which the collector never grants. `None` when the request may go on.
+pub fn refuse_cross_site(headers: &HeaderMap, json_body: bool) -> Option<(StatusCode, String)> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = text("origin") {
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+        if Some(origin_host) != text("host") {
+            warn!(%origin, "cross-origin admin request refused");
+            return Some((
+                StatusCode::FORBIDDEN,
+                format!("cross-origin request refused: Origin {origin} is not this collector\n"),
+            ));
+        }
+    }
+    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return Some((StatusCode::FORBIDDEN, "cross-site request refused\n".into()));
+    }
+    let content_type = text("content-type");
+    let is_json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if (json_body && !is_json) || (!json_body && content_type.is_some() && !is_json) {
+        return Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "this endpoint takes application/json only, not {}\n",
+                content_type.unwrap_or("a body without a Content-Type")
+            ),
+        ));
+    }
+    None
+}
+
 /// `POST /-/reload`.
 pub async fn reload(
     State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    if let Some(refusal) = refuse(&state, peer, &headers) {
+    if let Some(refusal) =
+        refuse(&state, peer, &headers).or_else(|| refuse_cross_site(&headers, false))
+    {
         return refusal;
     }
     let rules = Arc::clone(&state.rules);

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::admin::refuse;
+use super::admin::{refuse, refuse_cross_site};
 use super::{HttpState, json_response};
 use vigil_notify::silences::PostableSilence;
 use vigil_store::now_ms;
@@ -42,7 +42,7 @@ pub async fn post(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(r) = refuse(&state, peer, &headers) {
+    if let Some(r) = refuse(&state, peer, &headers).or_else(|| refuse_cross_site(&headers, true)) {
         return r.into_response();
     }
     let silence: PostableSilence = match serde_json::from_str(&body) {
@@ -90,7 +90,7 @@ pub async fn expire(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = refuse(&state, peer, &headers) {
+    if let Some(r) = refuse(&state, peer, &headers).or_else(|| refuse_cross_site(&headers, false)) {
         return r.into_response();
     }
     let mut silences = state
