@@ -76,7 +76,7 @@ pub fn refuse_cross_site(headers: &HeaderMap, json_body: bool) -> Option<(Status
             .next()
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
     });
-    if (json_body && !is_json) || (!json_body && content_type.is_some() && !is_json) {
+    if !is_json && (json_body || content_type.is_some()) {
         return Some((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
