@@ -282,12 +282,37 @@ fn default_disk_devices_exclude() -> String {
 }
 
 /// `[sources.textfile]`: `*.prom` files in the Prometheus text format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextfileConfig {
     /// The folder to read; empty turns the source off.
     #[serde(default)]
     pub directory: Option<PathBuf>,
+    /// Largest file read; a larger one is skipped and reported.
+    #[serde(default = "default_textfile_max_file_size")]
+    pub max_file_size: ByteSize,
+    /// Most series all textfiles together may add, so that they can never
+    /// use up `max_series` and starve the system and self metrics.
+    #[serde(default = "default_textfile_max_series")]
+    pub max_series: usize,
+}
+
+impl Default for TextfileConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            max_file_size: default_textfile_max_file_size(),
+            max_series: default_textfile_max_series(),
+        }
+    }
+}
+
+fn default_textfile_max_file_size() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+fn default_textfile_max_series() -> usize {
+    1_000
 }
 
 /// Where batches go, checked.
@@ -557,6 +582,15 @@ impl RawConfig {
                     format!("invalid regular expression: {e}"),
                 ));
             }
+        }
+        if self.sources.textfile.max_series >= self.max_series {
+            problems.push(ConfigProblem::new(
+                "sources.textfile.max_series",
+                format!(
+                    "must be less than max_series ({}), so that textfiles cannot starve the other sources",
+                    self.max_series
+                ),
+            ));
         }
         if let Some(dir) = &self.sources.textfile.directory
             && dir.as_os_str().is_empty()

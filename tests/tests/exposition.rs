@@ -307,3 +307,43 @@ fn textfile_values_reach_the_collector_and_bad_files_are_reported() -> Result<()
     }
     Ok(())
 }
+
+#[test]
+fn a_runaway_textfile_cannot_starve_the_system_and_self_metrics() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir(&textfiles)?;
+    // A 5 MB file, and a file of 20,000 series: both beyond the defaults.
+    std::fs::write(textfiles.join("huge.prom"), "huge 1\n".repeat(750_000))?;
+    let many: String = (0..20_000)
+        .map(|i| format!("runaway_series{{i=\"{i}\"}} 1\n"))
+        .collect();
+    std::fs::write(textfiles.join("many.prom"), many)?;
+    std::fs::write(textfiles.join("ok.prom"), "cron_ok 1\n")?;
+    let collector = Collector::start_default(dir.path())?;
+    let instance = "e2e-runaway";
+    let extra = format!(
+        "[sources.textfile]\ndirectory = \"{}\"\n",
+        textfiles.display()
+    );
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(&collector, instance, &extra),
+    )?;
+    let scrape = wait_for("the agent's own and system metrics", Duration::from_secs(30), || {
+        collector.scrape().ok().filter(|s| {
+            samples_total(s, instance).is_some()
+                && s.value("cron_ok", &[("instance", instance)]) == Some(1.0)
+                && !s
+                    .samples("vigil_cpu_busy_ratio_count", &[("instance", instance)])
+                    .is_empty()
+        })
+    })?;
+    ensure!(scrape.samples("runaway_series", &[("instance", instance)]).is_empty());
+    ensure!(scrape.samples("huge", &[("instance", instance)]).is_empty());
+    ensure!(scrape.value("node_textfile_scrape_error", &[("instance", instance)]) == Some(1.0));
+    agent.wait_for_log("huge.prom: larger than", Duration::from_secs(10))?;
+    agent.wait_for_log("many.prom: 20000 series", Duration::from_secs(10))?;
+    Ok(())
+}

@@ -42,7 +42,11 @@ pub fn build(config: &AgentConfig) -> Result<Vec<Box<dyn Source>>, SourceError> 
         sources.push(Box::new(system::SystemSource::new(&config.system)?));
     }
     if let Some(dir) = &config.textfile.directory {
-        sources.push(Box::new(textfile::TextfileSource::new(dir.clone())));
+        sources.push(Box::new(textfile::TextfileSource::new(
+            dir.clone(),
+            config.textfile.max_file_size.0,
+            config.textfile.max_series,
+        )));
     }
     sources.push(Box::new(self_process::SelfProcessSource::new(
         config.system.proc_path.clone(),

@@ -7,6 +7,11 @@
 //! tells when each file last changed, so a stale cron job can be alerted on.
 //! Labels named `instance` or `job` are renamed `exported_instance` and
 //! `exported_job`, as Prometheus does, since the agent sets those two.
+//!
+//! A file over `max_file_size` is skipped unread, and all files together
+//! add at most `max_series` series (a file that would pass it is skipped
+//! whole), so a runaway cron job cannot use up the agent's `max_series`
+//! and starve the system and self metrics.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -19,17 +24,34 @@ use crate::window::{FamilyKind, Windows};
 /// Reads `*.prom` files from one folder.
 pub struct TextfileSource {
     directory: PathBuf,
+    max_file_bytes: u64,
+    max_series: usize,
 }
 
 impl TextfileSource {
-    /// A source over `directory`.
-    pub fn new(directory: PathBuf) -> Self {
-        Self { directory }
+    /// A source over `directory`, reading files up to `max_file_bytes` and
+    /// adding at most `max_series` series in all.
+    pub fn new(directory: PathBuf, max_file_bytes: u64, max_series: usize) -> Self {
+        Self {
+            directory,
+            max_file_bytes,
+            max_series,
+        }
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<TextFamily>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<TextFamily>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > max_bytes {
+        return Err(format!(
+            "larger than {max_bytes} bytes (sources.textfile.max_file_size); skipped"
+        ));
+    }
     let families = text_format::parse(&text).map_err(|e| e.to_string())?;
     for family in &families {
         if matches!(family.kind, TextKind::Histogram | TextKind::Summary) {
@@ -48,7 +70,19 @@ fn read_file(path: &Path) -> Result<Vec<TextFamily>, String> {
     Ok(families)
 }
 
-fn record(out: &mut Windows, families: &[TextFamily], path: &Path) -> Result<(), String> {
+/// Records `families`, at most `budget` series; returns how many it used.
+fn record(
+    out: &mut Windows,
+    families: &[TextFamily],
+    path: &Path,
+    budget: usize,
+) -> Result<usize, String> {
+    let wanted: usize = families.iter().map(|f| f.samples.len()).sum();
+    if wanted > budget {
+        return Err(format!(
+            "{wanted} series, more than the {budget} left of sources.textfile.max_series; skipped"
+        ));
+    }
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(8);
     for family in families {
         let kind = match family.kind {
@@ -77,7 +111,7 @@ fn record(out: &mut Windows, families: &[TextFamily], path: &Path) -> Result<(),
                 .map_err(|e| format!("line {}: {e}", sample.line))?;
         }
     }
-    Ok(())
+    Ok(wanted)
 }
 
 impl Source for TextfileSource {
@@ -105,10 +139,13 @@ impl Source for TextfileSource {
                 FamilyKind::Gauge,
             )
             .map_err(|e| SourceError(e.to_string()))?;
+        let mut budget = self.max_series;
         for path in &files {
-            let result = read_file(path).and_then(|families| record(out, &families, path));
+            let result = read_file(path, self.max_file_bytes)
+                .and_then(|families| record(out, &families, path, budget));
             match result {
-                Ok(()) => {
+                Ok(used) => {
+                    budget -= used;
                     if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
                         let name = path.display().to_string();
                         out.set(mtime, &[("file", &name)], unix_seconds(modified))
@@ -157,7 +194,7 @@ mod tests {
         )?;
         std::fs::write(dir.path().join("bad.prom"), "broken{ 1\nalso_here 2\n")?;
         std::fs::write(dir.path().join("ignored.txt"), "not read 1\n")?;
-        let mut source = TextfileSource::new(dir.path().to_path_buf());
+        let mut source = TextfileSource::new(dir.path().to_path_buf(), 1 << 20, 100);
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
         let err = source
@@ -201,7 +238,7 @@ mod tests {
         std::fs::write(dir.path().join("a.prom"), "x 1 1700000000000\n")?;
         std::fs::write(dir.path().join("b.prom"), "# TYPE h histogram\nh_count 1\n")?;
         std::fs::write(dir.path().join("c.prom"), "ok 1\n")?;
-        let mut source = TextfileSource::new(dir.path().to_path_buf());
+        let mut source = TextfileSource::new(dir.path().to_path_buf(), 1 << 20, 100);
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
         let err = source
@@ -218,11 +255,41 @@ mod tests {
 
     #[test]
     fn missing_folder_is_an_error_not_a_crash() -> anyhow::Result<()> {
-        let mut source = TextfileSource::new(PathBuf::from("/nonexistent/vigil-textfile"));
+        let mut source = TextfileSource::new(PathBuf::from("/nonexistent/vigil-textfile"), 1 << 20, 100);
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
         assert!(source.sample(&mut w, SystemTime::now()).is_err());
         assert_eq!(values(&w.close()?, "node_textfile_scrape_error"), [1.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn big_files_and_too_many_series_are_skipped_not_starving_others() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("a-huge.prom"), "x 1\n".repeat(100_000))?;
+        let sixty = |name: &str| -> String {
+            (0..60).map(|i| format!("{name}{{i=\"{i}\"}} 1\n")).collect()
+        };
+        std::fs::write(dir.path().join("b.prom"), sixty("b"))?;
+        std::fs::write(dir.path().join("c.prom"), sixty("c"))?;
+        let mut source = TextfileSource::new(dir.path().to_path_buf(), 64 * 1024, 100);
+        let mut w = Windows::new("h", "node", 200)?;
+        w.begin_sample(1);
+        let err = source
+            .sample(&mut w, SystemTime::now())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("a-huge.prom: larger than 65536 bytes"), "{err}");
+        assert!(err.contains("c.prom: 60 series, more than the 40 left"), "{err}");
+        // Room is left for the other sources.
+        let own = w.family("vigil_agent_own", "", FamilyKind::Gauge)?;
+        w.set(own, &[], 1.0)?;
+        let families = w.close()?;
+        assert_eq!(values(&families, "b").len(), 60);
+        assert!(values(&families, "c").is_empty());
+        assert!(values(&families, "x").is_empty());
+        assert_eq!(values(&families, "vigil_agent_own"), [1.0]);
         Ok(())
     }
 }
