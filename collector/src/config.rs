@@ -395,6 +395,9 @@ pub struct RawAgentToken {
     /// An environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// The token's SHA-256, in hex, instead of the token itself.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
 }
 
 /// `[ingest.tls]`
@@ -493,8 +496,46 @@ pub enum Unauthenticated {
 pub struct AgentToken {
     /// The agent's `instance`, or `"*"`.
     pub instance: String,
-    /// The token.
-    pub token: Secret,
+    /// The token, or its hash.
+    pub token: TokenCheck,
+}
+
+/// How a presented token is checked.
+#[derive(Debug, Clone)]
+pub enum TokenCheck {
+    /// Against the token itself.
+    Plain(Secret),
+    /// Against its SHA-256, so the config need not hold the token.
+    Sha256([u8; 32]),
+}
+
+impl TokenCheck {
+    /// True when `presented` is this token; constant time.
+    pub fn accepts(&self, presented: &str) -> bool {
+        use sha2::Digest as _;
+        match self {
+            TokenCheck::Plain(secret) => {
+                crate::ingest::auth::constant_time_eq(secret.expose().as_bytes(), presented.as_bytes())
+            }
+            TokenCheck::Sha256(hash) => {
+                let digest = sha2::Sha256::digest(presented.as_bytes());
+                crate::ingest::auth::constant_time_eq(hash, digest.as_slice())
+            }
+        }
+    }
+}
+
+/// Parses 64 hex digits.
+fn sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// TLS files for the gRPC port.
@@ -790,6 +831,25 @@ impl RawConfig {
                 token_file: a.token_file,
                 token_env: a.token_env,
             };
+            if let Some(hash) = a.token_sha256 {
+                if !secret.is_empty() {
+                    problems.push(ConfigProblem::new(
+                        format!("{key}.token_sha256"),
+                        "set either the token (token, token_file, token_env) or its hash, not both",
+                    ));
+                }
+                match sha256_hex(&hash) {
+                    Some(hash) => agents.push(AgentToken {
+                        instance: a.instance,
+                        token: TokenCheck::Sha256(hash),
+                    }),
+                    None => problems.push(ConfigProblem::new(
+                        format!("{key}.token_sha256"),
+                        "must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)",
+                    )),
+                }
+                continue;
+            }
             match secret.resolve() {
                 Ok(Some(token)) => {
                     if token.expose().len() < 16 {
@@ -800,12 +860,12 @@ impl RawConfig {
                     }
                     agents.push(AgentToken {
                         instance: a.instance,
-                        token,
+                        token: TokenCheck::Plain(token),
                     });
                 }
                 Ok(None) => problems.push(ConfigProblem::new(
                     format!("{key}.token"),
-                    "set one of token, token_file or token_env",
+                    "set one of token, token_file, token_env or token_sha256",
                 )),
                 Err(e) => problems.push(ConfigProblem::new(format!("{key}.token"), e)),
             }

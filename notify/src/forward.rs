@@ -107,12 +107,12 @@ pub async fn post(
         }
         Ok(r) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(alertmanager = %base, status = r.status().as_u16(), "alertmanager refused the alerts; they are sent again at the next round");
+            tracing::warn!(alertmanager = %vigil_shared::config::redact_url(base), status = r.status().as_u16(), "alertmanager refused the alerts; they are sent again at the next round");
             false
         }
         Err(e) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(alertmanager = %base, error = %e, "cannot reach alertmanager; the alerts are sent again at the next round");
+            tracing::warn!(alertmanager = %vigil_shared::config::redact_url(base), error = %e.without_url(), "cannot reach alertmanager; the alerts are sent again at the next round");
             false
         }
     }

@@ -114,9 +114,12 @@ pub async fn deliver(
             } else {
                 "request failed"
             };
+            // Without the URL: a webhook's address often holds its secret
+            // (`/services/T…/B…/token`, `user:password@`), and this goes
+            // to the log.
             return Outcome::Retry {
                 after: None,
-                error: format!("{kind}: {e}"),
+                error: format!("{kind}: {}", e.without_url()),
             };
         }
     };

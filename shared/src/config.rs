@@ -152,10 +152,20 @@ impl SecretRef {
         let value = if let Some(t) = &self.token {
             t.clone()
         } else if let Some(path) = &self.token_file {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read token_file {}: {e}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string()
+            // A token is short: read at most 4 KiB, so that a path such as
+            // /dev/zero is an error, not a process that fills its memory.
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut text))
+                .map_err(|e| format!("cannot read token_file {}: {e}", path.display()))?;
+            if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+                return Err(format!(
+                    "token_file {} is longer than {MAX_SECRET_FILE_BYTES} bytes; a token is one short line",
+                    path.display()
+                ));
+            }
+            text.trim_end_matches(['\n', '\r']).to_string()
         } else if let Some(var) = &self.token_env {
             std::env::var(var)
                 .map_err(|_| format!("environment variable {var} (token_env) is not set"))?
@@ -445,8 +455,36 @@ impl<'de> serde::Deserialize<'de> for Text {
     }
 }
 
+/// Longest secret file read.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// A URL as it may be logged: `user:password@` replaced by `***@`, and
+/// nothing after the host (paths and queries often hold tokens).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hidden = if authority.contains('@') { "***@" } else { "" };
+    let tail = if authority.len() < rest.len() { "/…" } else { "" };
+    if scheme.is_empty() {
+        format!("{hidden}{host}{tail}")
+    } else {
+        format!("{scheme}://{hidden}{host}{tail}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_are_logged_without_credentials_or_paths() {
+        assert_eq!(
+            super::redact_url("https://user:pass@hooks.example.net/services/T0/B0/secret?x=1"),
+            "https://***@hooks.example.net/…"
+        );
+        assert_eq!(super::redact_url("http://am:9093"), "http://am:9093");
+        assert_eq!(super::redact_url("http://am:9093/"), "http://am:9093/…");
+    }
+
     use super::*;
 
     #[derive(Debug, Deserialize)]

@@ -578,3 +578,84 @@ fn state_changes_take_json_only_and_refuse_other_origins() -> Result<()> {
     ensure!(status == 200, "reload: {status} {body}");
     Ok(())
 }
+
+#[test]
+fn secrets_never_reach_the_logs() -> Result<()> {
+    const ADMIN: &str = "admin-secret-4f1c9e0b7a";
+    const AGENT: &str = "agent-secret-8d2e6f1a3c";
+    const HASHED: &str = "hashed-agent-secret-5b7d9f";
+    const WRONG: &str = "wrong-secret-0a9b8c7d6e";
+    const SIGNING: &str = "signing-secret-2c4e6a8b0d";
+    const HOOK_PASSWORD: &str = "hook-password-1a3c5e7g9i";
+    const HOOK_PATH: &str = "hookpathsecret3b5d7f9h";
+    const AM_PASSWORD: &str = "am-password-6h8j0k2m4n";
+    let dir = tempfile::tempdir()?;
+    let closed = vigil_tests::free_port()?;
+    std::fs::write(
+        dir.path().join("routing.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_wait: 0s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: http://ops:{HOOK_PASSWORD}@127.0.0.1:{closed}/services/T0/B0/{HOOK_PATH}\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.path().join("always.rules.yml"),
+        "groups:\n  - name: g\n    interval: 250ms\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )?;
+    let hashed = {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(HASHED.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let collector = Collector::start_with_http(
+        dir.path(),
+        &format!("admin_token = \"{ADMIN}\""),
+        &format!(
+            "[[ingest.agents]]\ninstance = \"plain\"\ntoken = \"{AGENT}\"\n[[ingest.agents]]\ninstance = \"hashed\"\ntoken_sha256 = \"{hashed}\"\n[rules]\nfiles = [\"{}\"]\nhost_down = false\n[notify]\nalertmanager_config = \"{}\"\nsigning_secret = \"{SIGNING}\"\nretry_initial = \"100ms\"\nforward_to = [\"http://am:{AM_PASSWORD}@127.0.0.1:{closed}\"]\n",
+            dir.path().join("always.rules.yml").display(),
+            dir.path().join("routing.yml").display()
+        ),
+    )?;
+    let agent_config = |instance: &str, token: &str| {
+        format!(
+            "instance = \"{instance}\"\nflush_interval = \"1s\"\n[collector]\nendpoint = \"http://{}\"\ntoken = \"{token}\"\n",
+            collector.ingest
+        )
+    };
+    let plain = vigil_tests::start_agent(dir.path(), "plain", &agent_config("plain", AGENT))?;
+    let hashed_agent =
+        vigil_tests::start_agent(dir.path(), "hashed", &agent_config("hashed", HASHED))?;
+    let wrong = vigil_tests::start_agent(dir.path(), "wrong", &agent_config("wrong", WRONG))?;
+    // A refused reload with a wrong admin token, failed webhooks and
+    // forwards, a refused agent: everything that logs around a secret.
+    let (status, _) = http_post(
+        collector.http,
+        "/-/reload",
+        &[("Authorization", &format!("Bearer {WRONG}"))],
+        "",
+    )?;
+    ensure!(status == 401, "reload with a wrong token: {status}");
+    wrong.wait_for_log("refused", Duration::from_secs(20))?;
+    collector
+        .process
+        .wait_for_log("will retry", Duration::from_secs(20))?;
+    collector
+        .process
+        .wait_for_log("cannot reach alertmanager", Duration::from_secs(20))?;
+    wait_for("both agents' batches", Duration::from_secs(20), || {
+        collector.scrape().ok().filter(|s| {
+            s.value("vigil_agent_samples_total", &[("instance", "plain")]).is_some()
+                && s.value("vigil_agent_samples_total", &[("instance", "hashed")]).is_some()
+        })
+    })?;
+    for (name, log) in [
+        ("collector", collector.process.log()),
+        ("plain", plain.log()),
+        ("hashed", hashed_agent.log()),
+        ("wrong", wrong.log()),
+    ] {
+        for secret in [ADMIN, AGENT, HASHED, WRONG, SIGNING, HOOK_PASSWORD, HOOK_PATH, AM_PASSWORD] {
+            ensure!(!log.contains(secret), "{name}'s log shows {secret}:\n{log}");
+        }
+    }
+    Ok(())
+}

@@ -120,7 +120,7 @@ impl Authenticator {
         let matching = self
             .tokens
             .iter()
-            .filter(|t| constant_time_eq(t.token.expose().as_bytes(), presented.as_bytes()));
+            .filter(|t| t.token.accepts(presented));
         let mut bound_to = None;
         for t in matching {
             if t.instance == "*" {
@@ -149,7 +149,13 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TokenCheck;
     use vigil_shared::config::Secret;
+
+    fn hash_of(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
 
     fn peer(ip: [u8; 4]) -> Option<SocketAddr> {
         Some(SocketAddr::from((ip, 40000)))
@@ -174,11 +180,16 @@ mod tests {
             vec![
                 AgentToken {
                     instance: "web-1".into(),
-                    token: Secret::new("token-web-1-0123456"),
+                    token: TokenCheck::Plain(Secret::new("token-web-1-0123456")),
                 },
                 AgentToken {
                     instance: "*".into(),
-                    token: Secret::new("fleet-token-0123456"),
+                    token: TokenCheck::Plain(Secret::new("fleet-token-0123456")),
+                },
+                AgentToken {
+                    instance: "db-1".into(),
+                    // sha256("token-db-1-0123456789")
+                    token: TokenCheck::Sha256(hash_of("token-db-1-0123456789")),
                 },
             ],
             Unauthenticated::Loopback,
@@ -187,6 +198,14 @@ mod tests {
         assert!(
             auth.check("web-1", local, Some("Bearer token-web-1-0123456"))
                 .is_ok()
+        );
+        assert_eq!(
+            auth.check("db-1", local, Some("Bearer token-db-1-0123456789")),
+            Ok(Binding::Instance("db-1".into()))
+        );
+        assert!(
+            auth.check("db-1", local, Some("Bearer token-db-1-012345678X"))
+                .is_err()
         );
         assert!(
             auth.check("db-9", local, Some("Bearer fleet-token-0123456"))
