@@ -514,9 +514,10 @@ impl TokenCheck {
     pub fn accepts(&self, presented: &str) -> bool {
         use sha2::Digest as _;
         match self {
-            TokenCheck::Plain(secret) => {
-                crate::ingest::auth::constant_time_eq(secret.expose().as_bytes(), presented.as_bytes())
-            }
+            TokenCheck::Plain(secret) => crate::ingest::auth::constant_time_eq(
+                secret.expose().as_bytes(),
+                presented.as_bytes(),
+            ),
             TokenCheck::Sha256(hash) => {
                 let digest = sha2::Sha256::digest(presented.as_bytes());
                 crate::ingest::auth::constant_time_eq(hash, digest.as_slice())

@@ -465,7 +465,11 @@ pub fn redact_url(url: &str) -> String {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let hidden = if authority.contains('@') { "***@" } else { "" };
-    let tail = if authority.len() < rest.len() { "/…" } else { "" };
+    let tail = if authority.len() < rest.len() {
+        "/…"
+    } else {
+        ""
+    };
     if scheme.is_empty() {
         format!("{hidden}{host}{tail}")
     } else {

@@ -331,16 +331,24 @@ fn a_runaway_textfile_cannot_starve_the_system_and_self_metrics() -> Result<()> 
         "agent",
         &agent_config(&collector, instance, &extra),
     )?;
-    let scrape = wait_for("the agent's own and system metrics", Duration::from_secs(30), || {
-        collector.scrape().ok().filter(|s| {
-            samples_total(s, instance).is_some()
-                && s.value("cron_ok", &[("instance", instance)]) == Some(1.0)
-                && !s
-                    .samples("vigil_cpu_busy_ratio_count", &[("instance", instance)])
-                    .is_empty()
-        })
-    })?;
-    ensure!(scrape.samples("runaway_series", &[("instance", instance)]).is_empty());
+    let scrape = wait_for(
+        "the agent's own and system metrics",
+        Duration::from_secs(30),
+        || {
+            collector.scrape().ok().filter(|s| {
+                samples_total(s, instance).is_some()
+                    && s.value("cron_ok", &[("instance", instance)]) == Some(1.0)
+                    && !s
+                        .samples("vigil_cpu_busy_ratio_count", &[("instance", instance)])
+                        .is_empty()
+            })
+        },
+    )?;
+    ensure!(
+        scrape
+            .samples("runaway_series", &[("instance", instance)])
+            .is_empty()
+    );
     ensure!(scrape.samples("huge", &[("instance", instance)]).is_empty());
     ensure!(scrape.value("node_textfile_scrape_error", &[("instance", instance)]) == Some(1.0));
     agent.wait_for_log("huge.prom: larger than", Duration::from_secs(10))?;

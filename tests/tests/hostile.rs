@@ -604,7 +604,10 @@ fn secrets_never_reach_the_logs() -> Result<()> {
     let hashed = {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(HASHED.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let collector = Collector::start_with_http(
         dir.path(),
@@ -643,8 +646,10 @@ fn secrets_never_reach_the_logs() -> Result<()> {
         .wait_for_log("cannot reach alertmanager", Duration::from_secs(20))?;
     wait_for("both agents' batches", Duration::from_secs(20), || {
         collector.scrape().ok().filter(|s| {
-            s.value("vigil_agent_samples_total", &[("instance", "plain")]).is_some()
-                && s.value("vigil_agent_samples_total", &[("instance", "hashed")]).is_some()
+            s.value("vigil_agent_samples_total", &[("instance", "plain")])
+                .is_some()
+                && s.value("vigil_agent_samples_total", &[("instance", "hashed")])
+                    .is_some()
         })
     })?;
     for (name, log) in [
@@ -653,7 +658,16 @@ fn secrets_never_reach_the_logs() -> Result<()> {
         ("hashed", hashed_agent.log()),
         ("wrong", wrong.log()),
     ] {
-        for secret in [ADMIN, AGENT, HASHED, WRONG, SIGNING, HOOK_PASSWORD, HOOK_PATH, AM_PASSWORD] {
+        for secret in [
+            ADMIN,
+            AGENT,
+            HASHED,
+            WRONG,
+            SIGNING,
+            HOOK_PASSWORD,
+            HOOK_PATH,
+            AM_PASSWORD,
+        ] {
             ensure!(!log.contains(secret), "{name}'s log shows {secret}:\n{log}");
         }
     }

@@ -255,7 +255,8 @@ mod tests {
 
     #[test]
     fn missing_folder_is_an_error_not_a_crash() -> anyhow::Result<()> {
-        let mut source = TextfileSource::new(PathBuf::from("/nonexistent/vigil-textfile"), 1 << 20, 100);
+        let mut source =
+            TextfileSource::new(PathBuf::from("/nonexistent/vigil-textfile"), 1 << 20, 100);
         let mut w = Windows::new("h", "node", 100)?;
         w.begin_sample(1);
         assert!(source.sample(&mut w, SystemTime::now()).is_err());
@@ -268,7 +269,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("a-huge.prom"), "x 1\n".repeat(100_000))?;
         let sixty = |name: &str| -> String {
-            (0..60).map(|i| format!("{name}{{i=\"{i}\"}} 1\n")).collect()
+            (0..60)
+                .map(|i| format!("{name}{{i=\"{i}\"}} 1\n"))
+                .collect()
         };
         std::fs::write(dir.path().join("b.prom"), sixty("b"))?;
         std::fs::write(dir.path().join("c.prom"), sixty("c"))?;
@@ -280,8 +283,14 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("a-huge.prom: larger than 65536 bytes"), "{err}");
-        assert!(err.contains("c.prom: 60 series, more than the 40 left"), "{err}");
+        assert!(
+            err.contains("a-huge.prom: larger than 65536 bytes"),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.prom: 60 series, more than the 40 left"),
+            "{err}"
+        );
         // Room is left for the other sources.
         let own = w.family("vigil_agent_own", "", FamilyKind::Gauge)?;
         w.set(own, &[], 1.0)?;

@@ -117,10 +117,7 @@ impl Authenticator {
                 ),
             );
         };
-        let matching = self
-            .tokens
-            .iter()
-            .filter(|t| t.token.accepts(presented));
+        let matching = self.tokens.iter().filter(|t| t.token.accepts(presented));
         let mut bound_to = None;
         for t in matching {
             if t.instance == "*" {
