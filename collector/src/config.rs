@@ -269,6 +269,9 @@ pub struct RawHttp {
     /// An environment variable holding the admin token.
     #[serde(default)]
     pub admin_token_env: Option<String>,
+    /// Prometheus's web configuration file (TLS, basic auth, headers).
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl Default for RawHttp {
@@ -278,6 +281,7 @@ impl Default for RawHttp {
             admin_token: None,
             admin_token_file: None,
             admin_token_env: None,
+            web_config_file: None,
         }
     }
 }
@@ -596,12 +600,23 @@ pub struct CollectorConfig {
     pub notify: vigil_notify::manager::NotifySettings,
     /// Query API limits.
     pub query: QueryConfig,
+    /// The HTTP port's web configuration (TLS, basic auth, headers).
+    pub web: crate::http::web::WebConfig,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
 pub fn load(path: Option<&std::path::Path>) -> Result<CollectorConfig, ConfigError> {
     let source = ConfigSource::read(path)?;
-    let raw: RawConfig = source.parse()?;
+    let mut raw: RawConfig = source.parse()?;
+    // The web config file, like the routing file, is relative to the config's folder.
+    if let (Some(dir), Some(file)) = (
+        path.and_then(std::path::Path::parent),
+        raw.http.web_config_file.as_mut(),
+    ) && file.is_relative()
+        && !dir.as_os_str().is_empty()
+    {
+        *file = dir.join(&*file);
+    }
     let mut config = raw
         .validate()
         .map_err(|problems| source.invalid(problems))?;
@@ -636,6 +651,16 @@ impl RawConfig {
     pub fn validate(self) -> Result<CollectorConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let http_listen = address("http.listen", &self.http.listen, &mut problems);
+        let web = match &self.http.web_config_file {
+            None => crate::http::web::WebConfig::default(),
+            Some(file) => match crate::http::web::WebConfig::load(file) {
+                Ok(w) => w,
+                Err(e) => {
+                    problems.push(ConfigProblem::new("http.web_config_file", e.to_string()));
+                    crate::http::web::WebConfig::default()
+                }
+            },
+        };
         let q = &self.query;
         if q.max_concurrent == 0 || q.max_concurrent > 1024 {
             problems.push(ConfigProblem::new(
@@ -956,6 +981,7 @@ impl RawConfig {
             rules,
             notify,
             query,
+            web,
         })
     }
 }

@@ -311,18 +311,31 @@ pub async fn serve(
         Arc::clone(&agent_limits),
         Arc::clone(&rules),
         Arc::clone(&notify),
-        config.admin_token.clone(),
-        config.query,
+        &config,
     ));
     let http_shutdown = shutdown.clone();
+    let tls = config.web.tls.clone();
     let http_task = tasks.spawn(async move {
-        axum::serve(
-            http_listener,
-            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_shutdown.cancelled_owned())
-        .await
-        .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
+        let router = http::router(state);
+        let served = match tls {
+            None => {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(http_listener, app)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                    .await
+            }
+            Some(tls) => {
+                let listener = http::tls::TlsListener::new(http_listener, tls)
+                    .map_err(|e| CollectorError::Serve("HTTP", e.to_string()))?;
+                let app = router
+                    .layer(axum::middleware::from_fn(http::tls::with_peer_address))
+                    .into_make_service_with_connect_info::<http::tls::TlsPeer>();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                    .await
+            }
+        };
+        served.map_err(|e| CollectorError::Serve("HTTP", e.to_string()))
     });
     let sweep_store = Arc::clone(&store);
     let sweep_wal = Arc::clone(&wal);

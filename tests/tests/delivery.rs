@@ -1,12 +1,10 @@
 //! End to end: how batches get from a real agent to a real collector when
 //! things are not fine: wrong tokens, a collector that is down, TLS, shutdown.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use vigil_tests::{Collector, Scrape, free_port, require_peer, start_agent, wait_for};
+use anyhow::{Context, Result, ensure};
+use vigil_tests::{Collector, Scrape, free_port, start_agent, wait_for};
 
 fn samples_total(scrape: &Scrape, instance: &str) -> Option<f64> {
     scrape.value("vigil_agent_samples_total", &[("instance", instance)])
@@ -191,106 +189,11 @@ fn agent_keeps_sampling_while_collector_is_down_and_delivers_later() -> Result<(
     Ok(())
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let openssl = require_peer("openssl", "openssl")?;
-    let out = Command::new(openssl).current_dir(dir).args(args).output()?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
-fn make_certificates(dir: &Path) -> Result<()> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Vigil test CA",
-        ],
-    )?;
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext)?;
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        )?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        )?;
-    }
-    // rustls wants PKCS#8 keys.
-    for name in ["server", "client"] {
-        openssl(
-            dir,
-            &[
-                "pkcs8",
-                "-topk8",
-                "-nocrypt",
-                "-in",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pk8"),
-            ],
-        )?;
-    }
-    Ok(())
-}
-
 #[test]
 fn agent_ships_over_mutual_tls_and_a_client_without_certificate_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    make_certificates(d)?;
+    vigil_tests::make_certificates(d)?;
     let tls = format!(
         "[ingest.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.pk8\"\nclient_ca_file = \"{0}/ca.pem\"\n",
         d.display()

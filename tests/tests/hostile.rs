@@ -673,3 +673,134 @@ fn secrets_never_reach_the_logs() -> Result<()> {
     }
     Ok(())
 }
+
+/// `curl` against the collector's HTTPS port: (HTTP status, headers and body).
+fn curl(dir: &std::path::Path, url: &str, args: &[&str]) -> Result<(u16, String)> {
+    let curl = vigil_tests::require_peer("curl", "curl")?;
+    let out = std::process::Command::new(curl)
+        .current_dir(dir)
+        .args(["-s", "-i", "--max-time", "10", "--cacert", "ca.pem"])
+        .args(args)
+        .arg(url)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, text))
+}
+
+#[test]
+fn the_http_port_takes_prometheus_web_config_tls_client_certs_basic_auth_and_headers() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    vigil_tests::make_certificates(d)?;
+    let hash = bcrypt::hash("grafana-password", 4)?;
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.pk8\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  min_version: TLS12\nbasic_auth_users:\n  grafana: '{hash}'\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        ),
+    )?;
+    let port = vigil_tests::free_port()?;
+    std::fs::write(
+        d.join("collector.toml"),
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\nweb_config_file = \"web.yml\"\n[ingest]\nlisten = \"127.0.0.1:{}\"\n[store]\ndata_dir = \"{}\"\n",
+            vigil_tests::free_port()?,
+            d.join("data").display()
+        ),
+    )?;
+    let collector = vigil_tests::Process::start(
+        "collector",
+        &binary("vigil-collector")?,
+        &["--config", &d.join("collector.toml").to_string_lossy()],
+        d,
+    )?;
+    let base = format!("https://127.0.0.1:{port}");
+    let cert = ["--cert", "client.pem", "--key", "client.pk8"];
+    let login = ["-u", "grafana:grafana-password"];
+    wait_for("the HTTPS port", Duration::from_secs(20), || {
+        curl(d, &format!("{base}/-/healthy"), &cert)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {}", collector.log()))?;
+
+    // A client certificate and a login: served, with the configured header.
+    let (status, text) = curl(
+        d,
+        &format!("{base}/metrics"),
+        &[&cert[..], &login[..]].concat(),
+    )?;
+    ensure!(
+        status == 200 && text.contains("vigil_collector_"),
+        "{status} {text}"
+    );
+    ensure!(
+        text.to_ascii_lowercase().contains("x-frame-options: deny"),
+        "{text}"
+    );
+    // No login, or a wrong one: 401, asking for basic auth.
+    let (status, text) = curl(d, &format!("{base}/metrics"), &cert)?;
+    ensure!(
+        status == 401 && text.contains("Basic realm"),
+        "{status} {text}"
+    );
+    let (status, _) = curl(
+        d,
+        &format!("{base}/api/v1/query?query=1"),
+        &[&cert[..], &["-u", "grafana:wrong"][..]].concat(),
+    )?;
+    ensure!(status == 401, "wrong password: {status}");
+    // No client certificate: the handshake fails.
+    let (status, _) = curl(d, &format!("{base}/-/healthy"), &login)?;
+    ensure!(status == 0, "served without a client certificate: {status}");
+    // Plain HTTP on the TLS port gets nothing.
+    ensure!(
+        http_get(format!("127.0.0.1:{port}").parse()?, "/-/healthy", None)
+            .map(|(s, _, _)| s != 200)
+            .unwrap_or(true)
+    );
+    // /-/healthy needs no login; an admin call is served for a basic-auth user.
+    let (status, _) = curl(d, &format!("{base}/-/healthy"), &cert)?;
+    ensure!(status == 200);
+    let (status, text) = curl(
+        d,
+        &format!("{base}/-/reload"),
+        &[&cert[..], &login[..], &["-X", "POST"][..]].concat(),
+    )?;
+    ensure!(
+        status == 200,
+        "reload as a basic-auth user: {status} {text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_bad_web_config_is_refused_naming_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("web.yml"),
+        "basic_auth_users:\n  alice: plaintext-password\n",
+    )?;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[http]\nweb_config_file = \"web.yml\"\n",
+    )?;
+    let out = std::process::Command::new(binary("vigil-collector")?)
+        .args(["--check-config", "--config"])
+        .arg(dir.path().join("collector.toml"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{stderr}");
+    ensure!(
+        stderr.contains("http.web_config_file")
+            && stderr.contains("basic_auth_users.alice: not a bcrypt hash"),
+        "{stderr}"
+    );
+    Ok(())
+}

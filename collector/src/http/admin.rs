@@ -20,6 +20,10 @@ pub fn refuse(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Option<(StatusCode, String)> {
+    // A basic-auth user of the web config is trusted with admin calls.
+    if state.is_basic_auth_user(headers) {
+        return None;
+    }
     match &state.admin_token {
         Some(token) => {
             let presented = headers

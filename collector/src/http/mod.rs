@@ -12,6 +12,8 @@ pub mod api;
 pub mod exposition;
 pub mod graph;
 pub mod silences;
+pub mod tls;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,20 +48,24 @@ pub struct HttpState {
     pub admin_token: Option<Secret>,
     /// Query API slots, limits and counters.
     pub query: api::QueryGate,
+    /// TLS, basic auth and headers of the port.
+    pub web: web::WebConfig,
+    /// Remembered basic-auth logins and failures.
+    pub basic_auth: web::BasicAuthState,
     /// Size of the last exposition, to size the next buffer.
     last_size: AtomicUsize,
 }
 
 impl HttpState {
-    /// State over a store, its counters and the rules.
+    /// State over a store, its counters, the rules and notifications, with
+    /// the admin token, query limits and web config of `config`.
     pub fn new(
         store: Arc<Store>,
         ingest: Arc<IngestMetrics>,
         agent_limits: Arc<crate::ingest::limits::AgentLimits>,
         rules: Arc<RuleManager>,
         notify: Arc<NotifyManager>,
-        admin_token: Option<Secret>,
-        query: crate::config::QueryConfig,
+        config: &crate::config::CollectorConfig,
     ) -> Self {
         Self {
             store,
@@ -67,8 +73,10 @@ impl HttpState {
             agent_limits,
             rules,
             notify,
-            admin_token,
-            query: api::QueryGate::new(query),
+            admin_token: config.admin_token.clone(),
+            query: api::QueryGate::new(config.query),
+            web: config.web.clone(),
+            basic_auth: web::BasicAuthState::default(),
             last_size: AtomicUsize::new(64 * 1024),
         }
     }
@@ -98,6 +106,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/api/v2/alerts", get(alertmanager::alerts))
         .route("/api/v2/status", get(alertmanager::status))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            web::guard,
+        ))
         .with_state(state)
 }
 
