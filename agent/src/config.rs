@@ -423,6 +423,9 @@ impl RawConfig {
                 "must be at least 100ms",
             ));
         }
+        if flush > Duration::from_secs(3600) {
+            problems.push(ConfigProblem::new("flush_interval", "must be at most 1h"));
+        }
         if flush < sample {
             problems.push(ConfigProblem::new(
                 "flush_interval",

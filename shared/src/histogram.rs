@@ -152,6 +152,10 @@ impl WindowEncoder {
     }
 }
 
+/// Most samples one window may hold: an hour of flushes at 10 samples a
+/// second is 36,000; anything near this is not an agent's window.
+pub const MAX_WINDOW_SAMPLES: u64 = 1_000_000;
+
 /// Decodes a window's HDR histogram and checks it against the window's own
 /// count and bucket counts.
 pub fn decode_window(
@@ -165,7 +169,21 @@ pub fn decode_window(
             bucket_bounds
         )));
     }
-    let buckets: u64 = window.bucket_counts.iter().sum();
+    if window.count > MAX_WINDOW_SAMPLES {
+        return Err(HistogramError::Inconsistent(format!(
+            "count {} is more than {MAX_WINDOW_SAMPLES} samples in one window",
+            window.count
+        )));
+    }
+    let Some(buckets) = window
+        .bucket_counts
+        .iter()
+        .try_fold(0u64, |total, n| total.checked_add(*n))
+    else {
+        return Err(HistogramError::Inconsistent(
+            "bucket counts add up to more than 2^64".into(),
+        ));
+    };
     if buckets != window.count {
         return Err(HistogramError::Inconsistent(format!(
             "bucket counts add up to {buckets}, count is {}",
@@ -224,6 +242,15 @@ mod tests {
         assert!(decode_window(&w, BYTES_PER_SECOND.bounds.len()).is_err());
         w.count = 2;
         w.hdr.truncate(5);
+        assert!(decode_window(&w, BYTES_PER_SECOND.bounds.len()).is_err());
+        // Counts that wrap around 2^64 to add up to the count.
+        let mut w = encoder.encode(&[], &BYTES_PER_SECOND, 0, 1)?;
+        w.bucket_counts[0] = u64::MAX;
+        w.bucket_counts[1] = 1;
+        let e = decode_window(&w, BYTES_PER_SECOND.bounds.len()).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("more than 2^64")));
+        let mut w = encoder.encode(&[1.0], &BYTES_PER_SECOND, 0, 1)?;
+        w.count = MAX_WINDOW_SAMPLES + 1;
         assert!(decode_window(&w, BYTES_PER_SECOND.bounds.len()).is_err());
         Ok(())
     }

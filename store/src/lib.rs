@@ -359,13 +359,15 @@ impl Store {
                         sum: 0.0,
                         count: 0,
                     });
-                    let mut running = 0;
+                    let mut running = 0u64;
                     for (total, n) in c.buckets.iter_mut().zip(&window.bucket_counts) {
-                        running += n;
-                        *total += running;
+                        // Saturating: counts grow for as long as the
+                        // collector runs, and come from the network.
+                        running = running.saturating_add(*n);
+                        *total = total.saturating_add(running);
                     }
                     c.sum += window.sum;
-                    c.count += window.count;
+                    c.count = c.count.saturating_add(window.count);
                 }
                 applied.series += 1;
                 let t = series.timestamp_ms;
