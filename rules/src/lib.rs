@@ -27,6 +27,11 @@ use vigil_promql::{Labels, Limits, METRIC_NAME, Queryable, Value, eval::Evaluato
 use vigil_store::chunk::stale_marker;
 use vigil_template::{QuerySample, TemplateData};
 
+/// Label and annotation templates that failed to expand (an error, or a
+/// budget of [`vigil_template`] ran out), for
+/// `vigil_collector_template_failures_total`.
+pub static TEMPLATE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Where rules read from and write their output to.
 pub trait RuleTarget: Queryable {
     /// Writes samples produced by a rule (recorded series, `ALERTS`, stale
@@ -302,9 +307,10 @@ fn eval_alert(
     let vector = query_vector(&rule.def.parsed, ts, target, ctx)?;
     let query = query_fn(ts, target, ctx);
     let expand = |template: &vigil_template::Template, data: &TemplateData| -> String {
-        template
-            .render(data, Some(&query))
-            .unwrap_or_else(|e| format!("<error expanding template: {e}>"))
+        template.render(data, Some(&query)).unwrap_or_else(|e| {
+            TEMPLATE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("<error expanding template: {e}>")
+        })
     };
     // Alert labels → (the expression's labels, annotations, value).
     type Found = (Labels, Vec<(String, String)>, f64);

@@ -605,6 +605,12 @@ impl RuleManager {
                 load(&self.metrics.state_write_failures),
             ),
             (
+                "vigil_collector_template_failures_total",
+                "Label and annotation templates that failed to expand (an error, or a step, output, query or time budget ran out).",
+                MetricKind::Counter,
+                load(&super::TEMPLATE_FAILURES),
+            ),
+            (
                 "vigil_collector_rule_samples_skipped_total",
                 "Rule output samples not written because their series already had a newer sample.",
                 MetricKind::Counter,

@@ -225,7 +225,11 @@ fn hostile_rule_files_are_refused_and_runaway_templates_are_stopped() -> Result<
         "{alerts}"
     );
     healthy(&collector)?;
-    collector.scrape()?;
+    let failures = collector
+        .scrape()?
+        .value("vigil_collector_template_failures_total", &[])
+        .unwrap_or(0.0);
+    ensure!(failures >= 1.0, "template failures counted: {failures}");
 
     // Reload with the deep file in place: refused, the old rules keep running.
     std::fs::copy(&deep, &rules)?;
@@ -776,6 +780,24 @@ fn the_http_port_takes_prometheus_web_config_tls_client_certs_basic_auth_and_hea
     ensure!(
         status == 200,
         "reload as a basic-auth user: {status} {text}"
+    );
+    let (_, text) = curl(
+        d,
+        &format!("{base}/metrics"),
+        &[&cert[..], &login[..]].concat(),
+    )?;
+    let counted = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ensure!(
+        counted("vigil_collector_http_auth_failures_total") >= 2.0,
+        "{text}"
+    );
+    ensure!(
+        counted("vigil_collector_http_tls_handshake_failures_total") >= 1.0,
+        "{text}"
     );
     Ok(())
 }

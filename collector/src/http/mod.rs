@@ -142,6 +142,21 @@ pub fn render(state: &HttpState, format: Format) -> String {
     state.rules.write_metrics(&mut w);
     state.notify.write_metrics(&mut w);
     state.query.write_metrics(&mut w);
+    for (name, help, value) in [
+        (
+            "vigil_collector_http_auth_failures_total",
+            "HTTP requests refused for a missing or wrong basic-auth login (web config).",
+            state.basic_auth.failures.load(Ordering::Relaxed),
+        ),
+        (
+            "vigil_collector_http_tls_handshake_failures_total",
+            "TLS handshakes on the HTTP port that failed or timed out.",
+            tls::HANDSHAKE_FAILURES.load(Ordering::Relaxed),
+        ),
+    ] {
+        w.header(name, help, MetricKind::Counter);
+        w.sample(name, "", "", None, value as f64);
+    }
     let agents = state.store.agents();
     w.header(
         "vigil_collector_agents",

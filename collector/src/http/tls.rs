@@ -20,6 +20,10 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// Longest a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes that failed or timed out, for
+/// `vigil_collector_http_tls_handshake_failures_total`.
+pub static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// TLS connections, handshake done, for axum.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -60,8 +64,14 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            HANDSHAKE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            HANDSHAKE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }
