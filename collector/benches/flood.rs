@@ -3,9 +3,10 @@
 //! (p50, p99) before and during the flood, and the collector's resident
 //! memory, with the per-agent limits off and at their defaults.
 //!
-//! The flood: `FLOOD` new series (default 1,000,000) in pushes of 50,000,
-//! sent one after another as fast as the collector answers, as one agent
-//! (or one stolen token) would. The collector runs in this process on
+//! The flood: `FLOOD` new series (default 1,000,000) in pushes of 50,000
+//! (and, at the defaults, also of 9,000: under the per-push limit, so the
+//! new-series rate refuses them), sent one after another as fast as the
+//! collector answers, as one agent (or one stolen token) would. The collector runs in this process on
 //! 127.0.0.1, so its resident memory is this process's (the flood's
 //! batches are built one at a time and dropped once sent).
 //!
@@ -117,7 +118,13 @@ async fn normal_agents(url: String, agents: usize, stop: CancellationToken) -> R
     Ok(all)
 }
 
-async fn run(label: &str, ingest_extra: &str, agents: usize, flood: usize) -> Result<()> {
+async fn run(
+    label: &str,
+    ingest_extra: &str,
+    agents: usize,
+    flood: usize,
+    per_push: usize,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("collector.toml");
     std::fs::write(
@@ -157,11 +164,11 @@ async fn run(label: &str, ingest_extra: &str, agents: usize, flood: usize) -> Re
     let mut first = 0;
     while first < flood {
         sequence += 1;
-        let b = batch("flood", sequence, first, 50_000);
-        first += 50_000;
+        let b = batch("flood", sequence, first, per_push);
+        first += per_push;
         match flooder.push(b).await {
-            Ok(_) => accepted += 50_000,
-            Err(_) => refused += 50_000,
+            Ok(_) => accepted += per_push,
+            Err(_) => refused += per_push,
         }
     }
     let flood_took = started.elapsed();
@@ -171,7 +178,7 @@ async fn run(label: &str, ingest_extra: &str, agents: usize, flood: usize) -> Re
     let busy = busy.await??;
     let rss_after = rss_mib();
     println!(
-        "{label}: flood of {flood} new series took {:.1} s ({accepted} accepted, {refused} refused); \
+        "{label}: flood of {flood} new series in pushes of {per_push} took {:.1} s ({accepted} accepted, {refused} refused); \
          RSS {rss_before:.0} -> {rss_after:.0} MiB; other agents' pushes: alone p50 {:.1} ms p99 {:.1} ms ({} pushes), \
          during the flood p50 {:.1} ms p99 {:.1} ms ({} pushes)",
         flood_took.as_secs_f64(),
@@ -194,7 +201,7 @@ fn main() -> Result<()> {
     // count in the other's resident size.
     let Ok(mode) = std::env::var("FLOOD_MODE") else {
         let me = std::env::current_exe()?;
-        for mode in ["off", "defaults"] {
+        for mode in ["off", "defaults", "defaults-small"] {
             let status = std::process::Command::new(&me)
                 .env("FLOOD_MODE", mode)
                 .status()?;
@@ -213,10 +220,12 @@ fn main() -> Result<()> {
                     "max_series_per_agent = 1000000\nmax_new_series_per_minute = 100000000\nmax_pushes_per_second = 1000000",
                     agents,
                     flood,
+                    50_000,
                 )
                 .await
             }
-            _ => run("limits at their defaults", "", agents, flood).await,
+            "defaults" => run("limits at their defaults", "", agents, flood, 50_000).await,
+            _ => run("limits at their defaults", "", agents, flood, 9_000).await,
         }
     })
 }
