@@ -14,6 +14,8 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/serve.rs"]
+mod serve;
 
 use std::time::{Duration, Instant};
 
@@ -126,24 +128,8 @@ async fn run(
     per_push: usize,
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("collector.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_series_per_push = 50000\n{ingest_extra}\n\
-             [store]\ndata_dir = \"{}\"\nwal_fsync = \"interval\"\n[rules]\nhost_down = false\n",
-            dir.path().join("data").display()
-        ),
-    )?;
-    let config = vigil_collector::config::load(Some(&path))?;
-    let (http, ingest, bound) = vigil_collector::bind(&config).await?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(vigil_collector::serve(
-        config,
-        http,
-        ingest,
-        shutdown.clone(),
-    ));
+    let served = serve::start(dir.path(), ingest_extra, "wal_fsync = \"interval\"").await?;
+    let bound = served.bound;
     let url = format!("http://{}", bound.ingest);
     let rss_before = rss_mib();
 
@@ -189,9 +175,7 @@ async fn run(
         percentile(&busy, 0.99),
         busy.len(),
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(60), server).await???;
-    Ok(())
+    served.stop().await
 }
 
 fn main() -> Result<()> {

@@ -8,11 +8,12 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tokio_util::sync::CancellationToken;
 use vigil_shared::proto::ingest_client::IngestClient;
 use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 
@@ -68,24 +69,8 @@ async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64> {
 
 async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("collector.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n\
-             [store]\ndata_dir = \"{}\"\nwal_fsync = \"{policy}\"\n[rules]\nhost_down = false\n",
-            dir.path().join("data").display()
-        ),
-    )?;
-    let config = vigil_collector::config::load(Some(&path))?;
-    let (http, ingest, bound) = vigil_collector::bind(&config).await?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(vigil_collector::serve(
-        config,
-        http,
-        ingest,
-        shutdown.clone(),
-    ));
+    let served = serve::start(dir.path(), "", &format!("wal_fsync = \"{policy}\"")).await?;
+    let bound = served.bound;
     // Encode nothing inside the timed part but the pushes themselves.
     let work: Vec<Vec<PushRequest>> = (0..agents)
         .map(|a| (1..=batches).map(|s| batch(a, s, series)).collect())
@@ -116,9 +101,7 @@ async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result
         pushes * series as f64 / took.as_secs_f64(),
         appends / syncs.max(1.0),
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), server).await???;
-    Ok(())
+    served.stop().await
 }
 
 fn main() -> Result<()> {
