@@ -10,6 +10,10 @@
 //!
 //! Evaluation never panics on any input: errors are values ([`EvalError`]),
 //! and the samples a query may load are limited ([`Limits`]).
+//!
+//! The engine reads samples only through [`Queryable`], so it runs over the
+//! collector's store, a unit test's history or another store alike; it must
+//! never know rules, alerts or notifications.
 
 pub mod aggregate;
 pub mod eval;

@@ -13,6 +13,10 @@
 //!
 //! Evaluation writes through [`RuleTarget`], so the same code runs over the
 //! collector's store and over a unit test's in-memory history.
+//!
+//! Rules hand alerts out ([`manager::RuleManager::alerts_with_expr`]); they
+//! must never know how alerts are routed or delivered: notifications are
+//! another crate, which the collector wires to this one.
 
 pub mod file;
 pub mod manager;

@@ -1,6 +1,10 @@
 //! The store: the latest state of every series of every agent, and each
 //! agent's last applied batch, which is what makes applying exactly-once.
 //!
+//! It must never know a query language, rules or notifications: it depends
+//! on no Vigil crate but `vigil-shared`, and readers select samples through
+//! [`history::Matcher`]s.
+//!
 //! Counters, gauges and untyped series keep their last value. Windowed
 //! series (histograms) accumulate: every window adds its exact bucket counts,
 //! sum and count, so `_count` grows by one per sample the agent took. Series
