@@ -181,16 +181,19 @@ fn chaos_loses_nothing_and_applies_nothing_twice() -> Result<()> {
             continue;
         }
         if agent_kills == 0 && t >= Duration::from_secs(40) {
-            // One agent is SIGKILLed and started again on its spool.
+            // One agent is SIGKILLed and started again on its spool: killed
+            // (and reaped) first, since the spool folder is locked by the
+            // agent that holds it.
             let victim = rng.usize(..AGENTS);
-            drop(std::mem::replace(
-                &mut agents[victim],
+            drop(agents.remove(victim));
+            agents.insert(
+                victim,
                 start_agent(
                     dir.path(),
                     &format!("agent-{victim:02}-again"),
                     &config(victim),
                 )?,
-            ));
+            );
             agent_kills += 1;
             restarted_agent = Some(victim);
             continue;
