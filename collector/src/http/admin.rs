@@ -14,6 +14,17 @@ use tracing::warn;
 use super::HttpState;
 use crate::ingest::auth::constant_time_eq;
 
+/// True when `headers` carry the admin token (`Authorization: Bearer`).
+pub fn has_admin_token(state: &HttpState, headers: &HeaderMap) -> bool {
+    state.admin_token.as_ref().is_some_and(|token| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|p| constant_time_eq(token.expose().as_bytes(), p.as_bytes()))
+    })
+}
+
 /// Why an admin request is refused; `None` when it may go on.
 pub fn refuse(
     state: &HttpState,
@@ -25,13 +36,8 @@ pub fn refuse(
         return None;
     }
     match &state.admin_token {
-        Some(token) => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if constant_time_eq(token.expose().as_bytes(), presented.as_bytes()) {
+        Some(_) => {
+            if has_admin_token(state, headers) {
                 None
             } else {
                 warn!(%peer, "admin request with a missing or wrong token refused");

@@ -336,15 +336,7 @@ impl HttpState {
 pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
     if state.web.has_users() && request.uri().path() != "/-/healthy" {
         let headers = request.headers().clone();
-        let admin = state.admin_token.as_ref().is_some_and(|token| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|p| {
-                    crate::ingest::auth::constant_time_eq(token.expose().as_bytes(), p.as_bytes())
-                })
-        });
+        let admin = super::admin::has_admin_token(&state, &headers);
         let st = Arc::clone(&state);
         let ok = admin
             || tokio::task::spawn_blocking(move || st.basic_auth_ok(&headers))
