@@ -50,6 +50,11 @@ pub struct RawQuery {
     /// Longest a query may take, its wait for a slot included.
     #[serde(default = "default_query_timeout")]
     pub timeout: HumanDuration,
+    /// Most series, label names or label values one metadata call
+    /// (`/api/v1/series`, `/labels`, `/label/<name>/values`, `/federate`)
+    /// may answer with.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
 }
 
 impl Default for RawQuery {
@@ -58,8 +63,13 @@ impl Default for RawQuery {
             max_concurrent: default_max_concurrent(),
             max_samples: default_max_samples(),
             timeout: default_query_timeout(),
+            max_series: default_max_series(),
         }
     }
+}
+
+fn default_max_series() -> usize {
+    500_000
 }
 
 fn default_max_concurrent() -> usize {
@@ -79,6 +89,8 @@ fn default_query_timeout() -> HumanDuration {
 pub struct QueryConfig {
     /// Queries evaluated at once.
     pub max_concurrent: usize,
+    /// Most series or label values one metadata call answers with.
+    pub max_series: usize,
     /// Limits of each query.
     pub limits: vigil_promql::Limits,
 }
@@ -677,8 +689,12 @@ impl RawConfig {
         if q.timeout.0.is_zero() {
             problems.push(ConfigProblem::new("query.timeout", "must be more than 0"));
         }
+        if q.max_series == 0 {
+            problems.push(ConfigProblem::new("query.max_series", "must be at least 1"));
+        }
         let query = QueryConfig {
             max_concurrent: q.max_concurrent,
+            max_series: q.max_series,
             limits: vigil_promql::Limits {
                 max_samples: q.max_samples,
                 timeout: q.timeout.0,

@@ -134,6 +134,97 @@ struct Published {
     alerts: Vec<(String, String, super::Alert)>,
     groups: usize,
     rules: usize,
+    /// Every group and rule with its health, for `/api/v1/rules`.
+    status: Vec<GroupStatus>,
+}
+
+/// A group as `/api/v1/rules` shows it.
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    /// Name.
+    pub name: String,
+    /// The file it came from (empty for built-in groups).
+    pub file: String,
+    /// Interval, milliseconds.
+    pub interval_ms: i64,
+    /// Limit on alerts or series per rule (0: none).
+    pub limit: usize,
+    /// When it was last evaluated, ms.
+    pub last_eval: Option<i64>,
+    /// How long its last evaluation took, seconds.
+    pub eval_seconds: f64,
+    /// Its rules, in order.
+    pub rules: Vec<RuleStatus>,
+}
+
+/// A rule as `/api/v1/rules` shows it.
+#[derive(Debug, Clone)]
+pub struct RuleStatus {
+    /// Alert or record name.
+    pub name: String,
+    /// True for alerting rules.
+    pub alerting: bool,
+    /// The expression as written.
+    pub query: String,
+    /// `for` and `keep_firing_for`, milliseconds (alerting rules).
+    pub for_ms: i64,
+    /// `keep_firing_for`, milliseconds.
+    pub keep_firing_for_ms: i64,
+    /// Labels as written.
+    pub labels: Vec<(String, String)>,
+    /// Annotations as written.
+    pub annotations: Vec<(String, String)>,
+    /// The last evaluation's error.
+    pub last_error: Option<String>,
+    /// How long the last evaluation took, seconds.
+    pub eval_seconds: f64,
+    /// Active alerts (alerting rules).
+    pub alerts: Vec<super::Alert>,
+}
+
+fn group_status(g: &Group) -> GroupStatus {
+    GroupStatus {
+        name: g.name.clone(),
+        file: g.file.display().to_string(),
+        interval_ms: g.interval_ms,
+        limit: g.limit,
+        last_eval: g.last_eval,
+        eval_seconds: g.rules.iter().map(|r| r.last_duration).sum(),
+        rules: g
+            .rules
+            .iter()
+            .map(|r| {
+                let (for_ms, keep_firing_for_ms, annotations) = match &r.def.kind {
+                    super::file::RuleKind::Alert(a) => (
+                        a.for_ms,
+                        a.keep_firing_for_ms,
+                        a.annotations
+                            .iter()
+                            .map(|(k, v, _)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                    super::file::RuleKind::Record => (0, 0, Vec::new()),
+                };
+                RuleStatus {
+                    name: r.def.name.clone(),
+                    alerting: matches!(r.def.kind, super::file::RuleKind::Alert(_)),
+                    query: r.def.expr.clone(),
+                    for_ms,
+                    keep_firing_for_ms,
+                    labels: r
+                        .def
+                        .labels
+                        .iter()
+                        .map(|(k, v, _)| (k.clone(), v.clone()))
+                        .collect(),
+                    annotations,
+                    last_error: r.last_error.clone(),
+                    eval_seconds: r.last_duration,
+                    alerts: r.active.values().cloned().collect(),
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Rules running in a collector.
@@ -287,6 +378,7 @@ impl RuleManager {
             alerts,
             groups: state.groups.len(),
             rules: state.groups.iter().map(|g| g.rules.len()).sum(),
+            status: state.groups.iter().map(group_status).collect(),
         };
         *self
             .published
@@ -501,6 +593,11 @@ impl RuleManager {
             .into_iter()
             .map(|(g, _, a)| (g, a))
             .collect()
+    }
+
+    /// Every group and rule with its health, as of the last evaluation.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        self.published().status.clone()
     }
 
     /// Active alerts with their group and their rule's expression.

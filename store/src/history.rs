@@ -517,6 +517,109 @@ impl History {
         out
     }
 
+    /// True when the series has a sample in `[mint, maxt]`, judged by its
+    /// chunks' first and last times (no sample is decoded).
+    fn overlaps(series: &SeriesHistory, mint: i64, maxt: i64) -> bool {
+        series
+            .sealed
+            .iter()
+            .any(|c| c.max_time() >= mint && c.min_time() <= maxt)
+            || matches!(
+                (series.head.min_time(), series.head.max_time()),
+                (Some(lo), Some(hi)) if hi >= mint && lo <= maxt
+            )
+    }
+
+    /// Ids of the series that any of `selectors` accepts (every series when
+    /// there is none) and that have a sample in `[mint, maxt]`, ascending.
+    fn ids_in_range(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<u32> {
+        let mut ids: Vec<u32> = if selectors.is_empty() {
+            (0..self.series.len() as u32).collect()
+        } else {
+            let mut ids: Vec<u32> = selectors.iter().flat_map(|m| self.select_ids(m)).collect();
+            if selectors.len() > 1 {
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            ids
+        };
+        ids.retain(|id| {
+            self.series
+                .get(*id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| Self::overlaps(s, mint, maxt))
+        });
+        ids
+    }
+
+    /// Label sets of the series that any of `selectors` accepts (every
+    /// series when there is none) with a sample in `[mint, maxt]`, sorted;
+    /// at most `limit`, and whether more were left out. Prometheus's
+    /// `/api/v1/series`.
+    pub fn series_labels(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> (Vec<Vec<(String, String)>>, bool) {
+        let ids = self.ids_in_range(selectors, mint, maxt);
+        let mut out: Vec<Vec<(String, String)>> = ids
+            .iter()
+            .filter_map(|id| self.series.get(*id as usize).and_then(Option::as_ref))
+            .map(|s| self.labels_of(s))
+            .collect();
+        out.sort_unstable();
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        (out, truncated)
+    }
+
+    /// Label names (`name == None`) or the values of label `name` over the
+    /// series that any of `selectors` accepts (every series when there is
+    /// none) with a sample in `[mint, maxt]`: sorted, distinct, at most
+    /// `limit`, and whether more were left out. Prometheus's `/api/v1/labels`
+    /// and `/api/v1/label/<name>/values`.
+    pub fn label_index(
+        &self,
+        name: Option<&str>,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let name = match name {
+            Some(n) => match self.symbols.get(n) {
+                Some(symbol) => Some(symbol),
+                None => return (Vec::new(), false),
+            },
+            None => None,
+        };
+        let mut symbols = std::collections::HashSet::new();
+        for id in self.ids_in_range(selectors, mint, maxt) {
+            let Some(Some(series)) = self.series.get(id as usize) else {
+                continue;
+            };
+            match name {
+                Some(name) => {
+                    if let Some((_, v)) = series.labels.iter().find(|(n, _)| *n == name) {
+                        symbols.insert(*v);
+                    }
+                }
+                None => symbols.extend(series.labels.iter().map(|(n, _)| *n)),
+            }
+        }
+        let mut out: Vec<String> = symbols
+            .into_iter()
+            .map(|s| self.symbols.str(s).to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        out.sort_unstable();
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        (out, truncated)
+    }
+
     /// Drops sealed chunks whose last sample is before `cutoff`, and series
     /// left with no sample at all. Returns the samples dropped.
     pub fn drop_before(&mut self, cutoff: i64) -> u64 {

@@ -715,6 +715,35 @@ impl Store {
         self.read().history.select(matchers, mint, maxt)
     }
 
+    /// Label sets of selected series with a sample in `[mint, maxt]`
+    /// ([`History::series_labels`]).
+    pub fn series_labels(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> (Vec<Vec<(String, String)>>, bool) {
+        self.read()
+            .history
+            .series_labels(selectors, mint, maxt, limit)
+    }
+
+    /// Label names or one label's values over selected series
+    /// ([`History::label_index`]).
+    pub fn label_index(
+        &self,
+        name: Option<&str>,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        self.read()
+            .history
+            .label_index(name, selectors, mint, maxt, limit)
+    }
+
     /// Forgets latest-state series that have been stale for a while, and
     /// history older than the retention; returns (series forgotten, samples
     /// dropped). Agents' sequence state is kept, so a late replay is still

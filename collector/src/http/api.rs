@@ -31,11 +31,11 @@ pub struct QueryParams {
     q: Option<String>,
 }
 
-fn bad_data(message: impl Into<String>) -> Response {
+pub(super) fn bad_data(message: impl Into<String>) -> Response {
     error_response(StatusCode::BAD_REQUEST, "bad_data", message.into())
 }
 
-fn error_response(status: StatusCode, kind: &str, message: String) -> Response {
+pub(super) fn error_response(status: StatusCode, kind: &str, message: String) -> Response {
     (
         status,
         axum::Json(json!({"status": "error", "errorType": kind, "error": message})),
@@ -43,7 +43,7 @@ fn error_response(status: StatusCode, kind: &str, message: String) -> Response {
         .into_response()
 }
 
-fn eval_error(state: &HttpState, e: EvalError) -> Response {
+pub(super) fn eval_error(state: &HttpState, e: EvalError) -> Response {
     state.query.refused(match &e {
         EvalError::Parse(_) | EvalError::Invalid(_) => Refusal::Invalid,
         EvalError::Timeout(_) => Refusal::Timeout,
@@ -94,7 +94,7 @@ pub fn parse_step(text: &str) -> Result<i64, String> {
     vigil_shared::config::parse_duration_ms(text)
 }
 
-fn metric_json(labels: &Labels) -> Json {
+pub(super) fn metric_json(labels: &Labels) -> Json {
     Json::Object(
         labels
             .iter()
@@ -108,14 +108,14 @@ fn point_json(t: i64, v: f64) -> Json {
 }
 
 /// Formats a value as Prometheus's API does (`"NaN"`, `"+Inf"`, shortest digits).
-fn format_float(v: f64) -> String {
+pub(super) fn format_float(v: f64) -> String {
     vigil_promql::aggregate::format_value(v)
 }
 
 /// The query's limits: the configured ones, with a shorter timeout if asked for.
-fn query_limits(base: Limits, params: &QueryParams) -> Result<Limits, String> {
+fn query_limits(base: Limits, timeout: Option<&str>) -> Result<Limits, String> {
     let mut limits = base;
-    if let Some(t) = &params.timeout {
+    if let Some(t) = timeout {
         let ms = parse_step(t)?;
         limits.timeout = limits.timeout.min(Duration::from_millis(ms as u64));
     }
@@ -232,7 +232,8 @@ pub async fn window_quantile_get(
     State(state): State<Arc<HttpState>>,
     Query(params): Query<QueryParams>,
 ) -> Response {
-    run_blocking(state, params, window_quantile).await
+    let timeout = params.timeout.clone();
+    run_blocking(state, timeout.as_deref(), params, window_quantile).await
 }
 
 /// `GET /api/v1/query`
@@ -240,7 +241,8 @@ pub async fn query_get(
     State(state): State<Arc<HttpState>>,
     Query(params): Query<QueryParams>,
 ) -> Response {
-    run_blocking(state, params, instant).await
+    let timeout = params.timeout.clone();
+    run_blocking(state, timeout.as_deref(), params, instant).await
 }
 
 /// `POST /api/v1/query`
@@ -248,7 +250,8 @@ pub async fn query_post(
     State(state): State<Arc<HttpState>>,
     Form(params): Form<QueryParams>,
 ) -> Response {
-    run_blocking(state, params, instant).await
+    let timeout = params.timeout.clone();
+    run_blocking(state, timeout.as_deref(), params, instant).await
 }
 
 /// `GET /api/v1/query_range`
@@ -256,7 +259,8 @@ pub async fn query_range_get(
     State(state): State<Arc<HttpState>>,
     Query(params): Query<QueryParams>,
 ) -> Response {
-    run_blocking(state, params, range).await
+    let timeout = params.timeout.clone();
+    run_blocking(state, timeout.as_deref(), params, range).await
 }
 
 /// `POST /api/v1/query_range`
@@ -264,19 +268,21 @@ pub async fn query_range_post(
     State(state): State<Arc<HttpState>>,
     Form(params): Form<QueryParams>,
 ) -> Response {
-    run_blocking(state, params, range).await
+    let timeout = params.timeout.clone();
+    run_blocking(state, timeout.as_deref(), params, range).await
 }
 
 /// Queries are CPU work: run them off the async workers, at most
 /// `query.max_concurrent` at once. A query waits for a slot for at most its
 /// timeout (`query.timeout`, or its `timeout` parameter when shorter), then
 /// gets 503; the wait counts against that timeout.
-async fn run_blocking(
+pub(super) async fn run_blocking<P: Send + 'static>(
     state: Arc<HttpState>,
-    params: QueryParams,
-    f: fn(&HttpState, QueryParams, Limits) -> Response,
+    timeout: Option<&str>,
+    params: P,
+    f: fn(&HttpState, P, Limits) -> Response,
 ) -> Response {
-    let mut limits = match query_limits(state.query.config.limits, &params) {
+    let mut limits = match query_limits(state.query.config.limits, timeout) {
         Ok(l) => l,
         Err(e) => {
             state.query.refused(Refusal::Invalid);
@@ -326,14 +332,17 @@ pub enum Refusal {
     Timeout,
     /// A bad expression or parameter.
     Invalid,
+    /// A metadata call matched more than `query.max_series`.
+    MaxSeries,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::Concurrency,
         Refusal::MaxSamples,
         Refusal::Timeout,
         Refusal::Invalid,
+        Refusal::MaxSeries,
     ];
 
     fn label(self) -> &'static str {
@@ -342,16 +351,17 @@ impl Refusal {
             Refusal::MaxSamples => "max_samples",
             Refusal::Timeout => "timeout",
             Refusal::Invalid => "invalid",
+            Refusal::MaxSeries => "max_series",
         }
     }
 }
 
 /// The query API's slots, limits and counters.
 pub struct QueryGate {
-    config: QueryConfig,
+    pub(super) config: QueryConfig,
     slots: tokio::sync::Semaphore,
     served: AtomicU64,
-    refusals: [AtomicU64; 4],
+    refusals: [AtomicU64; 5],
 }
 
 impl QueryGate {
@@ -365,7 +375,7 @@ impl QueryGate {
         }
     }
 
-    fn refused(&self, why: Refusal) {
+    pub(super) fn refused(&self, why: Refusal) {
         self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -386,7 +396,7 @@ impl QueryGate {
         );
         w.header(
             "vigil_collector_queries_refused_total",
-            "Queries refused, by reason: concurrency (no slot within the timeout), max_samples, timeout, invalid.",
+            "Queries refused, by reason: concurrency (no slot within the timeout), max_samples, timeout, invalid, max_series (metadata calls).",
             MetricKind::Counter,
         );
         for why in Refusal::ALL {

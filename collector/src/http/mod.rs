@@ -1,7 +1,8 @@
 //! The collector's HTTP server (default `0.0.0.0:9470`): `/metrics` for
 //! Prometheus (text 0.0.4, or OpenMetrics 1.0 when asked), `/-/healthy` and
 //! `/-/ready`, the Prometheus query API (`/api/v1/query`,
-//! `/api/v1/query_range`, [`api`]), `/graph` for alert links ([`graph`]),
+//! `/api/v1/query_range`, [`api`]; series, labels, metadata, rules and
+//! `/federate`, [`meta`]), `/graph` for alert links ([`graph`]),
 //! reload ([`admin`]), silences ([`silences`]) and the rest of Alertmanager's
 //! API v2 that `amtool` calls ([`alertmanager`]), each a file in this
 //! folder. Next: the status page.
@@ -11,6 +12,7 @@ pub mod alertmanager;
 pub mod api;
 pub mod exposition;
 pub mod graph;
+pub mod meta;
 pub mod silences;
 pub mod tls;
 pub mod web;
@@ -84,8 +86,8 @@ impl HttpState {
 
 /// The routes.
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+    meta::routes(Router::new())
+        .route("/metrics", get(meta::metrics_or_federate))
         .route("/api/v1/query", get(api::query_get).post(api::query_post))
         .route("/api/v1/vigil/quantile", get(api::window_quantile_get))
         .route("/graph", get(graph::graph))
@@ -247,7 +249,7 @@ pub fn render(state: &HttpState, format: Format) -> String {
 /// `/metrics`, rendered off the async workers: it takes the store's read
 /// lock, which a large batch holds for a moment, and must never stall the
 /// runtime that serves pushes and health checks.
-async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match tokio::task::spawn_blocking(move || render(&state, format)).await {
         Ok(body) => (
