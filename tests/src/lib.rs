@@ -631,10 +631,15 @@ pub fn http_post(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("no status in the answer"))?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -731,4 +736,72 @@ pub fn make_certificates(dir: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Debian's Prometheus server (2.42), started by a test.
+pub struct Prometheus {
+    /// The process.
+    pub process: Process,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` with `config` (YAML, written to
+    /// `dir/NAME.yml`), its TSDB in `dir/NAME-tsdb`, on a free port, and
+    /// waits until `/-/ready` answers. A missing `prometheus` fails the
+    /// test and says how to install it.
+    pub fn start(dir: &Path, name: &str, config: &str) -> Result<Self> {
+        let program = require_peer("prometheus", "prometheus")?;
+        let port = free_port()?;
+        let path = dir.join(format!("{name}.yml"));
+        std::fs::write(&path, config)?;
+        let process = Process::start(
+            name,
+            &program,
+            &[
+                &format!("--config.file={}", path.display()),
+                &format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("{name}-tsdb")).display()
+                ),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn",
+            ],
+            dir,
+        )?;
+        let http: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+            http_get(http, "/-/ready", None)
+                .ok()
+                .filter(|(s, _, _)| *s == 200)
+        })
+        .with_context(|| format!("prometheus log:\n{}", process.log()))?;
+        Ok(Self { process, http })
+    }
+}
+
+/// GETs `path` and parses the answer as JSON: status and document.
+pub fn get_json(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
+    let (status, _, body) = http_get(addr, path, None)?;
+    let json = serde_json::from_str(&body)
+        .with_context(|| format!("GET {path} on {addr}: not JSON ({status}): {body}"))?;
+    Ok((status, json))
+}
+
+/// POSTs a form body to `path` and parses the answer as JSON.
+pub fn post_form_json(
+    addr: SocketAddr,
+    path: &str,
+    form: &str,
+) -> Result<(u16, serde_json::Value)> {
+    let (status, body) = http_post(
+        addr,
+        path,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form,
+    )?;
+    let json = serde_json::from_str(&body)
+        .with_context(|| format!("POST {path} on {addr}: not JSON ({status}): {body}"))?;
+    Ok((status, json))
 }

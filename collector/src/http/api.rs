@@ -169,6 +169,16 @@ fn range(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
         (Ok(s), Ok(e), Ok(st)) => (s, e, st),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad_data(e),
     };
+    // Prometheus refuses these as bad parameters (400), before evaluating.
+    if end < start {
+        return bad_data("invalid parameter \"end\": end timestamp must not be before start time");
+    }
+    if (end - start) / step >= vigil_promql::MAX_STEPS {
+        return bad_data(format!(
+            "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+            vigil_promql::MAX_STEPS
+        ));
+    }
     match range_query(state.store.as_ref(), query, start, end, step, limits) {
         Ok(m) => axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": matrix_json(&m)}})).into_response(),
         Err(e) => eval_error(state, e),

@@ -299,6 +299,16 @@ pub fn go_exponent(v: f64) -> String {
     format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
+/// Labels or annotations as Prometheus writes them: `null` when there are
+/// none.
+fn pairs_or_null(pairs: &[(String, String)]) -> Json {
+    if pairs.is_empty() {
+        Json::Null
+    } else {
+        pairs_json(pairs)
+    }
+}
+
 fn pairs_json(pairs: &[(String, String)]) -> Json {
     Json::Object(
         pairs
@@ -378,7 +388,7 @@ async fn rules(State(state): State<Arc<HttpState>>, RawQuery(query): RawQuery) -
                 let mut rule = json!({
                     "name": r.name,
                     "query": r.query,
-                    "labels": pairs_json(&r.labels),
+                    "labels": pairs_or_null(&r.labels),
                     "health": health,
                     "evaluationTime": r.eval_seconds,
                     "lastEvaluation": go_time(g.last_eval),
@@ -399,7 +409,7 @@ async fn rules(State(state): State<Arc<HttpState>>, RawQuery(query): RawQuery) -
                     rule["state"] = json!(state);
                     rule["duration"] = seconds_json(r.for_ms);
                     rule["keepFiringFor"] = seconds_json(r.keep_firing_for_ms);
-                    rule["annotations"] = pairs_json(&r.annotations);
+                    rule["annotations"] = pairs_or_null(&r.annotations);
                     rule["alerts"] = Json::Array(alerts.into_iter().map(alert_json).collect());
                     rule["type"] = json!("alerting");
                 } else {
