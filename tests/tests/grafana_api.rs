@@ -231,6 +231,31 @@ fn metadata_calls_answer_as_prometheus_does() -> Result<()> {
         &strings(success("labels", &theirs)?)?,
     )?;
 
+    // Federation: the same series, each with a timestamp.
+    let federate = |addr| -> Result<BTreeSet<String>> {
+        let (status, _, body) = vigil_tests::http_get(
+            addr,
+            &format!("/federate?match[]={}", url_encode("{__name__=~\"node_(load|memory|cpu).*\",job=\"node\"}")),
+            None,
+        )?;
+        ensure!(status == 200, "/federate: {status} {body}");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let mut fields = l.rsplitn(3, ' ');
+                let (t, _v, series) = (fields.next(), fields.next(), fields.next());
+                ensure!(
+                    t.is_some_and(|t| t.parse::<i64>().is_ok()),
+                    "/federate line without a timestamp: {l}"
+                );
+                series.map(str::to_string).context("short line")
+            })
+            .collect()
+    };
+    let ours = federate(pair.collector.http)?;
+    ensure!(ours.len() > 20, "/federate gave {} series", ours.len());
+    equal_sets("/federate", &ours, &federate(pair.prometheus.http)?)?;
+
     // Metadata: the same type and help for every family of the agent.
     let (ours, theirs) = both(&pair, "/api/v1/metadata")?;
     let (ours, theirs) = (success("metadata", &ours)?, success("metadata", &theirs)?);
