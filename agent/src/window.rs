@@ -15,6 +15,23 @@ use vigil_shared::histogram::{HistogramError, Ladder, WindowEncoder};
 use vigil_shared::labels::{self, SeriesLimits};
 use vigil_shared::proto;
 
+/// Suffix of the gauge family that carries each window's exact quantiles
+/// beside a histogram family (`vigil_cpu_busy_ratio_window`).
+pub const WINDOW_SUFFIX: &str = "_window";
+
+/// The quantiles of each window shipped in that family; `1` is the maximum.
+const WINDOW_QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
+
+/// The nearest-rank quantile of sorted values: the smallest value with at
+/// least `q` of the values at or below it.
+fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted.get(rank - 1).copied()
+}
+
 /// The kind of a family, as sources declare it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FamilyKind {
@@ -282,6 +299,11 @@ impl Windows {
         let end_ms = self.now_ms;
         let start_ms = self.window_start_ms;
         let mut out: Vec<Option<proto::Family>> = (0..self.families.len()).map(|_| None).collect();
+        // The windows' exact per-second quantiles, one gauge family beside
+        // each histogram family.
+        let mut quantiles: Vec<Option<proto::Family>> =
+            (0..self.families.len()).map(|_| None).collect();
+        let mut sorted: Vec<f64> = Vec::new();
         self.series.retain(|_, s| s.touched);
         for state in self.series.values_mut() {
             let family = &self.families[state.family.0 as usize];
@@ -305,6 +327,40 @@ impl Windows {
                     let w = self
                         .encoder
                         .encode(&state.samples, &ladder, start_ms, end_ms)?;
+                    if !state.samples.is_empty() {
+                        let family_out = quantiles[state.family.0 as usize].get_or_insert_with(|| {
+                            proto::Family {
+                                name: format!("{}{WINDOW_SUFFIX}", family.name),
+                                help: format!(
+                                    "Exact median (quantile 0.5), 99th percentile (0.99) and maximum (1) of {}'s per-second samples over each flush window.",
+                                    family.name
+                                ),
+                                kind: proto::Kind::Gauge as i32,
+                                bucket_bounds: Vec::new(),
+                                series: Vec::new(),
+                            }
+                        });
+                        sorted.clear();
+                        sorted.extend(state.samples.iter().copied().filter(|v| !v.is_nan()));
+                        sorted.sort_by(f64::total_cmp);
+                        for (q, text) in WINDOW_QUANTILES {
+                            let Some(v) = nearest_rank(&sorted, q) else {
+                                continue;
+                            };
+                            let mut labels = state.labels.clone();
+                            labels.push(proto::Label {
+                                name: "quantile".into(),
+                                value: text.into(),
+                            });
+                            labels.sort_by(|a, b| a.name.cmp(&b.name));
+                            family_out.series.push(proto::Series {
+                                labels,
+                                value: v,
+                                timestamp_ms: state.timestamp_ms,
+                                window: None,
+                            });
+                        }
+                    }
                     state.samples.clear();
                     Some(w)
                 }
@@ -320,7 +376,7 @@ impl Windows {
         }
         self.window_start_ms = 0;
         self.forget_unused_families();
-        Ok(out.into_iter().flatten().collect())
+        Ok(out.into_iter().chain(quantiles).flatten().collect())
     }
 
     /// Drops families with no series left, so that a family can come back
@@ -373,7 +429,7 @@ mod tests {
         w.set(load, &[], 0.7)?;
         w.observe(busy, &[], 0.75)?;
         let families = w.close()?;
-        assert_eq!(families.len(), 2);
+        assert_eq!(families.len(), 3);
         let load = families
             .iter()
             .find(|f| f.name == "node_load1")
@@ -397,7 +453,37 @@ mod tests {
         assert_eq!(window.count, 2);
         assert_eq!(window.sum, 1.0);
         assert_eq!((window.start_ms, window.end_ms), (1000, 2000));
+        let quantiles = families
+            .iter()
+            .find(|f| f.name == "vigil_cpu_busy_ratio_window")
+            .ok_or_else(|| anyhow::anyhow!("no window quantiles"))?;
+        let by_q: Vec<(String, f64)> = quantiles
+            .series
+            .iter()
+            .map(|s| {
+                let q = s.labels.iter().find(|l| l.name == "quantile");
+                (q.map(|l| l.value.clone()).unwrap_or_default(), s.value)
+            })
+            .collect();
+        assert_eq!(
+            by_q,
+            [
+                ("0.5".into(), 0.25),
+                ("0.99".into(), 0.75),
+                ("1".into(), 0.75)
+            ]
+        );
         Ok(())
+    }
+
+    #[test]
+    fn nearest_rank_quantiles_of_a_window() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(nearest_rank(&values, 0.5), Some(50.0));
+        assert_eq!(nearest_rank(&values, 0.99), Some(99.0));
+        assert_eq!(nearest_rank(&values, 1.0), Some(100.0));
+        assert_eq!(nearest_rank(&[3.0], 0.5), Some(3.0));
+        assert_eq!(nearest_rank(&[], 0.5), None);
     }
 
     #[test]

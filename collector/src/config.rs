@@ -452,6 +452,14 @@ pub struct RawStore {
     /// With `wal_fsync = "interval"`: how often.
     #[serde(default = "default_wal_fsync_interval")]
     pub wal_fsync_interval: HumanDuration,
+    /// How often the collector records its own metrics into its history
+    /// (`0s`: never).
+    #[serde(default = "default_self_metrics_interval")]
+    pub self_metrics_interval: HumanDuration,
+}
+
+fn default_self_metrics_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 /// `store.wal_fsync`
@@ -478,6 +486,7 @@ impl Default for RawStore {
             checkpoint_interval: default_checkpoint_interval(),
             wal_fsync: RawFsync::default(),
             wal_fsync_interval: default_wal_fsync_interval(),
+            self_metrics_interval: default_self_metrics_interval(),
         }
     }
 }
@@ -604,6 +613,8 @@ pub struct CollectorConfig {
     pub checkpoint_interval: Duration,
     /// When the write-ahead log is synced.
     pub wal_fsync: vigil_store::wal::FsyncPolicy,
+    /// How often the collector records its own metrics (None: never).
+    pub self_metrics_interval: Option<Duration>,
     /// Token for admin endpoints; without one they answer loopback callers only.
     pub admin_token: Option<Secret>,
     /// Rules.
@@ -957,6 +968,13 @@ impl RawConfig {
                 "must be between 10ms and 1m",
             ));
         }
+        let self_metrics = self.store.self_metrics_interval.0;
+        if !self_metrics.is_zero() && self_metrics < Duration::from_secs(1) {
+            problems.push(ConfigProblem::new(
+                "store.self_metrics_interval",
+                "must be 0s (off) or at least 1s",
+            ));
+        }
         if self.store.data_dir.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("store.data_dir", "must not be empty"));
         }
@@ -993,6 +1011,7 @@ impl RawConfig {
                 RawFsync::Always => vigil_store::wal::FsyncPolicy::Always,
                 RawFsync::Interval => vigil_store::wal::FsyncPolicy::Interval(fsync_interval),
             },
+            self_metrics_interval: (!self_metrics.is_zero()).then_some(self_metrics),
             admin_token,
             rules,
             notify,

@@ -20,6 +20,7 @@ pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod self_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -313,6 +314,28 @@ pub async fn serve(
         Arc::clone(&notify),
         &config,
     ));
+    if let Some(every) = config.self_metrics_interval {
+        let state = Arc::clone(&state);
+        let stop = shutdown.clone();
+        let instance = self_metrics::host_name();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        let state = Arc::clone(&state);
+                        let instance = instance.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            self_metrics::record(&state, &instance, vigil_store::now_ms())
+                        })
+                        .await;
+                    }
+                }
+            }
+        });
+    }
     let http_shutdown = shutdown.clone();
     let tls = config.web.tls.clone();
     let http_task = tasks.spawn(async move {

@@ -235,7 +235,10 @@ fn metadata_calls_answer_as_prometheus_does() -> Result<()> {
     let federate = |addr| -> Result<BTreeSet<String>> {
         let (status, _, body) = vigil_tests::http_get(
             addr,
-            &format!("/federate?match[]={}", url_encode("{__name__=~\"node_(load|memory|cpu).*\",job=\"node\"}")),
+            &format!(
+                "/federate?match[]={}",
+                url_encode("{__name__=~\"node_(load|memory|cpu).*\",job=\"node\"}")
+            ),
             None,
         )?;
         ensure!(status == 200, "/federate: {status} {body}");

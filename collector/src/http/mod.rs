@@ -139,11 +139,20 @@ pub fn render(state: &HttpState, format: Format) -> String {
             series,
         );
     });
-    state.ingest.write(&mut w);
-    state.agent_limits.write_metrics(&mut w);
-    state.rules.write_metrics(&mut w);
-    state.notify.write_metrics(&mut w);
-    state.query.write_metrics(&mut w);
+    render_own(state, &mut w);
+    let text = w.finish();
+    state.last_size.store(text.len(), Ordering::Relaxed);
+    text
+}
+
+/// Writes the collector's own families (`vigil_collector_*`) and the rule
+/// loop's `ALERTS`: everything on `/metrics` but the agents' series.
+pub fn render_own(state: &HttpState, w: &mut ExpositionWriter) {
+    state.ingest.write(w);
+    state.agent_limits.write_metrics(w);
+    state.rules.write_metrics(w);
+    state.notify.write_metrics(w);
+    state.query.write_metrics(w);
     for (name, help, value) in [
         (
             "vigil_collector_http_auth_failures_total",
@@ -241,9 +250,6 @@ pub fn render(state: &HttpState, format: Format) -> String {
         None,
         1.0,
     );
-    let text = w.finish();
-    state.last_size.store(text.len(), Ordering::Relaxed);
-    text
 }
 
 /// `/metrics`, rendered off the async workers: it takes the store's read
