@@ -219,7 +219,11 @@ pub struct SystemConfig {
     /// Where procfs is mounted (another path when the agent runs in a container).
     #[serde(default = "default_proc_path")]
     pub proc_path: PathBuf,
-    /// Prefix for mount points when taking filesystem statistics.
+    /// Where sysfs is mounted.
+    #[serde(default = "default_sys_path")]
+    pub sys_path: PathBuf,
+    /// Prefix for mount points when taking filesystem statistics, and for
+    /// /etc/os-release, /etc/localtime and /run/udev.
     #[serde(default = "default_rootfs_path")]
     pub rootfs_path: PathBuf,
     /// Mount points to leave out (regular expression).
@@ -245,6 +249,7 @@ impl Default for SystemConfig {
         Self {
             enabled: true,
             proc_path: default_proc_path(),
+            sys_path: default_sys_path(),
             rootfs_path: default_rootfs_path(),
             filesystem_mount_points_exclude: default_mount_points_exclude(),
             filesystem_fs_types_exclude: default_fs_types_exclude(),
@@ -260,6 +265,9 @@ fn yes() -> bool {
 }
 fn default_proc_path() -> PathBuf {
     PathBuf::from("/proc")
+}
+fn default_sys_path() -> PathBuf {
+    PathBuf::from("/sys")
 }
 fn default_rootfs_path() -> PathBuf {
     PathBuf::from("/")

@@ -39,7 +39,10 @@ pub trait Source: Send {
 pub fn build(config: &AgentConfig) -> Result<Vec<Box<dyn Source>>, SourceError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if config.system.enabled {
-        sources.push(Box::new(system::SystemSource::new(&config.system)?));
+        let mut system = system::SystemSource::new(&config.system)?;
+        // node_exporter gives `node_textfile_scrape_error 0` without a folder too.
+        system.textfile_absent = config.textfile.directory.is_none();
+        sources.push(Box::new(system));
     }
     if let Some(dir) = &config.textfile.directory {
         sources.push(Box::new(textfile::TextfileSource::new(

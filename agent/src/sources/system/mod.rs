@@ -3,12 +3,19 @@
 //! and units, so that existing rules and dashboards work unchanged; plus the
 //! per-second distributions (`vigil_*`) that a 15-second scrape would miss.
 //!
-//! It reads /proc directly (under `proc_path`, so tests point it at fixtures):
-//! a read costs 6–25 µs, where sysinfo's refreshes cost 70–700 µs and give
-//! percentages rather than node_exporter's counters.
+//! It reads /proc and /sys directly (under `proc_path` and `sys_path`, so
+//! tests point it at fixtures): a read costs 6–25 µs, where sysinfo's
+//! refreshes cost 70–700 µs and give percentages rather than node_exporter's
+//! counters. Every family of node_exporter 1.5's default Linux collectors is
+//! given (see [`collect`]), with `node_scrape_collector_success` and
+//! `node_scrape_collector_duration_seconds` per collector.
 
+pub mod collect;
 pub mod filesystem;
+pub mod kernel;
 pub mod procfs;
+pub mod sysfs;
+mod timex;
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -133,7 +140,45 @@ pub struct SystemSource {
     previous_net: Vec<(String, Previous<[f64; 2]>)>,
     buffer: String,
     problems: Vec<String>,
+    sys_path: PathBuf,
+    page_size: f64,
+    filters: collect::Filters,
+    slow: Vec<collect::Remembered>,
+    slow_read_at: Option<Instant>,
+    /// (major, minor) of each block device, from the last diskstats read.
+    disks: Vec<(String, u32, u32)>,
+    /// Set when no textfile folder is configured: the source then gives
+    /// `node_textfile_scrape_error 0`, as node_exporter does.
+    pub textfile_absent: bool,
 }
+
+/// node_exporter's collector names, in the order the source runs them.
+const COLLECTORS: [&str; 24] = [
+    "stat",
+    "meminfo",
+    "loadavg",
+    "diskstats",
+    "netdev",
+    "filesystem",
+    "uname",
+    "netstat",
+    "sockstat",
+    "softnet",
+    "arp",
+    "udp_queues",
+    "conntrack",
+    "vmstat",
+    "filefd",
+    "pressure",
+    "schedstat",
+    "timex",
+    "time",
+    "netclass",
+    "thermal_zone",
+    "os",
+    "entropy",
+    "cpu",
+];
 
 fn regex(pattern: &str, key: &str) -> Result<Regex, SourceError> {
     Regex::new(pattern).map_err(|e| SourceError(format!("sources.system.{key}: {e}")))
@@ -169,6 +214,13 @@ impl SystemSource {
             previous_net: Vec::new(),
             buffer: String::with_capacity(16 * 1024),
             problems: Vec::new(),
+            sys_path: config.sys_path.clone(),
+            page_size: rustix::param::page_size() as f64,
+            filters: collect::Filters::new()?,
+            slow: Vec::new(),
+            slow_read_at: None,
+            disks: Vec::new(),
+            textfile_absent: false,
         })
     }
 
@@ -188,14 +240,14 @@ impl SystemSource {
         }
     }
 
-    fn note_bad_lines(&mut self, file: &str, bad: usize) {
+    pub(super) fn note_bad_lines(&mut self, file: &str, bad: usize) {
         if bad > 0 {
             self.problems
                 .push(format!("{file}: {bad} lines did not parse"));
         }
     }
 
-    fn cpu_label(&mut self, cpu: u32) -> String {
+    pub(super) fn cpu_label(&mut self, cpu: u32) -> String {
         let i = cpu as usize;
         while self.cpu_labels.len() <= i {
             self.cpu_labels.push(self.cpu_labels.len().to_string());
@@ -375,10 +427,13 @@ impl SystemSource {
         )?;
         let mut previous = std::mem::take(&mut self.previous_disk);
         let mut next = Vec::with_capacity(disks.len());
+        self.disks.clear();
         for disk in disks
             .iter()
             .filter(|d| !self.disk_exclude.is_match(&d.device))
         {
+            self.disks
+                .push((disk.device.clone(), disk.major, disk.minor));
             let labels = [("device", disk.device.as_str())];
             for ((family, (_, _, factor)), value) in
                 families.iter().zip(DISK_FAMILIES).zip(&disk.fields)
@@ -623,13 +678,73 @@ impl Source for SystemSource {
     fn sample(&mut self, out: &mut Windows, now: SystemTime) -> Result<(), SourceError> {
         self.problems.clear();
         let mono = Instant::now();
-        self.sample_stat(out)?;
-        self.sample_meminfo(out)?;
-        self.sample_loadavg(out)?;
-        self.sample_diskstats(out, mono)?;
-        self.sample_net_dev(out, mono)?;
-        self.sample_filesystems(out)?;
-        self.sample_uname(out, now)?;
+        let now_s = unix_seconds(now) as i64;
+        let mut timings: Vec<(&str, f64, bool)> = Vec::with_capacity(COLLECTORS.len());
+        for name in COLLECTORS {
+            let started = Instant::now();
+            let before = self.problems.len();
+            match name {
+                "stat" => self.sample_stat(out)?,
+                "meminfo" => self.sample_meminfo(out)?,
+                "loadavg" => self.sample_loadavg(out)?,
+                "diskstats" => self.sample_diskstats(out, mono)?,
+                "netdev" => self.sample_net_dev(out, mono)?,
+                "filesystem" => self.sample_filesystems(out)?,
+                "uname" => self.sample_uname(out, now)?,
+                "netstat" => self.sample_netstat(out)?,
+                "sockstat" => self.sample_sockstat(out)?,
+                "softnet" => self.sample_softnet(out)?,
+                "arp" => self.sample_arp(out)?,
+                "udp_queues" => self.sample_udp_queues(out)?,
+                "conntrack" => self.sample_conntrack(out)?,
+                "vmstat" => self.sample_vmstat(out)?,
+                "filefd" => self.sample_filefd_entropy(out)?,
+                "pressure" => self.sample_pressure(out)?,
+                "schedstat" => self.sample_schedstat(out)?,
+                "timex" => self.sample_timex(out)?,
+                "time" => self.sample_time_zone(out, now_s)?,
+                "netclass" => self.sample_netclass(out)?,
+                "thermal_zone" => self.sample_thermal_cpufreq_hwmon(out)?,
+                "os" => {
+                    let disks = std::mem::take(&mut self.disks);
+                    self.sample_slow(out, mono, &disks)?;
+                    self.disks = disks;
+                }
+                // entropy is read with filefd, cpu with stat.
+                _ => {}
+            }
+            let ok = self.problems.len() == before;
+            timings.push((name, started.elapsed().as_secs_f64(), ok));
+        }
+        let success = out.family(
+            "node_scrape_collector_success",
+            "node_exporter: Whether a collector succeeded.",
+            FamilyKind::Gauge,
+        )?;
+        let duration = out.family(
+            "node_scrape_collector_duration_seconds",
+            "node_exporter: Duration of a collector scrape.",
+            FamilyKind::Gauge,
+        )?;
+        let stat_timing = timings.iter().find(|t| t.0 == "stat").copied();
+        let filefd_timing = timings.iter().find(|t| t.0 == "filefd").copied();
+        for (name, seconds, ok) in &timings {
+            let (seconds, ok) = match (*name, stat_timing, filefd_timing) {
+                ("cpu", Some(s), _) => (s.1, s.2),
+                ("entropy", _, Some(f)) => (f.1, f.2),
+                _ => (*seconds, *ok),
+            };
+            out.set(success, &[("collector", name)], if ok { 1.0 } else { 0.0 })?;
+            out.set(duration, &[("collector", name)], seconds)?;
+        }
+        if self.textfile_absent {
+            let f = out.family(
+                "node_textfile_scrape_error",
+                "1 if there was an error opening or reading a file, 0 otherwise",
+                FamilyKind::Gauge,
+            )?;
+            out.set(f, &[], 0.0)?;
+        }
         if self.problems.is_empty() {
             Ok(())
         } else {
@@ -645,11 +760,131 @@ mod tests {
     use vigil_shared::proto;
 
     fn fixture_source() -> Result<SystemSource, SourceError> {
+        fixture_source_at(&PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/proc"
+        )))
+    }
+
+    fn fixture_source_at(proc: &Path) -> Result<SystemSource, SourceError> {
         let config = SystemConfig {
-            proc_path: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/proc")),
+            proc_path: proc.to_path_buf(),
+            sys_path: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sys")),
+            rootfs_path: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/rootfs")),
             ..SystemConfig::default()
         };
         SystemSource::new(&config)
+    }
+
+    #[test]
+    fn fixture_host_gives_every_default_node_exporter_collector() -> anyhow::Result<()> {
+        let mut source = fixture_source()?;
+        let mut w = Windows::new("fixture", "node", 10_000)?;
+        w.begin_sample(1_000);
+        let _ = source.sample(&mut w, SystemTime::now());
+        let families = w.close()?;
+        for name in [
+            "node_netstat_Tcp_CurrEstab",
+            "node_netstat_TcpExt_ListenDrops",
+            "node_netstat_Icmp6_InMsgs",
+            "node_netstat_IpExt_InOctets",
+            "node_sockstat_sockets_used",
+            "node_sockstat_TCP_mem_bytes",
+            "node_sockstat_FRAG6_inuse",
+            "node_softnet_processed_total",
+            "node_arp_entries",
+            "node_udp_queues",
+            "node_nf_conntrack_entries",
+            "node_nf_conntrack_stat_found",
+            "node_vmstat_pgfault",
+            "node_vmstat_oom_kill",
+            "node_filefd_allocated",
+            "node_entropy_available_bits",
+            "node_pressure_cpu_waiting_seconds_total",
+            "node_pressure_io_stalled_seconds_total",
+            "node_schedstat_running_seconds_total",
+            "node_timex_status",
+            "node_time_zone_offset_seconds",
+            "node_time_clocksource_current_info",
+            "node_network_up",
+            "node_network_info",
+            "node_network_mtu_bytes",
+            "node_network_speed_bytes",
+            "node_network_receive_nohandler_total",
+            "node_thermal_zone_temp",
+            "node_cooling_device_cur_state",
+            "node_cpu_scaling_frequency_hertz",
+            "node_hwmon_temp_celsius",
+            "node_hwmon_chip_names",
+            "node_os_info",
+            "node_os_version",
+            "node_selinux_enabled",
+            "node_disk_info",
+            "node_scrape_collector_success",
+            "node_scrape_collector_duration_seconds",
+        ] {
+            assert!(!series(&families, name).is_empty(), "no {name}");
+        }
+        // Netstat and vmstat keep node_exporter's default field filters.
+        assert!(series(&families, "node_netstat_Tcp_RtoMin").is_empty());
+        assert!(series(&families, "node_vmstat_nr_free_pages").is_empty());
+        let io_stalled = series(&families, "node_pressure_io_stalled_seconds_total")[0].value;
+        assert!((io_stalled - 37.276874).abs() < 1e-9, "{io_stalled}");
+        let schedstat = series(&families, "node_schedstat_timeslices_total");
+        assert_eq!(schedstat.len(), 2);
+        let os = series(&families, "node_os_version");
+        assert_eq!(label(os[0], "id"), Some("debian"));
+        let zone = series(&families, "node_time_zone_offset_seconds");
+        assert_eq!(
+            (label(zone[0], "time_zone"), zone[0].value),
+            (Some("UTC"), 0.0)
+        );
+        let disk_info: Vec<_> = series(&families, "node_disk_info")
+            .iter()
+            .filter_map(|s| Some((label(s, "device")?, label(s, "major")?)))
+            .collect();
+        assert!(disk_info.contains(&("vda", "254")), "{disk_info:?}");
+        let up = series(&families, "node_network_up")
+            .into_iter()
+            .find(|s| label(s, "device") == Some("eth0"))
+            .map(|s| s.value);
+        assert_eq!(up, Some(1.0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_host_without_pressure_or_conntrack_has_no_such_families() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/proc"));
+        for file in [
+            "stat",
+            "meminfo",
+            "loadavg",
+            "diskstats",
+            "net/dev",
+            "self/mounts",
+        ] {
+            let to = dir.path().join(file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(fixtures.join(file), to)?;
+        }
+        let mut source = fixture_source_at(dir.path())?;
+        let mut w = Windows::new("fixture", "node", 10_000)?;
+        w.begin_sample(1_000);
+        let _ = source.sample(&mut w, SystemTime::now());
+        let families = w.close()?;
+        assert!(series(&families, "node_pressure_cpu_waiting_seconds_total").is_empty());
+        assert!(series(&families, "node_nf_conntrack_entries").is_empty());
+        assert!(series(&families, "node_load1").len() == 1);
+        // An absent file is not a failure of its collector.
+        let pressure_ok = series(&families, "node_scrape_collector_success")
+            .into_iter()
+            .find(|s| label(s, "collector") == Some("pressure"))
+            .map(|s| s.value);
+        assert_eq!(pressure_ok, Some(1.0));
+        Ok(())
     }
 
     fn series<'a>(families: &'a [proto::Family], name: &str) -> Vec<&'a proto::Series> {

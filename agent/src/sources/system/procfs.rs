@@ -175,6 +175,10 @@ pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
 pub struct DiskStats {
     /// The device name, such as `vda` or `nvme0n1`.
     pub device: String,
+    /// Major device number.
+    pub major: u32,
+    /// Minor device number.
+    pub minor: u32,
     /// The counters in kernel order; kernels before 4.18 give 11, before 5.5 give 15.
     pub fields: Vec<f64>,
 }
@@ -185,7 +189,7 @@ pub fn parse_diskstats(text: &str) -> (Vec<DiskStats>, usize) {
     let mut bad = 0;
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();
-        let (Some(_major), Some(_minor), Some(device)) = (parts.next(), parts.next(), parts.next())
+        let (Some(major), Some(minor), Some(device)) = (parts.next(), parts.next(), parts.next())
         else {
             if !line.trim().is_empty() {
                 bad += 1;
@@ -196,6 +200,8 @@ pub fn parse_diskstats(text: &str) -> (Vec<DiskStats>, usize) {
         match fields {
             Ok(f) if f.len() >= 11 => out.push(DiskStats {
                 device: device.to_string(),
+                major: major.parse().unwrap_or(0),
+                minor: minor.parse().unwrap_or(0),
                 fields: f,
             }),
             _ => bad += 1,
