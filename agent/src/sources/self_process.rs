@@ -1,6 +1,8 @@
 //! The agent's own footprint, so that "costs almost nothing on the host" can
 //! be checked on every host: resident memory and CPU seconds, from
-//! /proc/self. Always on.
+//! /proc/self, as `vigil_agent_*` and under the Prometheus client's
+//! standard `process_*` names that exporter dashboards (Node Exporter
+//! Full's "Exporter" panels) read. Always on.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -42,6 +44,23 @@ pub fn parse_rss_bytes(status: &str) -> Option<f64> {
     Some(kb * 1024.0)
 }
 
+/// `VmSize` of /proc/self/status, in bytes.
+pub fn parse_virtual_bytes(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let kb: f64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// The soft limit of a /proc/self/limits line (`Max open files`); -1 for
+/// `unlimited`, as the Prometheus client reports it.
+pub fn parse_limit(limits: &str, name: &str) -> Option<f64> {
+    let rest = limits.lines().find_map(|l| l.strip_prefix(name))?;
+    match rest.split_ascii_whitespace().next()? {
+        "unlimited" => Some(-1.0),
+        v => v.parse().ok(),
+    }
+}
+
 /// utime + stime of /proc/self/stat, in seconds.
 pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
@@ -61,24 +80,70 @@ impl Source for SelfProcessSource {
     fn sample(&mut self, out: &mut Windows, _now: SystemTime) -> Result<(), SourceError> {
         self.read("self/status")?;
         let rss = parse_rss_bytes(&self.buffer);
+        let virtual_bytes = parse_virtual_bytes(&self.buffer);
         self.read("self/stat")?;
         let cpu = parse_cpu_seconds(&self.buffer);
-        if let Some(rss) = rss {
-            let f = out.family(
-                "vigil_agent_resident_memory_bytes",
-                "Resident memory of the agent process.",
-                FamilyKind::Gauge,
-            )?;
-            out.set(f, &[], rss)?;
-        }
-        if let Some(cpu) = cpu {
-            let f = out.family(
-                "vigil_agent_cpu_seconds_total",
-                "CPU time (user and system) the agent process has used.",
-                FamilyKind::Counter,
-            )?;
-            out.set(f, &[], cpu)?;
-        }
+        self.read("self/limits")?;
+        let max_fds = parse_limit(&self.buffer, "Max open files");
+        let max_virtual = parse_limit(&self.buffer, "Max address space");
+        let open_fds = std::fs::read_dir(self.proc_path.join("self/fd"))
+            .map(|d| d.count() as f64)
+            .ok();
+        let mut set = |name: &str, help: &str, kind: FamilyKind, v: Option<f64>| {
+            if let Some(v) = v {
+                let f = out.family(name, help, kind)?;
+                out.set(f, &[], v)?;
+            }
+            Ok::<(), SourceError>(())
+        };
+        set(
+            "vigil_agent_resident_memory_bytes",
+            "Resident memory of the agent process.",
+            FamilyKind::Gauge,
+            rss,
+        )?;
+        set(
+            "vigil_agent_cpu_seconds_total",
+            "CPU time (user and system) the agent process has used.",
+            FamilyKind::Counter,
+            cpu,
+        )?;
+        set(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            FamilyKind::Counter,
+            cpu,
+        )?;
+        set(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            FamilyKind::Gauge,
+            rss,
+        )?;
+        set(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            FamilyKind::Gauge,
+            virtual_bytes,
+        )?;
+        set(
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            FamilyKind::Gauge,
+            max_virtual,
+        )?;
+        set(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            FamilyKind::Gauge,
+            open_fds,
+        )?;
+        set(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            FamilyKind::Gauge,
+            max_fds,
+        )?;
         Ok(())
     }
 }
@@ -97,6 +162,13 @@ mod tests {
         let stat = "4242 (vigil (a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 200";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert_eq!(parse_cpu_seconds("1 (x) S 1 2"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\nMax address space         unlimited            unlimited            bytes\n";
+        assert_eq!(parse_limit(limits, "Max open files"), Some(1024.0));
+        assert_eq!(parse_limit(limits, "Max address space"), Some(-1.0));
+        assert_eq!(
+            parse_virtual_bytes("VmSize:\t  2048 kB\n"),
+            Some(2_097_152.0)
+        );
     }
 
     #[test]

@@ -26,10 +26,28 @@ pub const SLOW_EVERY: Duration = Duration::from_secs(60);
 /// A reading remembered between slow reads: (family, help, labels, value).
 pub(super) type Remembered = (String, String, Vec<(String, String)>, f64);
 
-/// The compiled default field filters of netstat and vmstat.
+/// The default field filters of netstat and vmstat, with each field's
+/// verdict remembered: a kernel has a few hundred fields, and matching them
+/// all every second would cost more than reading the files.
 pub(super) struct Filters {
     netstat: Regex,
     vmstat: Regex,
+    netstat_seen: std::collections::HashMap<String, bool>,
+    vmstat_seen: std::collections::HashMap<String, bool>,
+}
+
+/// Most field names remembered per filter (a kernel has a few hundred).
+const MAX_REMEMBERED: usize = 4096;
+
+fn remembered(seen: &mut std::collections::HashMap<String, bool>, re: &Regex, key: &str) -> bool {
+    if let Some(v) = seen.get(key) {
+        return *v;
+    }
+    let v = re.is_match(key);
+    if seen.len() < MAX_REMEMBERED {
+        seen.insert(key.to_string(), v);
+    }
+    v
 }
 
 impl Filters {
@@ -39,7 +57,17 @@ impl Filters {
                 .map_err(|e| SourceError(format!("netstat filter: {e}")))?,
             vmstat: Regex::new(kernel::VMSTAT_FIELDS)
                 .map_err(|e| SourceError(format!("vmstat filter: {e}")))?,
+            netstat_seen: std::collections::HashMap::new(),
+            vmstat_seen: std::collections::HashMap::new(),
         })
+    }
+
+    fn netstat(&mut self, key: &str) -> bool {
+        remembered(&mut self.netstat_seen, &self.netstat, key)
+    }
+
+    fn vmstat(&mut self, key: &str) -> bool {
+        remembered(&mut self.vmstat_seen, &self.vmstat, key)
     }
 }
 
@@ -97,7 +125,7 @@ impl SystemSource {
             key.push_str(&proto);
             key.push('_');
             key.push_str(&name);
-            if !self.filters.netstat.is_match(&key) {
+            if !self.filters.netstat(&key) {
                 continue;
             }
             set(
@@ -280,7 +308,7 @@ impl SystemSource {
         let (fields, bad) = kernel::parse_vmstat(&self.buffer);
         self.note_bad_lines("vmstat", bad);
         for (name, v) in fields {
-            if self.filters.vmstat.is_match(&name) {
+            if self.filters.vmstat(&name) {
                 set(
                     out,
                     &format!("node_vmstat_{name}"),
