@@ -7,8 +7,11 @@
 //!
 //! A file or folder the host does not have (no /proc/pressure on an old
 //! kernel, no conntrack module, no hwmon in a VM) is an absent family, not
-//! an error. Slow-changing facts (os, selinux, clocksources, disk info) are
-//! read every [`SLOW_EVERY`] and repeated from memory in between.
+//! an error. Slow-changing facts (time zone, os, selinux, clocksources, disk
+//! info) are read every [`SLOW_EVERY`] (60 s), and files that grow with the
+//! host's interfaces and sockets (network classes, ARP, UDP queues) every
+//! [`MEDIUM_EVERY`] (10 s); both are repeated from memory in between, so
+//! every flush carries them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,8 +26,59 @@ use crate::window::{FamilyKind, Windows};
 /// How often slow-changing facts are read again.
 pub const SLOW_EVERY: Duration = Duration::from_secs(60);
 
-/// A reading remembered between slow reads: (family, help, labels, value).
-pub(super) type Remembered = (String, String, Vec<(String, String)>, f64);
+/// How often network interface classes, ARP entries and UDP queues are
+/// read again (their files grow with the host's interfaces and sockets).
+pub const MEDIUM_EVERY: Duration = Duration::from_secs(10);
+
+/// A reading remembered between reads: (family, help, kind, labels, value).
+pub(super) type Remembered = (String, String, FamilyKind, Vec<(String, String)>, f64);
+
+/// Readings of one tier, and when they were taken.
+#[derive(Default)]
+pub(super) struct Tier {
+    entries: Vec<Remembered>,
+    read_at: Option<Instant>,
+}
+
+impl Tier {
+    /// True when the readings are older than `every` (or were never taken).
+    fn stale(&self, now: Instant, every: Duration) -> bool {
+        self.read_at
+            .is_none_or(|at| now.duration_since(at) >= every)
+    }
+
+    /// Records the readings into this sample's window.
+    fn emit(&self, out: &mut Windows) -> Result<(), SourceError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(8);
+        for (name, help, kind, labels, v) in &self.entries {
+            pairs.clear();
+            pairs.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let f = out.family(name, help, *kind)?;
+            out.set(f, &pairs, *v)?;
+        }
+        Ok(())
+    }
+}
+
+fn remember(
+    list: &mut Vec<Remembered>,
+    name: impl Into<String>,
+    help: impl Into<String>,
+    kind: FamilyKind,
+    labels: &[(&str, &str)],
+    v: f64,
+) {
+    list.push((
+        name.into(),
+        help.into(),
+        kind,
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        v,
+    ));
+}
 
 /// The default field filters of netstat and vmstat, with each field's
 /// verdict remembered: a kernel has a few hundred fields, and matching them
@@ -214,40 +268,66 @@ impl SystemSource {
         Ok(())
     }
 
-    pub(super) fn sample_arp(&mut self, out: &mut Windows) -> Result<(), SourceError> {
-        if !self.read_optional("net/arp") {
-            return Ok(());
+    /// ARP entries, UDP queues and interface classes, read every
+    /// [`MEDIUM_EVERY`] and repeated from memory in between.
+    pub(super) fn sample_medium(
+        &mut self,
+        out: &mut Windows,
+        now: Instant,
+    ) -> Result<(), SourceError> {
+        if self.medium.stale(now, MEDIUM_EVERY) {
+            let mut list = Vec::new();
+            self.read_arp_udp(&mut list);
+            self.read_netclass(&mut list);
+            self.medium = Tier {
+                entries: list,
+                read_at: Some(now),
+            };
         }
-        let f = out.family(
-            "node_arp_entries",
-            "ARP entries by device",
-            FamilyKind::Gauge,
-        )?;
-        for (device, n) in kernel::parse_arp(&self.buffer) {
-            out.set(f, &[("device", &device)], n as f64)?;
-        }
-        Ok(())
+        self.medium.emit(out)
     }
 
-    pub(super) fn sample_udp_queues(&mut self, out: &mut Windows) -> Result<(), SourceError> {
+    fn read_arp_udp(&mut self, list: &mut Vec<Remembered>) {
+        if self.read_optional("net/arp") {
+            for (device, n) in kernel::parse_arp(&self.buffer) {
+                remember(
+                    list,
+                    "node_arp_entries",
+                    "ARP entries by device",
+                    FamilyKind::Gauge,
+                    &[("device", &device)],
+                    n as f64,
+                );
+            }
+        }
         for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
             if !self.read_optional(file) {
                 continue;
             }
             match kernel::parse_udp_queues(&self.buffer) {
                 Some((tx, rx)) => {
-                    let f = out.family(
+                    let help =
+                        "Number of allocated memory in the kernel for UDP datagrams in bytes.";
+                    remember(
+                        list,
                         "node_udp_queues",
-                        "Number of allocated memory in the kernel for UDP datagrams in bytes.",
+                        help,
                         FamilyKind::Gauge,
-                    )?;
-                    out.set(f, &[("ip", ip), ("queue", "tx")], tx)?;
-                    out.set(f, &[("ip", ip), ("queue", "rx")], rx)?;
+                        &[("ip", ip), ("queue", "tx")],
+                        tx,
+                    );
+                    remember(
+                        list,
+                        "node_udp_queues",
+                        help,
+                        FamilyKind::Gauge,
+                        &[("ip", ip), ("queue", "rx")],
+                        rx,
+                    );
                 }
                 None => self.problems.push(format!("{file}: does not parse")),
             }
         }
-        Ok(())
     }
 
     pub(super) fn sample_conntrack(&mut self, out: &mut Windows) -> Result<(), SourceError> {
@@ -448,27 +528,7 @@ impl SystemSource {
         Ok(())
     }
 
-    pub(super) fn sample_time_zone(
-        &mut self,
-        out: &mut Windows,
-        now: i64,
-    ) -> Result<(), SourceError> {
-        let path = self.rootfs_path.join("etc/localtime");
-        let zone = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| kernel::parse_tzif(&bytes, now))
-            .unwrap_or_else(|| ("UTC".to_string(), 0));
-        set(
-            out,
-            "node_time_zone_offset_seconds",
-            "System time zone offset in seconds.",
-            FamilyKind::Gauge,
-            &[("time_zone", &zone.0)],
-            zone.1 as f64,
-        )
-    }
-
-    pub(super) fn sample_netclass(&mut self, out: &mut Windows) -> Result<(), SourceError> {
+    fn read_netclass(&mut self, list: &mut Vec<Remembered>) {
         for dev in sysfs::net_class(&self.sys_path) {
             if self
                 .net_exclude
@@ -484,35 +544,35 @@ impl SystemSource {
                 } else {
                     FamilyKind::Gauge
                 };
-                set(
-                    out,
-                    &format!("node_network_{suffix}"),
-                    &format!("Network device property: {suffix}"),
+                remember(
+                    list,
+                    format!("node_network_{suffix}"),
+                    format!("Network device property: {suffix}"),
                     kind,
                     &labels,
                     *v,
-                )?;
+                );
             }
             if let Some(speed) = dev.speed_bytes {
-                set(
-                    out,
+                remember(
+                    list,
                     "node_network_speed_bytes",
                     "Network device property: speed_bytes",
                     FamilyKind::Gauge,
                     &labels,
                     speed,
-                )?;
+                );
             }
-            set(
-                out,
+            remember(
+                list,
                 "node_network_up",
                 "Value is 1 if operstate is 'up', 0 otherwise.",
                 FamilyKind::Gauge,
                 &labels,
                 if dev.operstate == "up" { 1.0 } else { 0.0 },
-            )?;
-            set(
-                out,
+            );
+            remember(
+                list,
                 "node_network_info",
                 "Non-numeric data from /sys/class/net/<iface>, value is always 1.",
                 FamilyKind::Gauge,
@@ -525,19 +585,18 @@ impl SystemSource {
                     ("operstate", &dev.operstate),
                 ],
                 1.0,
-            )?;
+            );
             if let Some(v) = dev.rx_nohandler {
-                set(
-                    out,
+                remember(
+                    list,
                     "node_network_receive_nohandler_total",
                     "Network device statistic receive_nohandler.",
                     FamilyKind::Counter,
                     &labels,
                     v,
-                )?;
+                );
             }
         }
-        Ok(())
     }
 
     pub(super) fn sample_thermal_cpufreq_hwmon(
@@ -621,47 +680,46 @@ impl SystemSource {
         Ok(())
     }
 
-    /// os, selinux, clocksources and disk info: read every [`SLOW_EVERY`],
-    /// repeated from memory in between.
+    /// Time zone, os, selinux, clocksources and disk info: read every
+    /// [`SLOW_EVERY`], repeated from memory in between.
     pub(super) fn sample_slow(
         &mut self,
         out: &mut Windows,
         now: Instant,
+        wall: i64,
         disks: &[(String, u32, u32)],
     ) -> Result<(), SourceError> {
-        let stale = self
-            .slow_read_at
-            .is_none_or(|at| now.duration_since(at) >= SLOW_EVERY);
-        if stale {
-            self.slow = self.read_slow(disks);
-            self.slow_read_at = Some(now);
+        if self.slow.stale(now, SLOW_EVERY) {
+            self.slow = Tier {
+                entries: self.read_slow(disks, wall),
+                read_at: Some(now),
+            };
         }
-        for (name, help, labels, v) in &self.slow {
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let f = out.family(name, help, FamilyKind::Gauge)?;
-            out.set(f, &pairs, *v)?;
-        }
-        Ok(())
+        self.slow.emit(out)
     }
 
-    fn read_slow(&mut self, disks: &[(String, u32, u32)]) -> Vec<Remembered> {
+    fn read_slow(&mut self, disks: &[(String, u32, u32)], wall: i64) -> Vec<Remembered> {
         let mut out: Vec<Remembered> = Vec::new();
-        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        // os
+        let gauge = FamilyKind::Gauge;
+        let zone = std::fs::read(self.rootfs_path.join("etc/localtime"))
+            .ok()
+            .and_then(|bytes| kernel::parse_tzif(&bytes, wall))
+            .unwrap_or_else(|| ("UTC".to_string(), 0));
+        remember(
+            &mut out,
+            "node_time_zone_offset_seconds",
+            "System time zone offset in seconds.",
+            gauge,
+            &[("time_zone", &zone.0)],
+            zone.1 as f64,
+        );
         let os_text = ["etc/os-release", "usr/lib/os-release"]
             .iter()
             .find_map(|p| std::fs::read_to_string(self.rootfs_path.join(p)).ok());
         if let Some(text) = os_text {
             let os = kernel::parse_os_release(&text);
             let get = |k: &str| os.get(k).cloned().unwrap_or_default();
-            let info: Vec<(String, String)> = [
+            let info: Vec<(&str, String)> = [
                 ("build_id", "BUILD_ID"),
                 ("id", "ID"),
                 ("id_like", "ID_LIKE"),
@@ -676,69 +734,76 @@ impl SystemSource {
                 ("version_id", "VERSION_ID"),
             ]
             .iter()
-            .map(|(label, key)| (label.to_string(), get(key)))
+            .map(|(label, key)| (*label, get(key)))
             .collect();
-            out.push(("node_os_info".into(), "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.".into(), info, 1.0));
+            let labels: Vec<(&str, &str)> = info.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            remember(
+                &mut out,
+                "node_os_info",
+                "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.",
+                gauge,
+                &labels,
+                1.0,
+            );
             if let Some(v) = kernel::os_version_number(&get("VERSION_ID")) {
-                out.push((
-                    "node_os_version".into(),
-                    "Metric containing the major.minor part of the OS version.".into(),
-                    pairs(&[
+                remember(
+                    &mut out,
+                    "node_os_version",
+                    "Metric containing the major.minor part of the OS version.",
+                    gauge,
+                    &[
                         ("id", &get("ID")),
                         ("id_like", &get("ID_LIKE")),
                         ("name", &get("NAME")),
-                    ]),
+                    ],
                     v,
-                ));
+                );
             }
         }
-        // selinux
+        let enabled = "SELinux is enabled, 1 is true, 0 is false";
         match sysfs::selinux(&self.sys_path) {
-            None => out.push((
-                "node_selinux_enabled".into(),
-                "SELinux is enabled, 1 is true, 0 is false".into(),
-                Vec::new(),
-                0.0,
-            )),
+            None => remember(&mut out, "node_selinux_enabled", enabled, gauge, &[], 0.0),
             Some((config, current)) => {
-                out.push((
-                    "node_selinux_enabled".into(),
-                    "SELinux is enabled, 1 is true, 0 is false".into(),
-                    Vec::new(),
-                    1.0,
-                ));
-                out.push((
-                    "node_selinux_config_mode".into(),
-                    "Configured SELinux enforcement mode".into(),
-                    Vec::new(),
+                remember(&mut out, "node_selinux_enabled", enabled, gauge, &[], 1.0);
+                remember(
+                    &mut out,
+                    "node_selinux_config_mode",
+                    "Configured SELinux enforcement mode",
+                    gauge,
+                    &[],
                     config,
-                ));
-                out.push((
-                    "node_selinux_current_mode".into(),
-                    "Current SELinux enforcement mode".into(),
-                    Vec::new(),
+                );
+                remember(
+                    &mut out,
+                    "node_selinux_current_mode",
+                    "Current SELinux enforcement mode",
+                    gauge,
+                    &[],
                     current,
-                ));
+                );
             }
         }
-        // clocksources
         for (device, available, current) in sysfs::clocksources(&self.sys_path) {
             for source in available {
-                out.push((
-                    "node_time_clocksource_available_info".into(),
-                    "Available clocksources read from '/sys/devices/system/clocksource'.".into(),
-                    pairs(&[("clocksource", &source), ("device", &device)]),
+                remember(
+                    &mut out,
+                    "node_time_clocksource_available_info",
+                    "Available clocksources read from '/sys/devices/system/clocksource'.",
+                    gauge,
+                    &[("clocksource", &source), ("device", &device)],
                     1.0,
-                ));
+                );
             }
-            out.push((
-                "node_time_clocksource_current_info".into(),
-                "Current clocksource read from '/sys/devices/system/clocksource'.".into(),
-                pairs(&[("clocksource", &current), ("device", &device)]),
+            remember(
+                &mut out,
+                "node_time_clocksource_current_info",
+                "Current clocksource read from '/sys/devices/system/clocksource'.",
+                gauge,
+                &[("clocksource", &current), ("device", &device)],
                 1.0,
-            ));
+            );
         }
-        // disk info: udev's properties of each block device, when udev runs.
+        // Disk info: udev's properties of each block device, when udev runs.
         for (device, major, minor) in disks {
             let udev = std::fs::read_to_string(
                 self.rootfs_path
@@ -750,22 +815,25 @@ impl SystemSource {
                 .filter_map(|l| l.strip_prefix("E:"))
                 .filter_map(|l| l.split_once('='))
                 .collect();
-            let prop = |k: &str| props.get(k).copied().unwrap_or("").to_string();
-            out.push((
-                "node_disk_info".into(),
-                "Info of /sys/block/<block_device>.".into(),
-                vec![
-                    ("device".into(), device.clone()),
-                    ("major".into(), major.to_string()),
-                    ("minor".into(), minor.to_string()),
-                    ("model".into(), prop("ID_MODEL")),
-                    ("path".into(), prop("ID_PATH")),
-                    ("revision".into(), prop("ID_REVISION")),
-                    ("serial".into(), prop("ID_SERIAL_SHORT")),
-                    ("wwn".into(), prop("ID_WWN")),
+            let prop = |k: &str| props.get(k).copied().unwrap_or("");
+            let (major, minor) = (major.to_string(), minor.to_string());
+            remember(
+                &mut out,
+                "node_disk_info",
+                "Info of /sys/block/<block_device>.",
+                gauge,
+                &[
+                    ("device", device),
+                    ("major", &major),
+                    ("minor", &minor),
+                    ("model", prop("ID_MODEL")),
+                    ("path", prop("ID_PATH")),
+                    ("revision", prop("ID_REVISION")),
+                    ("serial", prop("ID_SERIAL_SHORT")),
+                    ("wwn", prop("ID_WWN")),
                 ],
                 1.0,
-            ));
+            );
         }
         out
     }

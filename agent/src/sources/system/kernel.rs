@@ -81,7 +81,7 @@ pub fn parse_sockstat(text: &str) -> (Vec<Stat>, usize) {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             bad += 1;
             continue;
         }

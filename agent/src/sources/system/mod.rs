@@ -143,8 +143,8 @@ pub struct SystemSource {
     sys_path: PathBuf,
     page_size: f64,
     filters: collect::Filters,
-    slow: Vec<collect::Remembered>,
-    slow_read_at: Option<Instant>,
+    slow: collect::Tier,
+    medium: collect::Tier,
     /// (major, minor) of each block device, from the last diskstats read.
     disks: Vec<(String, u32, u32)>,
     /// Set when no textfile folder is configured: the source then gives
@@ -217,8 +217,8 @@ impl SystemSource {
             sys_path: config.sys_path.clone(),
             page_size: rustix::param::page_size() as f64,
             filters: collect::Filters::new()?,
-            slow: Vec::new(),
-            slow_read_at: None,
+            slow: collect::Tier::default(),
+            medium: collect::Tier::default(),
             disks: Vec::new(),
             textfile_absent: false,
         })
@@ -694,23 +694,22 @@ impl Source for SystemSource {
                 "netstat" => self.sample_netstat(out)?,
                 "sockstat" => self.sample_sockstat(out)?,
                 "softnet" => self.sample_softnet(out)?,
-                "arp" => self.sample_arp(out)?,
-                "udp_queues" => self.sample_udp_queues(out)?,
+                "arp" => self.sample_medium(out, mono)?,
                 "conntrack" => self.sample_conntrack(out)?,
                 "vmstat" => self.sample_vmstat(out)?,
                 "filefd" => self.sample_filefd_entropy(out)?,
                 "pressure" => self.sample_pressure(out)?,
                 "schedstat" => self.sample_schedstat(out)?,
                 "timex" => self.sample_timex(out)?,
-                "time" => self.sample_time_zone(out, now_s)?,
-                "netclass" => self.sample_netclass(out)?,
+
                 "thermal_zone" => self.sample_thermal_cpufreq_hwmon(out)?,
                 "os" => {
                     let disks = std::mem::take(&mut self.disks);
-                    self.sample_slow(out, mono, &disks)?;
+                    self.sample_slow(out, mono, now_s, &disks)?;
                     self.disks = disks;
                 }
-                // entropy is read with filefd, cpu with stat.
+                // entropy is read with filefd, cpu with stat, udp_queues and
+                // netclass with arp, time with os.
                 _ => {}
             }
             let ok = self.problems.len() == before;
@@ -726,14 +725,16 @@ impl Source for SystemSource {
             "node_exporter: Duration of a collector scrape.",
             FamilyKind::Gauge,
         )?;
-        let stat_timing = timings.iter().find(|t| t.0 == "stat").copied();
-        let filefd_timing = timings.iter().find(|t| t.0 == "filefd").copied();
+        let timing = |name: &str| timings.iter().find(|t| t.0 == name).copied();
         for (name, seconds, ok) in &timings {
-            let (seconds, ok) = match (*name, stat_timing, filefd_timing) {
-                ("cpu", Some(s), _) => (s.1, s.2),
-                ("entropy", _, Some(f)) => (f.1, f.2),
-                _ => (*seconds, *ok),
+            let shared_with = match *name {
+                "cpu" => timing("stat"),
+                "entropy" => timing("filefd"),
+                "udp_queues" | "netclass" => timing("arp"),
+                "time" => timing("os"),
+                _ => None,
             };
+            let (seconds, ok) = shared_with.map_or((*seconds, *ok), |t| (t.1, t.2));
             out.set(success, &[("collector", name)], if ok { 1.0 } else { 0.0 })?;
             out.set(duration, &[("collector", name)], seconds)?;
         }

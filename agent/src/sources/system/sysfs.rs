@@ -128,9 +128,14 @@ pub fn clocksources(sys: &Path) -> Vec<(String, Vec<String>, String)> {
         .collect()
 }
 
-/// Thermal zones (zone number, type, °C) and cooling devices (name
-/// number, type, current state, max state).
-pub fn thermal(sys: &Path) -> (Vec<(String, String, f64)>, Vec<(String, String, f64, f64)>) {
+/// A thermal zone: (zone number, type, °C).
+pub type Zone = (String, String, f64);
+
+/// A cooling device: (number, type, current state, max state).
+pub type Cooling = (String, String, f64, f64);
+
+/// Thermal zones and cooling devices.
+pub fn thermal(sys: &Path) -> (Vec<Zone>, Vec<Cooling>) {
     let base = sys.join("class/thermal");
     let zones = entries(&base, "thermal_zone")
         .into_iter()
