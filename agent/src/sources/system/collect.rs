@@ -42,13 +42,40 @@ pub(super) struct Tier {
 
 impl Tier {
     /// True when the readings are older than `every` (or were never taken).
-    fn stale(&self, now: Instant, every: Duration) -> bool {
+    pub(super) fn stale(&self, now: Instant, every: Duration) -> bool {
         self.read_at
             .is_none_or(|at| now.duration_since(at) >= every)
     }
 
+    /// Readings from a closed window of their own (its `instance` and
+    /// `job` left out), taken `now`.
+    pub(super) fn from_families(families: Vec<vigil_shared::proto::Family>, now: Instant) -> Self {
+        use vigil_shared::proto::Kind;
+        let mut entries = Vec::new();
+        for f in families {
+            let kind = match Kind::try_from(f.kind) {
+                Ok(Kind::Counter) => FamilyKind::Counter,
+                Ok(Kind::Gauge) => FamilyKind::Gauge,
+                _ => FamilyKind::Untyped,
+            };
+            for series in f.series {
+                let labels = series
+                    .labels
+                    .into_iter()
+                    .filter(|l| l.name != "instance" && l.name != "job")
+                    .map(|l| (l.name, l.value))
+                    .collect();
+                entries.push((f.name.clone(), f.help.clone(), kind, labels, series.value));
+            }
+        }
+        Self {
+            entries,
+            read_at: Some(now),
+        }
+    }
+
     /// Records the readings into this sample's window.
-    fn emit(&self, out: &mut Windows) -> Result<(), SourceError> {
+    pub(super) fn emit(&self, out: &mut Windows) -> Result<(), SourceError> {
         let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(8);
         for (name, help, kind, labels, v) in &self.entries {
             pairs.clear();

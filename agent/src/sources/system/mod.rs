@@ -145,12 +145,32 @@ pub struct SystemSource {
     filters: collect::Filters,
     slow: collect::Tier,
     medium: collect::Tier,
+    ten_seconds: collect::Tier,
+    scratch: Option<Windows>,
+    last_timings: std::collections::HashMap<&'static str, (f64, bool)>,
     /// (major, minor) of each block device, from the last diskstats read.
     disks: Vec<(String, u32, u32)>,
     /// Set when no textfile folder is configured: the source then gives
     /// `node_textfile_scrape_error 0`, as node_exporter does.
     pub textfile_absent: bool,
 }
+
+/// Collectors read every ten seconds ([`collect::MEDIUM_EVERY`]) and
+/// repeated from memory in between: counters and gauges that node_exporter's
+/// users scrape every 15 to 60 s, whose files are larger or more numerous
+/// than the per-second ones.
+const TEN_SECONDS: [&str; 10] = [
+    "netstat",
+    "sockstat",
+    "softnet",
+    "conntrack",
+    "vmstat",
+    "filefd",
+    "pressure",
+    "schedstat",
+    "timex",
+    "thermal_zone",
+];
 
 /// node_exporter's collector names, in the order the source runs them.
 const COLLECTORS: [&str; 24] = [
@@ -219,6 +239,9 @@ impl SystemSource {
             filters: collect::Filters::new()?,
             slow: collect::Tier::default(),
             medium: collect::Tier::default(),
+            ten_seconds: collect::Tier::default(),
+            scratch: None,
+            last_timings: std::collections::HashMap::new(),
             disks: Vec::new(),
             textfile_absent: false,
         })
@@ -680,9 +703,42 @@ impl Source for SystemSource {
         let mono = Instant::now();
         let now_s = unix_seconds(now) as i64;
         let mut timings: Vec<(&str, f64, bool)> = Vec::with_capacity(COLLECTORS.len());
+        // The ten-second collectors write into a window of their own, whose
+        // readings are then repeated every sample until the next read.
+        let mut scratch = if self.ten_seconds.stale(mono, collect::MEDIUM_EVERY) {
+            let mut w = self
+                .scratch
+                .take()
+                .map_or_else(|| Windows::new("scratch", "scratch", 100_000), Ok)
+                .map_err(|e| SourceError(format!("ten-second window: {e}")))?;
+            w.begin_sample((unix_seconds(now) * 1000.0) as i64);
+            Some(w)
+        } else {
+            None
+        };
         for name in COLLECTORS {
             let started = Instant::now();
             let before = self.problems.len();
+            if TEN_SECONDS.contains(&name) {
+                let Some(scratch) = scratch.as_mut() else {
+                    continue;
+                };
+                match name {
+                    "netstat" => self.sample_netstat(scratch)?,
+                    "sockstat" => self.sample_sockstat(scratch)?,
+                    "softnet" => self.sample_softnet(scratch)?,
+                    "conntrack" => self.sample_conntrack(scratch)?,
+                    "vmstat" => self.sample_vmstat(scratch)?,
+                    "filefd" => self.sample_filefd_entropy(scratch)?,
+                    "pressure" => self.sample_pressure(scratch)?,
+                    "schedstat" => self.sample_schedstat(scratch)?,
+                    "timex" => self.sample_timex(scratch)?,
+                    _ => self.sample_thermal_cpufreq_hwmon(scratch)?,
+                }
+                let ok = self.problems.len() == before;
+                timings.push((name, started.elapsed().as_secs_f64(), ok));
+                continue;
+            }
             match name {
                 "stat" => self.sample_stat(out)?,
                 "meminfo" => self.sample_meminfo(out)?,
@@ -691,18 +747,7 @@ impl Source for SystemSource {
                 "netdev" => self.sample_net_dev(out, mono)?,
                 "filesystem" => self.sample_filesystems(out)?,
                 "uname" => self.sample_uname(out, now)?,
-                "netstat" => self.sample_netstat(out)?,
-                "sockstat" => self.sample_sockstat(out)?,
-                "softnet" => self.sample_softnet(out)?,
                 "arp" => self.sample_medium(out, mono)?,
-                "conntrack" => self.sample_conntrack(out)?,
-                "vmstat" => self.sample_vmstat(out)?,
-                "filefd" => self.sample_filefd_entropy(out)?,
-                "pressure" => self.sample_pressure(out)?,
-                "schedstat" => self.sample_schedstat(out)?,
-                "timex" => self.sample_timex(out)?,
-
-                "thermal_zone" => self.sample_thermal_cpufreq_hwmon(out)?,
                 "os" => {
                     let disks = std::mem::take(&mut self.disks);
                     self.sample_slow(out, mono, now_s, &disks)?;
@@ -714,6 +759,24 @@ impl Source for SystemSource {
             }
             let ok = self.problems.len() == before;
             timings.push((name, started.elapsed().as_secs_f64(), ok));
+        }
+        if let Some(mut w) = scratch {
+            let families = w
+                .close()
+                .map_err(|e| SourceError(format!("ten-second window: {e}")))?;
+            self.ten_seconds = collect::Tier::from_families(families, mono);
+            self.scratch = Some(w);
+        }
+        self.ten_seconds.emit(out)?;
+        for t in &timings {
+            self.last_timings.insert(t.0, (t.1, t.2));
+        }
+        for name in TEN_SECONDS {
+            if !timings.iter().any(|t| t.0 == name)
+                && let Some((seconds, ok)) = self.last_timings.get(name)
+            {
+                timings.push((name, *seconds, *ok));
+            }
         }
         let success = out.family(
             "node_scrape_collector_success",
