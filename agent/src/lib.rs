@@ -9,6 +9,7 @@
 //! [`run`] wires the stages and owns shutdown; `main.rs` only parses flags.
 
 pub mod config;
+pub mod memory;
 pub mod ship;
 pub mod sources;
 pub mod window;

@@ -26,6 +26,7 @@ struct Flags {
 }
 
 fn main() -> std::process::ExitCode {
+    vigil_agent::memory::one_arena();
     vigil_shared::logging::exit_code(run(Flags::parse()))
 }
 

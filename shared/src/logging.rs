@@ -28,15 +28,28 @@ pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::E
 }
 
 /// Installs the global subscriber, writing to standard error.
+///
+/// Without `RUST_LOG` the level is a plain `info` filter: building an
+/// `EnvFilter` compiles its directive-parsing regular expressions, whose
+/// code and tables stay resident (about a quarter of a MiB), which the
+/// agent's memory budget cannot spare on every host.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    if std::env::var_os("RUST_LOG").is_some() {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = builder.with_env_filter(filter);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+        }
+    } else {
+        let builder = builder.with_max_level(tracing_subscriber::filter::LevelFilter::INFO);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+        }
     }
 }
 
