@@ -305,7 +305,7 @@ fn compare(what: &str, path: &str, vigil: &Peer, prom: &Peer) -> Result<()> {
 
 fn main() -> Result<()> {
     let now = (vigil_store::now_ms() / STEP_MS) * STEP_MS;
-    let day = 24 * 3600 * 1000;
+    let day = env("HOURS", 24) as i64 * 3600 * 1000;
     println!("| call | Vigil collector | Prometheus 2.42 | Prometheus ÷ Vigil |");
     println!("|---|---|---|---|");
     for hosts in [1, env("HOSTS", 100)] {
