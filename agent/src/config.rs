@@ -242,6 +242,10 @@ pub struct SystemConfig {
     /// Network interfaces to leave out (regular expression); none by default.
     #[serde(default)]
     pub network_devices_exclude: String,
+    /// node_exporter collectors not to run (`netstat`, `timex`, …), as
+    /// node_exporter's `--no-collector.NAME`; none by default.
+    #[serde(default)]
+    pub collectors_disabled: Vec<String>,
 }
 
 impl Default for SystemConfig {
@@ -256,6 +260,7 @@ impl Default for SystemConfig {
             filesystem_timeout: default_filesystem_timeout(),
             disk_devices_exclude: default_disk_devices_exclude(),
             network_devices_exclude: String::new(),
+            collectors_disabled: Vec::new(),
         }
     }
 }
@@ -594,6 +599,25 @@ impl RawConfig {
                 ));
             }
         }
+        for name in &self.sources.system.collectors_disabled {
+            if let Some((_, reader)) = crate::sources::system::SHARED
+                .iter()
+                .find(|(n, _)| n == name)
+            {
+                problems.push(ConfigProblem::new(
+                    "sources.system.collectors_disabled",
+                    format!("{name:?} is read with {reader:?}: disable {reader:?} instead"),
+                ));
+            } else if !crate::sources::system::COLLECTORS.contains(&name.as_str()) {
+                problems.push(ConfigProblem::new(
+                    "sources.system.collectors_disabled",
+                    format!(
+                        "unknown collector {name:?}; the collectors are {}",
+                        crate::sources::system::COLLECTORS.join(", ")
+                    ),
+                ));
+            }
+        }
         if self.sources.textfile.max_series >= self.max_series {
             problems.push(ConfigProblem::new(
                 "sources.textfile.max_series",
@@ -683,6 +707,18 @@ mod tests {
             err.contains("line 6: key `sources.system.disk_devices_exclude`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn collectors_can_be_disabled_by_their_node_exporter_names() {
+        let c = check("[sources.system]\ncollectors_disabled = [\"netstat\", \"timex\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.system.collectors_disabled, ["netstat", "timex"]);
+        let err = check("[sources.system]\ncollectors_disabled = [\"netstats\", \"cpu\"]\n")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("unknown collector \"netstats\""), "{err}");
+        assert!(err.contains("\"cpu\" is read with \"stat\""), "{err}");
     }
 
     #[test]

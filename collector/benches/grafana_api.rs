@@ -24,6 +24,9 @@ use anyhow::{Context, Result, bail};
 use vigil_store::Store;
 
 const STEP_MS: i64 = 15_000;
+
+/// One series: its labels (`__name__` included) and `(ms, value)` points.
+type SeriesData = (Vec<(String, String)>, Vec<(i64, f64)>);
 const MODES: [&str; 8] = [
     "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
 ];
@@ -85,12 +88,7 @@ fn time_call(addr: SocketAddr, path: &str) -> Result<(f64, usize)> {
 
 /// The samples of `hosts` hosts over `span_ms` ending at `end`, as
 /// (labels, points) per series.
-fn fleet(
-    hosts: usize,
-    span_ms: i64,
-    end: i64,
-    labels_only_series: bool,
-) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+fn fleet(hosts: usize, span_ms: i64, end: i64, labels_only_series: bool) -> Vec<SeriesData> {
     let mut out = Vec::new();
     let start = end - span_ms;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -147,7 +145,7 @@ fn fleet(
     out
 }
 
-fn write_openmetrics(path: &Path, data: &[(Vec<(String, String)>, Vec<(i64, f64)>)]) -> Result<()> {
+fn write_openmetrics(path: &Path, data: &[SeriesData]) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut by_name: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (i, (labels, _)) in data.iter().enumerate() {
@@ -207,7 +205,7 @@ fn wait_ready(addr: SocketAddr, what: &str) -> Result<()> {
 }
 
 /// Prometheus over blocks made from `data`.
-fn prometheus(dir: &Path, data: &[(Vec<(String, String)>, Vec<(i64, f64)>)]) -> Result<Peer> {
+fn prometheus(dir: &Path, data: &[SeriesData]) -> Result<Peer> {
     let om = dir.join("data.om");
     write_openmetrics(&om, data)?;
     let tsdb = dir.join("tsdb");
@@ -249,7 +247,7 @@ fn prometheus(dir: &Path, data: &[(Vec<(String, String)>, Vec<(i64, f64)>)]) -> 
 }
 
 /// The collector binary over a checkpoint made from `data`.
-fn collector(dir: &Path, data: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>) -> Result<Peer> {
+fn collector(dir: &Path, data: Vec<SeriesData>) -> Result<Peer> {
     let store = Store::new(Duration::from_secs(300), Duration::from_secs(48 * 3600));
     let mut samples = Vec::new();
     for (labels, points) in data {

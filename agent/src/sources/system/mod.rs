@@ -150,6 +150,8 @@ pub struct SystemSource {
     last_timings: std::collections::HashMap<&'static str, (f64, bool)>,
     /// (major, minor) of each block device, from the last diskstats read.
     disks: Vec<(String, u32, u32)>,
+    /// Collectors not run (`sources.system.collectors_disabled`).
+    disabled: Vec<String>,
     /// Set when no textfile folder is configured: the source then gives
     /// `node_textfile_scrape_error 0`, as node_exporter does.
     pub textfile_absent: bool,
@@ -172,8 +174,18 @@ const TEN_SECONDS: [&str; 10] = [
     "thermal_zone",
 ];
 
+/// Collectors whose files another collector reads: (collector, reader).
+/// Disabling the reader disables them.
+pub const SHARED: [(&str, &str); 5] = [
+    ("cpu", "stat"),
+    ("entropy", "filefd"),
+    ("udp_queues", "arp"),
+    ("netclass", "arp"),
+    ("time", "os"),
+];
+
 /// node_exporter's collector names, in the order the source runs them.
-const COLLECTORS: [&str; 24] = [
+pub const COLLECTORS: [&str; 24] = [
     "stat",
     "meminfo",
     "loadavg",
@@ -244,6 +256,7 @@ impl SystemSource {
             last_timings: std::collections::HashMap::new(),
             disks: Vec::new(),
             textfile_absent: false,
+            disabled: config.collectors_disabled.clone(),
         })
     }
 
@@ -717,6 +730,9 @@ impl Source for SystemSource {
             None
         };
         for name in COLLECTORS {
+            if self.disabled.iter().any(|d| d == name) {
+                continue;
+            }
             let started = Instant::now();
             let before = self.problems.len();
             if TEN_SECONDS.contains(&name) {
@@ -773,6 +789,7 @@ impl Source for SystemSource {
         }
         for name in TEN_SECONDS {
             if !timings.iter().any(|t| t.0 == name)
+                && !self.disabled.iter().any(|d| d == name)
                 && let Some((seconds, ok)) = self.last_timings.get(name)
             {
                 timings.push((name, *seconds, *ok));
@@ -797,6 +814,10 @@ impl Source for SystemSource {
                 "time" => timing("os"),
                 _ => None,
             };
+            if SHARED.iter().any(|(n, _)| n == name) && shared_with.is_none() {
+                // Its file's reader is disabled.
+                continue;
+            }
             let (seconds, ok) = shared_with.map_or((*seconds, *ok), |t| (t.1, t.2));
             out.set(success, &[("collector", name)], if ok { 1.0 } else { 0.0 })?;
             out.set(duration, &[("collector", name)], seconds)?;
