@@ -805,3 +805,22 @@ pub fn post_form_json(
         .with_context(|| format!("POST {path} on {addr}: not JSON ({status}): {body}"))?;
     Ok((status, json))
 }
+
+/// Posts `expr` to `/api/v1/query_range` as Grafana does, over the last
+/// `seconds` at a 5 s step: status and document.
+pub fn query_range_recent(
+    addr: SocketAddr,
+    expr: &str,
+    seconds: f64,
+) -> Result<(u16, serde_json::Value)> {
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64()
+        .floor();
+    let form = format!(
+        "query={}&start={}&end={end}&step=5",
+        url_encode(expr),
+        end - seconds
+    );
+    post_form_json(addr, "/api/v1/query_range", &form)
+}

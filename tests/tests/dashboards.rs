@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use vigil_tests::{
-    Collector, Prometheus, WebhookReceiver, get_json, post_form_json, require_peer, start_agent,
-    url_encode, wait_for,
+    Collector, Prometheus, WebhookReceiver, get_json, require_peer, start_agent, url_encode,
+    wait_for,
 };
 
 fn dashboards_dir() -> PathBuf {
@@ -243,16 +243,7 @@ fn label_values(addr: SocketAddr, query: &str) -> Result<Vec<String>> {
 /// (without `instance` and `job` when `own` names the collector's own
 /// families) and each series' last value.
 fn run_range(addr: SocketAddr, expr: &str, own: bool) -> Result<BTreeMap<String, f64>> {
-    let end = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs_f64()
-        .floor();
-    let form = format!(
-        "query={}&start={}&end={end}&step=5",
-        url_encode(expr),
-        end - 60.0
-    );
-    let (status, json) = post_form_json(addr, "/api/v1/query_range", &form)?;
+    let (status, json) = vigil_tests::query_range_recent(addr, expr, 60.0)?;
     ensure!(status == 200, "{status} {json}");
     let mut out = BTreeMap::new();
     for s in json["data"]["result"].as_array().into_iter().flatten() {

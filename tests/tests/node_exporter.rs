@@ -15,8 +15,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use vigil_shared::text_format;
 use vigil_tests::{
-    Collector, Process, Prometheus, compat_path, free_port, get_json, http_get, post_form_json,
-    require_peer, start_agent, url_encode, wait_for,
+    Collector, Process, Prometheus, compat_path, free_port, get_json, http_get, require_peer,
+    start_agent, url_encode, wait_for,
 };
 
 /// Families node_exporter gives and the agent does not, on purpose.
@@ -170,16 +170,7 @@ fn substitute(expr: &str, values: &BTreeMap<&str, String>) -> String {
 }
 
 fn has_data(addr: SocketAddr, expr: &str) -> Result<bool> {
-    let end = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs_f64()
-        .floor();
-    let form = format!(
-        "query={}&start={}&end={end}&step=5",
-        url_encode(expr),
-        end - 30.0
-    );
-    let (status, json) = post_form_json(addr, "/api/v1/query_range", &form)?;
+    let (status, json) = vigil_tests::query_range_recent(addr, expr, 30.0)?;
     Ok(status == 200
         && json["data"]["result"]
             .as_array()

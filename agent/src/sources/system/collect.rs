@@ -557,11 +557,7 @@ impl SystemSource {
 
     fn read_netclass(&mut self, list: &mut Vec<Remembered>) {
         for dev in sysfs::net_class(&self.sys_path) {
-            if self
-                .net_exclude
-                .as_ref()
-                .is_some_and(|r| r.is_match(&dev.device))
-            {
+            if self.net_excluded(&dev.device) {
                 continue;
             }
             let labels = [("device", dev.device.as_str())];

@@ -276,6 +276,13 @@ impl SystemSource {
         }
     }
 
+    /// True when `network_devices_exclude` leaves the interface out.
+    fn net_excluded(&self, device: &str) -> bool {
+        self.net_exclude
+            .as_ref()
+            .is_some_and(|r| r.is_match(device))
+    }
+
     pub(super) fn note_bad_lines(&mut self, file: &str, bad: usize) {
         if bad > 0 {
             self.problems
@@ -536,11 +543,7 @@ impl SystemSource {
         let mut previous = std::mem::take(&mut self.previous_net);
         let mut next = Vec::with_capacity(devices.len());
         for dev in &devices {
-            if self
-                .net_exclude
-                .as_ref()
-                .is_some_and(|r| r.is_match(&dev.device))
-            {
+            if self.net_excluded(&dev.device) {
                 continue;
             }
             let labels = [("device", dev.device.as_str())];
