@@ -136,6 +136,64 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
     promql_parser::parser::parse(&query).map_err(EvalError::Parse)
 }
 
+/// Most samples a range query keeps from its first reads (16 bytes each).
+pub const RANGE_CACHE_SAMPLES: usize = 4_000_000;
+
+/// What a range query read of one selector: the time span read and the
+/// series, or `None` when it was too large to keep.
+type Cached = Option<(i64, i64, Vec<SeriesSamples>)>;
+
+/// A range query evaluates its expression at every step, and each step
+/// selects the same series over a window shifted by one step. Reading and
+/// decoding the chunks again at every step made a 24-hour panel at a 15 s
+/// step (5,761 steps) twenty times slower than Prometheus, which reads each
+/// series once. This reads each selector once, over every step's window
+/// (its first window widened by the query's span), and serves the steps
+/// from memory by binary search; at most [`RANGE_CACHE_SAMPLES`] samples
+/// are kept, and selections beyond that (or outside the span read, as a
+/// subquery's may be) go to the store as before.
+struct RangeCache<'a> {
+    inner: &'a dyn Queryable,
+    span: i64,
+    budget: usize,
+    kept: std::cell::Cell<usize>,
+    cache: std::cell::RefCell<std::collections::HashMap<String, Cached>>,
+}
+
+impl Queryable for RangeCache<'_> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let key = format!("{matchers:?}");
+        let mut cache = self.cache.borrow_mut();
+        let entry = cache.entry(key).or_insert_with(|| {
+            let hi = maxt.saturating_add(self.span);
+            let all = self.inner.select(matchers, mint, hi);
+            let n: usize = all.iter().map(|s| s.samples.len()).sum();
+            let kept = self.kept.get().saturating_add(n);
+            (kept <= self.budget).then(|| {
+                self.kept.set(kept);
+                (mint, hi, all)
+            })
+        });
+        match entry {
+            Some((lo, hi, all)) if mint >= *lo && maxt <= *hi => all
+                .iter()
+                .filter_map(|s| {
+                    let from = s.samples.partition_point(|(t, _)| *t < mint);
+                    let to = s.samples.partition_point(|(t, _)| *t <= maxt);
+                    (from < to).then(|| SeriesSamples {
+                        labels: s.labels.clone(),
+                        samples: s.samples[from..to].to_vec(),
+                    })
+                })
+                .collect(),
+            _ => {
+                drop(cache);
+                self.inner.select(matchers, mint, maxt)
+            }
+        }
+    }
+}
+
 /// Most steps a range query may have (as Prometheus).
 pub const MAX_STEPS: i64 = 11_000;
 
@@ -164,7 +222,14 @@ pub fn range_query(
         )));
     }
     let expr = parse(query)?;
-    let ev = eval::Evaluator::new(store, start, end, limits);
+    let cache = RangeCache {
+        inner: store,
+        span,
+        budget: RANGE_CACHE_SAMPLES.min(limits.max_samples),
+        kept: std::cell::Cell::new(0),
+        cache: std::cell::RefCell::new(std::collections::HashMap::new()),
+    };
+    let ev = eval::Evaluator::new(&cache, start, end, limits);
     let mut series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>> =
         std::collections::BTreeMap::new();
     let mut t = start;
