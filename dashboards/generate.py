@@ -204,9 +204,9 @@ def host():
         "The rate average over the interval beside the exact median, 99th percentile and maximum of the per-second samples of each flush window: a one-second spike shows in the maximum even when the average is low.",
         [
             (f'1 - avg(rate(node_cpu_seconds_total{{{HOST},mode="idle"}}[$__rate_interval]))', "average (rate)"),
-            (f'avg_over_time(vigil_cpu_busy_ratio_window{{{HOST},quantile="0.5"}}[$__rate_interval])', "per-second p50"),
-            (f'max_over_time(vigil_cpu_busy_ratio_window{{{HOST},quantile="0.99"}}[$__rate_interval])', "per-second p99"),
-            (f'max_over_time(vigil_cpu_busy_ratio_window{{{HOST},quantile="1"}}[$__rate_interval])', "busiest second"),
+            (f'avg_over_time(vigil_cpu_busy_ratio_window{{{HOST},stat="p50"}}[$__rate_interval])', "per-second p50"),
+            (f'max_over_time(vigil_cpu_busy_ratio_window{{{HOST},stat="p99"}}[$__rate_interval])', "per-second p99"),
+            (f'max_over_time(vigil_cpu_busy_ratio_window{{{HOST},stat="max"}}[$__rate_interval])', "busiest second"),
         ],
         "percentunit", 1,
     ), 12, 8)
@@ -239,8 +239,8 @@ def host():
         "1 - MemAvailable / MemTotal, beside the per-second maximum of each flush window.",
         [
             (f"1 - node_memory_MemAvailable_bytes{{{HOST}}} / node_memory_MemTotal_bytes{{{HOST}}}", "used"),
-            (f'max_over_time(vigil_memory_used_ratio_window{{{HOST},quantile="0.99"}}[$__rate_interval])', "per-second p99"),
-            (f'max_over_time(vigil_memory_used_ratio_window{{{HOST},quantile="1"}}[$__rate_interval])', "highest second"),
+            (f'max_over_time(vigil_memory_used_ratio_window{{{HOST},stat="p99"}}[$__rate_interval])', "per-second p99"),
+            (f'max_over_time(vigil_memory_used_ratio_window{{{HOST},stat="max"}}[$__rate_interval])', "highest second"),
         ],
         "percentunit", 1,
     ), 12, 8)
@@ -262,7 +262,7 @@ def host():
         "Share of time each device was busy: rate average, and the busiest second of each flush window.",
         [
             (f"rate(node_disk_io_time_seconds_total{{{HOST}}}[$__rate_interval])", "{{device}} average"),
-            (f'max_over_time(vigil_disk_busy_ratio_window{{{HOST},quantile="1"}}[$__rate_interval])', "{{device}} busiest second"),
+            (f'max_over_time(vigil_disk_busy_ratio_window{{{HOST},stat="max"}}[$__rate_interval])', "{{device}} busiest second"),
         ],
         "percentunit", 1,
     ), 12, 8)
@@ -297,8 +297,8 @@ def host():
         [
             (f'rate(node_network_receive_bytes_total{{{HOST},device!="lo"}}[$__rate_interval])', "{{device}} in"),
             (f'rate(node_network_transmit_bytes_total{{{HOST},device!="lo"}}[$__rate_interval])', "{{device}} out"),
-            (f'max_over_time(vigil_network_receive_bytes_per_second_window{{{HOST},device!="lo",quantile="1"}}[$__rate_interval])', "{{device}} in, busiest second"),
-            (f'max_over_time(vigil_network_transmit_bytes_per_second_window{{{HOST},device!="lo",quantile="1"}}[$__rate_interval])', "{{device}} out, busiest second"),
+            (f'max_over_time(vigil_network_receive_bytes_per_second_window{{{HOST},device!="lo",stat="max"}}[$__rate_interval])', "{{device}} in, busiest second"),
+            (f'max_over_time(vigil_network_transmit_bytes_per_second_window{{{HOST},device!="lo",stat="max"}}[$__rate_interval])', "{{device}} out, busiest second"),
         ],
         "Bps",
     ), 12, 8)
@@ -349,7 +349,7 @@ def fleet():
         [
             (f"histogram_quantile(0.5, sum by (le) (rate(vigil_cpu_busy_ratio_bucket{{{FLEET}}}[$__rate_interval])))", "p50"),
             (f"histogram_quantile(0.99, sum by (le) (rate(vigil_cpu_busy_ratio_bucket{{{FLEET}}}[$__rate_interval])))", "p99"),
-            (f'max(max_over_time(vigil_cpu_busy_ratio_window{{{FLEET},quantile="1"}}[$__rate_interval]))', "busiest second of any host"),
+            (f'max(max_over_time(vigil_cpu_busy_ratio_window{{{FLEET},stat="max"}}[$__rate_interval]))', "busiest second of any host"),
         ],
         "percentunit", 1,
     ), 12, 8)
@@ -359,7 +359,7 @@ def fleet():
         [
             (f"histogram_quantile(0.5, sum by (le) (rate(vigil_memory_used_ratio_bucket{{{FLEET}}}[$__rate_interval])))", "p50"),
             (f"histogram_quantile(0.99, sum by (le) (rate(vigil_memory_used_ratio_bucket{{{FLEET}}}[$__rate_interval])))", "p99"),
-            (f'max(max_over_time(vigil_memory_used_ratio_window{{{FLEET},quantile="1"}}[$__rate_interval]))', "highest second of any host"),
+            (f'max(max_over_time(vigil_memory_used_ratio_window{{{FLEET},stat="max"}}[$__rate_interval]))', "highest second of any host"),
         ],
         "percentunit", 1,
     ), 12, 8)

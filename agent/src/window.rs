@@ -19,8 +19,9 @@ use vigil_shared::proto;
 /// beside a histogram family (`vigil_cpu_busy_ratio_window`).
 pub const WINDOW_SUFFIX: &str = "_window";
 
-/// The quantiles of each window shipped in that family; `1` is the maximum.
-const WINDOW_QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
+/// The quantiles of each window shipped in that family, with their `stat`
+/// label (not `quantile`, which Prometheus keeps for summaries).
+const WINDOW_QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (1.0, "max")];
 
 /// The nearest-rank quantile of sorted values: the smallest value with at
 /// least `q` of the values at or below it.
@@ -332,7 +333,7 @@ impl Windows {
                             proto::Family {
                                 name: format!("{}{WINDOW_SUFFIX}", family.name),
                                 help: format!(
-                                    "Exact median (quantile 0.5), 99th percentile (0.99) and maximum (1) of {}'s per-second samples over each flush window.",
+                                    "Exact median (stat p50), 99th percentile (p99) and maximum (max) of {}'s per-second samples over each flush window.",
                                     family.name
                                 ),
                                 kind: proto::Kind::Gauge as i32,
@@ -349,7 +350,7 @@ impl Windows {
                             };
                             let mut labels = state.labels.clone();
                             labels.push(proto::Label {
-                                name: "quantile".into(),
+                                name: "stat".into(),
                                 value: text.into(),
                             });
                             labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -461,16 +462,16 @@ mod tests {
             .series
             .iter()
             .map(|s| {
-                let q = s.labels.iter().find(|l| l.name == "quantile");
+                let q = s.labels.iter().find(|l| l.name == "stat");
                 (q.map(|l| l.value.clone()).unwrap_or_default(), s.value)
             })
             .collect();
         assert_eq!(
             by_q,
             [
-                ("0.5".into(), 0.25),
-                ("0.99".into(), 0.75),
-                ("1".into(), 0.75)
+                ("p50".into(), 0.25),
+                ("p99".into(), 0.75),
+                ("max".into(), 0.75)
             ]
         );
         Ok(())
