@@ -474,10 +474,27 @@ impl History {
             .collect()
     }
 
+    /// A series' labels as stored, empty values included (its identity).
+    fn stored_labels(&self, series: &SeriesHistory) -> Vec<(String, String)> {
+        series
+            .labels
+            .iter()
+            .map(|(n, v)| {
+                (
+                    self.symbols.str(*n).to_string(),
+                    self.symbols.str(*v).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// A series' labels as queries see them: an empty value is an absent
+    /// label, as in Prometheus.
     fn labels_of(&self, series: &SeriesHistory) -> Vec<(String, String)> {
         series
             .labels
             .iter()
+            .filter(|(_, v)| !self.symbols.str(*v).is_empty())
             .map(|(n, v)| {
                 (
                     self.symbols.str(*n).to_string(),
@@ -606,7 +623,13 @@ impl History {
                         symbols.insert(*v);
                     }
                 }
-                None => symbols.extend(series.labels.iter().map(|(n, _)| *n)),
+                None => symbols.extend(
+                    series
+                        .labels
+                        .iter()
+                        .filter(|(_, v)| !self.symbols.str(*v).is_empty())
+                        .map(|(n, _)| *n),
+                ),
             }
         }
         let mut out: Vec<String> = symbols
@@ -682,7 +705,7 @@ impl History {
             .map(|(id, s)| CpHistorySeries {
                 id: id as u32,
                 labels: self
-                    .labels_of(s)
+                    .stored_labels(s)
                     .into_iter()
                     .map(|(name, value)| CpLabel { name, value })
                     .collect(),
