@@ -232,7 +232,7 @@ pub fn hwmon(sys: &Path) -> Vec<HwmonChip> {
                 .unwrap_or_else(|| clean(&name));
             let mut values = Vec::new();
             let mut labels = Vec::new();
-            for (file, path) in entries(&dir, "") {
+            for (file, _) in entries(&dir, "") {
                 let Some((sensor, item)) = file.split_once('_') else {
                     continue;
                 };
@@ -261,7 +261,6 @@ pub fn hwmon(sys: &Path) -> Vec<HwmonChip> {
                     _ => continue,
                 };
                 if let Some(v) = attr_number(&dir, &file) {
-                    let _ = path;
                     values.push((family.to_string(), sensor.to_string(), v * scale));
                 }
             }
