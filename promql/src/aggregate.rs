@@ -39,7 +39,7 @@ fn sort_nan_first(values: &mut [f64]) {
 }
 
 /// The labels an element is grouped by.
-fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+pub fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Vec::new(),
         Some(LabelModifier::Include(by)) => labels
@@ -55,12 +55,108 @@ fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     }
 }
 
+/// The aggregations that keep one running value per group and step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simple {
+    /// `sum`
+    Sum,
+    /// `avg`
+    Avg,
+    /// `min`
+    Min,
+    /// `max`
+    Max,
+    /// `count`
+    Count,
+    /// `group`
+    Group,
+    /// `stddev`
+    Stddev,
+    /// `stdvar`
+    Stdvar,
+}
+
+impl Simple {
+    /// The aggregation an operator names (lower case), if it is one of these.
+    pub fn parse(op: &str) -> Option<Self> {
+        Some(match op {
+            "sum" => Self::Sum,
+            "avg" => Self::Avg,
+            "min" => Self::Min,
+            "max" => Self::Max,
+            "count" => Self::Count,
+            "group" => Self::Group,
+            "stddev" => Self::Stddev,
+            "stdvar" => Self::Stdvar,
+            _ => return None,
+        })
+    }
+}
+
+/// The running state of one group at one step, as Prometheus 2.42 keeps
+/// it (its incremental mean and variance, its NaN rules for min and max).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acc {
+    value: f64,
+    mean: f64,
+    /// Elements seen; 0 for a step without any.
+    pub count: f64,
+}
+
+impl Acc {
+    /// Adds one element's value.
+    pub fn add(&mut self, op: Simple, v: f64) {
+        self.count += 1.0;
+        if self.count == 1.0 {
+            self.mean = v;
+            self.value = if matches!(op, Simple::Stddev | Simple::Stdvar) {
+                0.0
+            } else {
+                v
+            };
+            return;
+        }
+        match op {
+            Simple::Sum => self.value += v,
+            Simple::Avg => {
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                self.mean += v / self.count - self.mean / self.count;
+            }
+            Simple::Max if self.value < v || self.value.is_nan() => self.value = v,
+            Simple::Min if self.value > v || self.value.is_nan() => self.value = v,
+            Simple::Stddev | Simple::Stdvar => {
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            _ => {}
+        }
+    }
+
+    /// The aggregated value.
+    pub fn result(&self, op: Simple) -> f64 {
+        match op {
+            Simple::Sum | Simple::Min | Simple::Max => self.value,
+            Simple::Avg => self.mean,
+            Simple::Count => self.count,
+            Simple::Group => 1.0,
+            Simple::Stdvar => self.value / self.count,
+            Simple::Stddev => (self.value / self.count).sqrt(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Group {
     labels: Labels,
-    value: f64,
-    mean: f64,
-    count: f64,
+    acc: Acc,
     values: Vec<f64>,
     samples: Vec<Sample>,
 }
@@ -123,6 +219,7 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value, Eva
         0.0
     };
 
+    let simple = Simple::parse(&op);
     let mut order: Vec<Labels> = Vec::new();
     let mut groups: HashMap<Labels, Group> = HashMap::new();
     for s in input {
@@ -137,42 +234,11 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value, Eva
             order.push(key.clone());
             Group {
                 labels: key,
-                value: s.v,
-                mean: s.v,
                 ..Group::default()
             }
         });
-        let first = group.count == 0.0;
-        group.count += 1.0;
-        if first {
-            group.values.push(s.v);
-            if op == "stddev" || op == "stdvar" {
-                group.mean = s.v;
-                group.value = 0.0;
-            }
-            group.samples.push(s);
-            continue;
-        }
+        group.acc.add(simple.unwrap_or(Simple::Count), s.v);
         match op.as_str() {
-            "sum" => group.value += s.v,
-            "avg" => {
-                if group.mean.is_infinite() {
-                    if s.v.is_infinite() && (group.mean > 0.0) == (s.v > 0.0) {
-                        continue;
-                    }
-                    if !s.v.is_infinite() && !s.v.is_nan() {
-                        continue;
-                    }
-                }
-                group.mean += s.v / group.count - group.mean / group.count;
-            }
-            "max" if group.value < s.v || group.value.is_nan() => group.value = s.v,
-            "min" if group.value > s.v || group.value.is_nan() => group.value = s.v,
-            "stddev" | "stdvar" => {
-                let delta = s.v - group.mean;
-                group.mean += delta / group.count;
-                group.value += delta * (s.v - group.mean);
-            }
             "quantile" => group.values.push(s.v),
             "topk" | "bottomk" => group.samples.push(s),
             _ => {}
@@ -184,12 +250,7 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value, Eva
             continue;
         };
         let value = match op.as_str() {
-            "sum" | "min" | "max" => group.value,
-            "avg" => group.mean,
-            "count" | "count_values" => group.count,
-            "group" => 1.0,
-            "stdvar" => group.value / group.count,
-            "stddev" => (group.value / group.count).sqrt(),
+            "count_values" => group.acc.count,
             "quantile" => quantile(q, &mut group.values),
             "topk" | "bottomk" => {
                 let top = op == "topk";
@@ -209,11 +270,14 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value, Eva
                 }
                 continue;
             }
-            other => {
-                return Err(EvalError::Invalid(format!(
-                    "aggregation {other} is not supported"
-                )));
-            }
+            other => match simple {
+                Some(simple) => group.acc.result(simple),
+                None => {
+                    return Err(EvalError::Invalid(format!(
+                        "aggregation {other} is not supported"
+                    )));
+                }
+            },
         };
         let mut labels = group.labels;
         drop_name(&mut labels);

@@ -26,10 +26,10 @@ use vigil_store::history::Matcher;
 
 /// Evaluates expressions for one query.
 pub struct Evaluator<'a> {
-    store: &'a dyn Queryable,
+    pub(crate) store: &'a dyn Queryable,
     start: i64,
     end: i64,
-    limits: Limits,
+    pub(crate) limits: Limits,
     loaded: Cell<usize>,
     deadline: Instant,
 }
@@ -48,7 +48,7 @@ pub fn system_time_ms(t: &SystemTime) -> i64 {
     }
 }
 
-fn offset_ms(offset: &Option<Offset>) -> i64 {
+pub(crate) fn offset_ms(offset: &Option<Offset>) -> i64 {
     match offset {
         None => 0,
         Some(Offset::Pos(d)) => millis(*d),
@@ -84,11 +84,11 @@ pub fn check_unique(samples: &[Sample]) -> Result<(), EvalError> {
 }
 
 /// Operators whose result loses the metric name (`atan2` keeps it, as in Prometheus 2.42).
-fn drops_name(op: &str) -> bool {
+pub(crate) fn drops_name(op: &str) -> bool {
     matches!(op, "+" | "-" | "*" | "/" | "%" | "^")
 }
 
-fn is_comparison(op: &str) -> bool {
+pub(crate) fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
@@ -191,7 +191,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn check_deadline(&self) -> Result<(), EvalError> {
+    pub(crate) fn check_deadline(&self) -> Result<(), EvalError> {
         if Instant::now() > self.deadline {
             return Err(EvalError::Timeout(self.limits.timeout));
         }
@@ -223,7 +223,7 @@ impl<'a> Evaluator<'a> {
 
     /// Counts `n` more samples against [`Limits::max_samples`]: samples
     /// loaded from the store and points a subquery produces alike.
-    fn charge(&self, n: usize) -> Result<(), EvalError> {
+    pub(crate) fn charge(&self, n: usize) -> Result<(), EvalError> {
         let total = self.loaded.get().saturating_add(n);
         if total > self.limits.max_samples {
             return Err(EvalError::TooManySamples(self.limits.max_samples));

@@ -433,6 +433,95 @@ fn absent_labels(expr: &Expr) -> Labels {
     labels
 }
 
+/// Where a range function's window lies: `[end - range, end]`, milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// The window's first millisecond.
+    pub start: i64,
+    /// The window's last millisecond (the selector's time).
+    pub end: i64,
+    /// Its length.
+    pub range: i64,
+}
+
+/// How a range function reduces the non-empty, time-ordered samples of one
+/// window to a value (`None`: no value at this step).
+pub type WindowFn = fn(&[(i64, f64)], Window) -> Option<f64>;
+
+fn avg_over_time(p: &[(i64, f64)], _: Window) -> Option<f64> {
+    let mut mean: f64 = 0.0;
+    let mut count = 0.0;
+    for &(_, v) in p {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        mean += v / count - mean / count;
+    }
+    Some(mean)
+}
+
+fn variance_over_time(p: &[(i64, f64)]) -> f64 {
+    let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
+    for &(_, v) in p {
+        count += 1.0;
+        let delta = v - mean;
+        mean += delta / count;
+        aux += delta * (v - mean);
+    }
+    aux / count
+}
+
+/// The range functions whose only argument is a range vector: how each
+/// reduces a window, and whether it keeps the metric name. The instant
+/// evaluator and the range evaluator ([`crate::steps`]) both use these.
+pub fn window_fn(name: &str) -> Option<(WindowFn, bool)> {
+    let f: WindowFn = match name {
+        "rate" => |p, w| extrapolated_rate(p, w.start, w.end, w.range, true, true),
+        "increase" => |p, w| extrapolated_rate(p, w.start, w.end, w.range, true, false),
+        "delta" => |p, w| extrapolated_rate(p, w.start, w.end, w.range, false, false),
+        "irate" => |p, _| instant_value(p, true),
+        "idelta" => |p, _| instant_value(p, false),
+        "deriv" => |p, _| (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        "resets" => |p, _| Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+        "changes" => |p, _| {
+            Some(
+                p.windows(2)
+                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
+                    .count() as f64,
+            )
+        },
+        "avg_over_time" => avg_over_time,
+        "sum_over_time" => |p, _| Some(p.iter().map(|(_, v)| v).sum()),
+        "count_over_time" => |p, _| Some(p.len() as f64),
+        "min_over_time" => |p, _| {
+            let first = p.first()?.1;
+            Some(
+                p.iter()
+                    .fold(first, |m, &(_, v)| if v < m || m.is_nan() { v } else { m }),
+            )
+        },
+        "max_over_time" => |p, _| {
+            let first = p.first()?.1;
+            Some(
+                p.iter()
+                    .fold(first, |m, &(_, v)| if v > m || m.is_nan() { v } else { m }),
+            )
+        },
+        "stddev_over_time" => |p, _| Some(variance_over_time(p).sqrt()),
+        "stdvar_over_time" => |p, _| Some(variance_over_time(p)),
+        "last_over_time" => return Some((|p, _| p.last().map(|(_, v)| *v), true)),
+        "present_over_time" => |_, _| Some(1.0),
+        _ => return None,
+    };
+    Some((f, false))
+}
+
 /// Evaluates a function call at `ts`.
 pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
     let args = &c.args.args;
@@ -442,6 +531,15 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
         })
     };
     let name = c.func.name;
+    if let Some((f, keep_name)) = window_fn(name) {
+        let r = range_arg(ev, arg(0)?, ts)?;
+        let w = Window {
+            start: r.end.saturating_sub(r.range),
+            end: r.end,
+            range: r.range,
+        };
+        return over_range(r, ts, keep_name, |p| f(p, w));
+    }
     match name {
         "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
@@ -454,24 +552,6 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
             let v = vector_arg(ev, arg(0)?, ts)?;
             Ok(Value::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
         }
-        "rate" | "increase" | "delta" => {
-            let r = range_arg(ev, arg(0)?, ts)?;
-            let (start, end, range) = (r.end.saturating_sub(r.range), r.end, r.range);
-            let counter = name != "delta";
-            let rate = name == "rate";
-            over_range(r, ts, false, |p| {
-                extrapolated_rate(p, start, end, range, counter, rate)
-            })
-        }
-        "irate" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            instant_value(p, true)
-        }),
-        "idelta" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            instant_value(p, false)
-        }),
-        "deriv" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            (p.len() >= 2).then(|| linear_regression(p, p[0].0).0)
-        }),
         "predict_linear" => {
             let r = range_arg(ev, arg(0)?, ts)?;
             let duration = scalar_arg(ev, arg(1)?, ts)?;
@@ -498,68 +578,6 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
             }
             over_range(r, ts, false, |p| holt_winters(p, sf, tf))
         }
-        "resets" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
-        }),
-        "changes" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(
-                p.windows(2)
-                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
-                    .count() as f64,
-            )
-        }),
-        "avg_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            let mut mean: f64 = 0.0;
-            let mut count = 0.0;
-            for &(_, v) in p {
-                count += 1.0;
-                if mean.is_infinite() {
-                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                        continue;
-                    }
-                    if !v.is_infinite() && !v.is_nan() {
-                        continue;
-                    }
-                }
-                mean += v / count - mean / count;
-            }
-            Some(mean)
-        }),
-        "sum_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(p.iter().map(|(_, v)| v).sum())
-        }),
-        "count_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(p.len() as f64)
-        }),
-        "min_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(
-                p.iter()
-                    .fold(p[0].1, |m, &(_, v)| if v < m || m.is_nan() { v } else { m }),
-            )
-        }),
-        "max_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-            Some(
-                p.iter()
-                    .fold(p[0].1, |m, &(_, v)| if v > m || m.is_nan() { v } else { m }),
-            )
-        }),
-        "stddev_over_time" | "stdvar_over_time" => {
-            let std = name == "stddev_over_time";
-            over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |p| {
-                let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
-                for &(_, v) in p {
-                    count += 1.0;
-                    let delta = v - mean;
-                    mean += delta / count;
-                    aux += delta * (v - mean);
-                }
-                Some(if std {
-                    (aux / count).sqrt()
-                } else {
-                    aux / count
-                })
-            })
-        }
         "quantile_over_time" => {
             let q = scalar_arg(ev, arg(0)?, ts)?;
             over_range(range_arg(ev, arg(1)?, ts)?, ts, false, |p| {
@@ -567,10 +585,6 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, EvalError> {
                 Some(quantile(q, &mut values))
             })
         }
-        "last_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, true, |p| {
-            p.last().map(|(_, v)| *v)
-        }),
-        "present_over_time" => over_range(range_arg(ev, arg(0)?, ts)?, ts, false, |_| Some(1.0)),
         "absent_over_time" => {
             let r = range_arg(ev, arg(0)?, ts)?;
             if r.series.is_empty() {

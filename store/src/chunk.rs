@@ -40,9 +40,22 @@ impl BitWriter {
         self.used = (self.used + 1) % 8;
     }
 
+    /// The low `count` (at most 64) bits of `value`, highest first, a
+    /// byte's worth at a time.
     fn bits(&mut self, value: u64, count: u8) {
-        for i in (0..count).rev() {
-            self.bit((value >> i) & 1 == 1);
+        let mut left = u32::from(count.min(64));
+        while left > 0 {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            let free = 8 - u32::from(self.used);
+            let take = free.min(left);
+            let part = ((value >> (left - take)) & ((1 << take) - 1)) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= part << (free - take);
+            }
+            self.used = ((u32::from(self.used) + take) % 8) as u8;
+            left -= take;
         }
     }
 
@@ -71,10 +84,22 @@ impl BitReader<'_> {
         Some(bit)
     }
 
+    /// The next `count` (at most 64) bits, a byte's worth at a time:
+    /// reading them one by one made decoding most of a range query's time.
     fn bits(&mut self, count: u8) -> Option<u64> {
+        let mut need = u32::from(count.min(64));
+        if self.position.checked_add(need as usize)? > self.bytes.len().saturating_mul(8) {
+            return None;
+        }
         let mut v = 0u64;
-        for _ in 0..count {
-            v = (v << 1) | u64::from(self.bit()?);
+        while need > 0 {
+            let byte = u32::from(*self.bytes.get(self.position / 8)?);
+            let avail = 8 - (self.position % 8) as u32;
+            let take = avail.min(need);
+            let part = (byte >> (avail - take)) & ((1 << take) - 1);
+            v = (v << take) | u64::from(part);
+            self.position += take as usize;
+            need -= take;
         }
         Some(v)
     }

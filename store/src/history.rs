@@ -507,31 +507,32 @@ impl History {
     /// Samples of the matching series with `mint <= t <= maxt`; series with
     /// no sample in the range are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        let mut out = Vec::new();
-        for id in self.select_ids(matchers) {
-            let Some(Some(series)) = self.series.get(id as usize) else {
-                continue;
-            };
-            let mut samples = Vec::new();
-            for chunk in &series.sealed {
-                if chunk.max_time() >= mint && chunk.min_time() <= maxt {
-                    samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
-                }
-            }
-            if let (Some(lo), Some(hi)) = (series.head.min_time(), series.head.max_time())
-                && hi >= mint
-                && lo <= maxt
-            {
-                samples.extend(series.head.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
-            }
-            if !samples.is_empty() {
-                out.push(SeriesSamples {
-                    labels: self.labels_of(series),
-                    samples,
-                });
+        self.select_ids(matchers)
+            .into_iter()
+            .filter_map(|id| self.series_samples(id, mint, maxt))
+            .collect()
+    }
+
+    /// Samples of one series (by [`History::select_ids`]'s id) with
+    /// `mint <= t <= maxt`; `None` when it has none or is gone.
+    pub fn series_samples(&self, id: u32, mint: i64, maxt: i64) -> Option<SeriesSamples> {
+        let series = self.series.get(id as usize)?.as_ref()?;
+        let mut samples = Vec::new();
+        for chunk in &series.sealed {
+            if chunk.max_time() >= mint && chunk.min_time() <= maxt {
+                samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
             }
         }
-        out
+        if let (Some(lo), Some(hi)) = (series.head.min_time(), series.head.max_time())
+            && hi >= mint
+            && lo <= maxt
+        {
+            samples.extend(series.head.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+        }
+        (!samples.is_empty()).then(|| SeriesSamples {
+            labels: self.labels_of(series),
+            samples,
+        })
     }
 
     /// True when the series has a sample in `[mint, maxt]`, judged by its

@@ -715,6 +715,18 @@ impl Store {
         self.read().history.select(matchers, mint, maxt)
     }
 
+    /// Ids of the series the matchers select ([`History::select_ids`]).
+    pub fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
+        self.read().history.select_ids(matchers)
+    }
+
+    /// Samples of one series by id ([`History::series_samples`]). The lock
+    /// is held for this series only, so a long query that reads series one
+    /// by one never holds ingest back for its whole length.
+    pub fn series_samples(&self, id: u32, mint: i64, maxt: i64) -> Option<SeriesSamples> {
+        self.read().history.series_samples(id, mint, maxt)
+    }
+
     /// Label sets of selected series with a sample in `[mint, maxt]`
     /// ([`History::series_labels`]).
     pub fn series_labels(
