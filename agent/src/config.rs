@@ -207,6 +207,84 @@ pub struct RawSources {
     /// `[sources.textfile]`
     #[serde(default)]
     pub textfile: TextfileConfig,
+    /// `[sources.statsd]`
+    #[serde(default)]
+    pub statsd: RawStatsd,
+}
+
+/// `[sources.statsd]`: StatsD and DogStatsD datagrams from applications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatsd {
+    /// Whether the StatsD server runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// UDP address to listen on; empty turns UDP off.
+    #[serde(default = "default_statsd_udp")]
+    pub udp: String,
+    /// Unix datagram socket to listen on; none by default.
+    #[serde(default)]
+    pub unix: Option<PathBuf>,
+    /// Put in front of every StatsD name.
+    #[serde(default)]
+    pub prefix: String,
+    /// The UDP socket's receive buffer (the kernel caps it at `net.core.rmem_max`).
+    #[serde(default = "default_statsd_receive_buffer")]
+    pub receive_buffer: ByteSize,
+    /// Most StatsD series; below `max_series`, so that StatsD cannot starve
+    /// the system and self metrics.
+    #[serde(default = "default_statsd_max_series")]
+    pub max_series: usize,
+    /// Most timer and histogram samples and set members held between two
+    /// flushes (8 bytes each).
+    #[serde(default = "default_statsd_max_window_samples")]
+    pub max_window_samples: usize,
+}
+
+impl Default for RawStatsd {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp: default_statsd_udp(),
+            unix: None,
+            prefix: String::new(),
+            receive_buffer: default_statsd_receive_buffer(),
+            max_series: default_statsd_max_series(),
+            max_window_samples: default_statsd_max_window_samples(),
+        }
+    }
+}
+
+fn default_statsd_udp() -> String {
+    "127.0.0.1:8125".into()
+}
+fn default_statsd_receive_buffer() -> ByteSize {
+    ByteSize(8 << 20)
+}
+fn default_statsd_max_series() -> usize {
+    5_000
+}
+fn default_statsd_max_window_samples() -> usize {
+    1_000_000
+}
+
+/// The StatsD server, validated.
+#[derive(Debug, Clone)]
+pub struct StatsdConfig {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// UDP address, if UDP is on.
+    pub udp: Option<std::net::SocketAddr>,
+    /// Unix datagram socket, if configured.
+    pub unix: Option<PathBuf>,
+    /// Name prefix.
+    pub prefix: String,
+    /// Receive buffer.
+    pub receive_buffer: ByteSize,
+    /// Most StatsD series.
+    pub max_series: usize,
+    /// Most samples held between flushes.
+    pub max_window_samples: usize,
 }
 
 /// `[sources.system]`: the host's CPU, memory, load, filesystems, disks and network.
@@ -394,6 +472,8 @@ pub struct AgentConfig {
     pub system: SystemConfig,
     /// The textfile source.
     pub textfile: TextfileConfig,
+    /// The StatsD server.
+    pub statsd: StatsdConfig,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -635,6 +715,51 @@ impl RawConfig {
                 "is empty; leave it out to turn the textfile source off",
             ));
         }
+        let st = &self.sources.statsd;
+        let statsd_udp = if st.udp.is_empty() {
+            None
+        } else {
+            match st.udp.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        "sources.statsd.udp",
+                        format!("{:?} is not an address like 127.0.0.1:8125: {e}", st.udp),
+                    ));
+                    None
+                }
+            }
+        };
+        if st.max_series >= self.max_series {
+            problems.push(ConfigProblem::new(
+                "sources.statsd.max_series",
+                format!(
+                    "must be less than max_series ({}), so that StatsD cannot starve the other sources",
+                    self.max_series
+                ),
+            ));
+        }
+        if !st.prefix.is_empty() && !vigil_shared::labels::is_valid_metric_name(&st.prefix) {
+            problems.push(ConfigProblem::new(
+                "sources.statsd.prefix",
+                format!("{:?} is not the start of a valid metric name", st.prefix),
+            ));
+        }
+        if st.max_window_samples == 0 || st.max_window_samples > 10_000_000 {
+            problems.push(ConfigProblem::new(
+                "sources.statsd.max_window_samples",
+                "must be between 1 and 10,000,000 (8 bytes each)",
+            ));
+        }
+        let statsd = StatsdConfig {
+            enabled: st.enabled,
+            udp: statsd_udp,
+            unix: st.unix.clone(),
+            prefix: st.prefix.clone(),
+            receive_buffer: st.receive_buffer,
+            max_series: st.max_series,
+            max_window_samples: st.max_window_samples,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -665,6 +790,7 @@ impl RawConfig {
             },
             system: self.sources.system,
             textfile: self.sources.textfile,
+            statsd,
         })
     }
 }

@@ -181,6 +181,7 @@ fn sample_until_stopped(
         let now = Instant::now();
         if now + Duration::from_millis(5) >= next_flush {
             flusher.flush(&sampler, &mut windows, false);
+            sampler.flushed();
             next_flush += flush;
             if next_flush < now {
                 next_flush = now + flush;

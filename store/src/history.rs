@@ -614,7 +614,44 @@ impl History {
             None => None,
         };
         let mut symbols = std::collections::HashSet::new();
-        for id in self.ids_in_range(selectors, mint, maxt) {
+        if selectors.is_empty() {
+            // Without selectors, walk the index instead of every series: a
+            // value (or a name) is in when one series of its postings has a
+            // sample in the range, and the walk stops at that series.
+            let live = |ids: &Vec<u32>| {
+                ids.iter().any(|id| {
+                    self.series
+                        .get(*id as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| Self::overlaps(s, mint, maxt))
+                })
+            };
+            let names: Vec<u32> = match name {
+                Some(n) => vec![n],
+                None => self.values.keys().copied().collect(),
+            };
+            for n in names {
+                for v in self.values.get(&n).into_iter().flatten() {
+                    if self.symbols.str(*v).is_empty()
+                        || !self.postings.get(&(n, *v)).is_some_and(live)
+                    {
+                        continue;
+                    }
+                    if name.is_some() {
+                        symbols.insert(*v);
+                    } else {
+                        symbols.insert(n);
+                        break;
+                    }
+                }
+            }
+        }
+        let by_series = if selectors.is_empty() {
+            Vec::new()
+        } else {
+            self.ids_in_range(selectors, mint, maxt)
+        };
+        for id in by_series {
             let Some(Some(series)) = self.series.get(id as usize) else {
                 continue;
             };
@@ -797,6 +834,43 @@ mod tests {
 
     fn eq(n: &str, v: &str) -> Matcher {
         Matcher::Equal(n.into(), v.into())
+    }
+
+    #[test]
+    fn label_calls_without_selectors_agree_with_a_selector_of_everything()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut h = History::new();
+        let early = h.series_id(&labels(&[("__name__", "a"), ("x", "1"), ("e", "")]));
+        let late = h.series_id(&labels(&[("__name__", "b"), ("x", "2"), ("y", "3")]));
+        for t in 0..10 {
+            h.append(early, t * 1000, 1.0)?;
+            h.append(late, 100_000 + t * 1000, 2.0)?;
+        }
+        let all = vec![vec![Matcher::regex("__name__", ".+", false)?]];
+        for (name, mint, maxt) in [
+            (Some("x"), 0, 50_000),
+            (Some("x"), 0, 200_000),
+            (Some("x"), 60_000, 90_000),
+            (Some("y"), 0, 50_000),
+            (Some("e"), 0, 200_000),
+            (Some("nope"), 0, 200_000),
+            (None, 0, 50_000),
+            (None, 100_000, 200_000),
+            (None, 0, 200_000),
+        ] {
+            assert_eq!(
+                h.label_index(name, &[], mint, maxt, 100),
+                h.label_index(name, &all, mint, maxt, 100),
+                "{name:?} {mint} {maxt}"
+            );
+        }
+        assert_eq!(h.label_index(Some("x"), &[], 0, 50_000, 100).0, ["1"]);
+        assert_eq!(
+            h.label_index(None, &[], 100_000, 200_000, 100).0,
+            ["__name__", "x", "y"]
+        );
+        assert!(h.label_index(Some("e"), &[], 0, 200_000, 100).0.is_empty());
+        Ok(())
     }
 
     fn fill() -> Result<History, AppendError> {

@@ -5,6 +5,7 @@
 //! way node_exporter's `node_scrape_collector_*` does.
 
 pub mod self_process;
+pub mod statsd;
 pub mod system;
 pub mod textfile;
 
@@ -33,6 +34,8 @@ pub trait Source: Send {
     fn name(&self) -> &'static str;
     /// Reads once and records into `out`. Never blocks on the network, never sleeps.
     fn sample(&mut self, out: &mut Windows, now: SystemTime) -> Result<(), SourceError>;
+    /// The windows were closed into a batch.
+    fn flushed(&mut self) {}
 }
 
 /// Builds the sources the config turns on. Adding a source is one line here.
@@ -50,6 +53,12 @@ pub fn build(config: &AgentConfig) -> Result<Vec<Box<dyn Source>>, SourceError> 
             config.textfile.max_file_size.0,
             config.textfile.max_series,
         )));
+    }
+    if config.statsd.enabled {
+        sources.push(Box::new(statsd::StatsdSource::start(
+            &config.statsd,
+            config.statsd.max_series,
+        )?));
     }
     sources.push(Box::new(self_process::SelfProcessSource::new(
         config.system.proc_path.clone(),
@@ -114,6 +123,13 @@ impl Sampler {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells every source that the windows were closed into a batch.
+    pub fn flushed(&mut self) {
+        for source in &mut self.sources {
+            source.flushed();
         }
     }
 

@@ -143,6 +143,60 @@ fn instant(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// Writes a JSON string (quoted, escaped) into `out`.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    match serde_json::to_string(text) {
+        Ok(quoted) => out.extend_from_slice(quoted.as_bytes()),
+        Err(_) => out.extend_from_slice(b"\"\""),
+    }
+}
+
+/// A range query's whole answer, written straight into one buffer. Built
+/// as a `serde_json` tree (an array and two allocations per point), the
+/// answer took 9× as long as evaluating the query for a 24-hour panel.
+/// Times and values are written as Prometheus writes them: seconds with
+/// the shortest digits, values as strings (`"NaN"`, `"+Inf"`).
+fn matrix_body(m: &[RangeSeries]) -> Vec<u8> {
+    use std::io::Write;
+    let points: usize = m.iter().map(|s| s.points.len()).sum();
+    let mut out = Vec::with_capacity(128 + m.len() * 128 + points * 32);
+    out.extend_from_slice(br#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, series) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"metric":{"#);
+        for (j, (name, value)) in series.labels.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, name);
+            out.push(b':');
+            write_json_str(&mut out, value);
+        }
+        out.extend_from_slice(br#"},"values":["#);
+        for (j, &(t, v)) in series.points.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            let seconds = t as f64 / 1000.0;
+            // Writing into a Vec cannot fail.
+            let _ = if v.is_nan() {
+                write!(out, "[{seconds},\"NaN\"]")
+            } else if v == f64::INFINITY {
+                write!(out, "[{seconds},\"+Inf\"]")
+            } else if v == f64::NEG_INFINITY {
+                write!(out, "[{seconds},\"-Inf\"]")
+            } else {
+                write!(out, "[{seconds},\"{v}\"]")
+            };
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"]}}");
+    out
+}
+
 fn matrix_json(m: &[RangeSeries]) -> Vec<Json> {
     m.iter()
         .map(|s| {
@@ -180,7 +234,11 @@ fn range(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
         ));
     }
     match range_query(state.store.as_ref(), query, start, end, step, limits) {
-        Ok(m) => axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": matrix_json(&m)}})).into_response(),
+        Ok(m) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            matrix_body(&m),
+        )
+            .into_response(),
         Err(e) => eval_error(state, e),
     }
 }

@@ -1,0 +1,736 @@
+//! StatsD and DogStatsD from the applications on this host.
+//!
+//! A listener thread per socket (UDP, by default `127.0.0.1:8125`, and a
+//! Unix datagram socket when configured) reads datagrams, parses each line
+//! ([`parse`]) and folds it into the [`Aggregator`] under a short lock. At
+//! every sample the source moves what was folded into the agent's
+//! [`Windows`], so StatsD series ship in the same batches, through the same
+//! spool, as the system's:
+//!
+//! | StatsD | Prometheus |
+//! |---|---|
+//! | `name:v\|c` (with `@rate`: v/rate) | counter `name_total`, cumulative |
+//! | `name:v\|g`, `name:+v\|g` | gauge `name` |
+//! | `name:v\|ms` | windowed `name_seconds` (v/1000), exact per window |
+//! | `name:v\|h`, `name:v\|d` | windowed `name` |
+//! | `name:member\|s` | gauge `name`: distinct members this flush |
+//!
+//! Names: `.`, `-` and every other character outside `[A-Za-z0-9_]`
+//! become `_`, a leading digit gets a `_`, then `prefix` goes in front;
+//! tags become labels the same way, and a tag naming `instance` or `job`
+//! refuses the line. A series key is built in a reused buffer, so a line
+//! of a known series allocates nothing.
+//!
+//! Limits: at most `max_series` StatsD series, and at most
+//! `max_window_samples` timer/histogram samples and set members between two
+//! flushes; what is over is dropped and counted
+//! (`vigil_agent_statsd_dropped_total{reason}`), and each refused series
+//! name is logged once.
+
+pub mod parse;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::{Source, SourceError};
+use crate::config::StatsdConfig;
+use crate::window::{FamilyKind, RecordError, Windows};
+use parse::{Invalid, Kind};
+
+/// Timer values are in seconds once mapped: recorded in microseconds, with
+/// Prometheus's default buckets.
+pub const SECONDS: vigil_shared::histogram::Ladder = vigil_shared::histogram::Ladder {
+    scale: 1e6,
+    bounds: &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+};
+
+/// Histogram and distribution values have no known unit: recorded in
+/// thousandths, with Prometheus's default buckets.
+pub const PLAIN: vigil_shared::histogram::Ladder = vigil_shared::histogram::Ladder {
+    scale: 1e3,
+    bounds: &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+};
+
+/// Largest datagram read (the UDP maximum).
+const DATAGRAM: usize = 65_535;
+
+/// How long a listener whose socket could not be bound waits to try again.
+const REBIND: Duration = Duration::from_secs(10);
+
+/// Most refused series names logged.
+const LOGGED_NAMES: usize = 1_000;
+
+/// One StatsD series between samples.
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    family: String,
+    labels: Vec<(String, String)>,
+    /// Counter: the cumulative total; gauge: the value; set: members.
+    value: f64,
+    /// Timer and histogram samples not yet moved into the windows.
+    pending: Vec<f64>,
+    /// Set members (hashed) since the last flush.
+    members: HashSet<u64>,
+}
+
+/// Counts kept by the aggregator.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// Datagrams read.
+    pub datagrams: u64,
+    /// Lines read (well-formed or not).
+    pub lines: u64,
+    /// Refused lines, by [`Invalid::index`].
+    pub invalid: [u64; Invalid::ALL.len()],
+    /// Samples dropped because `max_series` StatsD series exist.
+    pub dropped_series: u64,
+    /// Samples dropped because `max_window_samples` were held.
+    pub dropped_window: u64,
+}
+
+/// StatsD series folded between two samples of the source.
+#[derive(Debug)]
+pub struct Aggregator {
+    entries: HashMap<String, Entry>,
+    /// Each family's kind class ([`kind_class`]).
+    families: HashMap<String, u8>,
+    key: String,
+    family: String,
+    tags: Vec<(String, String)>,
+    prefix: String,
+    max_series: usize,
+    max_window_samples: usize,
+    held: usize,
+    counts: Counts,
+    logged: HashSet<String>,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(prefix: &str, max_series: usize, max_window_samples: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            families: HashMap::new(),
+            key: String::with_capacity(256),
+            family: String::with_capacity(128),
+            tags: Vec::new(),
+            prefix: prefix.to_string(),
+            max_series,
+            max_window_samples,
+            held: 0,
+            counts: Counts::default(),
+            logged: HashSet::new(),
+        }
+    }
+
+    /// What was counted so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Series held.
+    pub fn series(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Folds one datagram (newline-separated lines) in.
+    pub fn datagram(&mut self, bytes: &[u8]) {
+        self.counts.datagrams += 1;
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.split('\n') {
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            self.counts.lines += 1;
+            if let Err(reason) = self.line(line) {
+                self.counts.invalid[reason.index()] += 1;
+            }
+        }
+    }
+
+    /// Builds the family name into `self.family`.
+    fn family_name(&mut self, name: &str, kind: Kind) -> Result<(), Invalid> {
+        self.family.clear();
+        self.family.push_str(&self.prefix);
+        if !parse::map_name(name, &mut self.family) {
+            return Err(Invalid::BadName);
+        }
+        let suffix = match kind {
+            Kind::Counter => "_total",
+            Kind::Timer => "_seconds",
+            _ => "",
+        };
+        if !self.family.ends_with(suffix) {
+            self.family.push_str(suffix);
+        }
+        Ok(())
+    }
+
+    /// Parses tags into `self.tags` (reusing its strings), sorted by name.
+    fn parse_tags(&mut self, tags: &str) -> Result<(), Invalid> {
+        let mut n = 0;
+        for tag in tags.split(',').filter(|t| !t.is_empty()) {
+            // A tag without a value has no Prometheus equivalent: skipped.
+            let Some((name, value)) = tag.split_once(':') else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            if self.tags.len() <= n {
+                self.tags.push((String::new(), String::new()));
+            }
+            let slot = &mut self.tags[n];
+            slot.0.clear();
+            if !parse::map_name(name, &mut slot.0) {
+                return Err(Invalid::BadTag);
+            }
+            if slot.0 == "instance" || slot.0 == "job" {
+                return Err(Invalid::ReservedTag);
+            }
+            slot.1.clear();
+            slot.1.push_str(value);
+            n += 1;
+        }
+        self.tags.truncate(n);
+        self.tags.sort_unstable();
+        self.tags.dedup_by(|a, b| a.0 == b.0);
+        Ok(())
+    }
+
+    fn line(&mut self, text: &str) -> Result<(), Invalid> {
+        let line = parse::line(text)?;
+        self.family_name(line.name, line.kind)?;
+        self.parse_tags(line.tags)?;
+        self.key.clear();
+        self.key.push(line.kind.tag());
+        self.key.push_str(&self.family);
+        for (k, v) in &self.tags {
+            self.key.push('\u{1}');
+            self.key.push_str(k);
+            self.key.push('\u{2}');
+            self.key.push_str(v);
+        }
+        if !self.entries.contains_key(self.key.as_str()) {
+            if self.entries.len() >= self.max_series {
+                self.counts.dropped_series += 1;
+                if self.logged.len() < LOGGED_NAMES && self.logged.insert(self.family.clone()) {
+                    warn!(
+                        name = %self.family,
+                        limit = self.max_series,
+                        "StatsD series dropped: sources.statsd.max_series reached (logged once per name)"
+                    );
+                }
+                return Ok(());
+            }
+            let class = kind_class(line.kind);
+            match self.families.get(self.family.as_str()) {
+                Some(c) if *c != class => return Err(Invalid::TypeConflict),
+                Some(_) => {}
+                None => {
+                    self.families.insert(self.family.clone(), class);
+                }
+            }
+            self.entries.insert(
+                self.key.clone(),
+                Entry {
+                    kind: line.kind,
+                    family: self.family.clone(),
+                    labels: self.tags.clone(),
+                    value: 0.0,
+                    pending: Vec::new(),
+                    members: HashSet::new(),
+                },
+            );
+        }
+        let Some(entry) = self.entries.get_mut(self.key.as_str()) else {
+            return Ok(());
+        };
+        match line.kind {
+            Kind::Counter => {
+                for v in line.values.split(':') {
+                    entry.value += parse::number(v, line.kind)? / line.rate;
+                }
+            }
+            Kind::Gauge => {
+                for v in line.values.split(':') {
+                    let x = parse::number(v, line.kind)?;
+                    if v.starts_with('+') || v.starts_with('-') {
+                        entry.value += x;
+                    } else {
+                        entry.value = x;
+                    }
+                }
+            }
+            Kind::Timer | Kind::Histogram | Kind::Distribution => {
+                // A sampled line stands for 1/rate samples (at most 1,000).
+                let weight = (1.0 / line.rate).round().clamp(1.0, 1_000.0) as usize;
+                let scale = if line.kind == Kind::Timer { 1e-3 } else { 1.0 };
+                for v in line.values.split(':') {
+                    let x = parse::number(v, line.kind)? * scale;
+                    for _ in 0..weight {
+                        if self.held >= self.max_window_samples {
+                            self.counts.dropped_window += 1;
+                            continue;
+                        }
+                        self.held += 1;
+                        entry.pending.push(x);
+                    }
+                }
+            }
+            Kind::Set => {
+                for member in line.values.split(':') {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    member.hash(&mut h);
+                    let h = h.finish();
+                    if entry.members.contains(&h) {
+                        continue;
+                    }
+                    if self.held >= self.max_window_samples {
+                        self.counts.dropped_window += 1;
+                        continue;
+                    }
+                    self.held += 1;
+                    entry.members.insert(h);
+                }
+                entry.value = entry.members.len() as f64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every series into `out`: counters and gauges as their current
+    /// value, timer and histogram samples as window samples, sets as their
+    /// distinct count so far. Series the windows refuse are counted.
+    pub fn record(&mut self, out: &mut Windows) -> u64 {
+        let mut refused = 0;
+        for entry in self.entries.values_mut() {
+            let kind = match entry.kind {
+                Kind::Counter => FamilyKind::Counter,
+                Kind::Gauge | Kind::Set => FamilyKind::Gauge,
+                Kind::Timer => FamilyKind::Histogram(SECONDS),
+                Kind::Histogram | Kind::Distribution => FamilyKind::Histogram(PLAIN),
+            };
+            let Ok(family) = out.family(&entry.family, "Sent by StatsD.", kind) else {
+                refused += 1;
+                entry.pending.clear();
+                continue;
+            };
+            let labels: Vec<(&str, &str)> = entry
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let outcome: Result<(), RecordError> = match entry.kind {
+                Kind::Timer | Kind::Histogram | Kind::Distribution => entry
+                    .pending
+                    .drain(..)
+                    .try_for_each(|v| out.observe(family, &labels, v)),
+                _ => out.set(family, &labels, entry.value),
+            };
+            if outcome.is_err() {
+                refused += 1;
+            }
+        }
+        refused
+    }
+
+    /// A flush closed the windows: set members and the samples budget start
+    /// again.
+    pub fn flushed(&mut self) {
+        self.held = 0;
+        for entry in self.entries.values_mut() {
+            if entry.kind == Kind::Set {
+                entry.members.clear();
+                entry.value = 0.0;
+            }
+        }
+    }
+}
+
+/// Kinds that may share a family: only a histogram and a distribution.
+fn kind_class(kind: Kind) -> u8 {
+    match kind {
+        Kind::Counter => 0,
+        Kind::Gauge => 1,
+        Kind::Set => 2,
+        Kind::Timer => 3,
+        Kind::Histogram | Kind::Distribution => 4,
+    }
+}
+
+/// Locks the aggregator; a listener that panicked while holding it left
+/// nothing half-written that matters, so the lock is taken back.
+fn lock(agg: &Mutex<Aggregator>) -> MutexGuard<'_, Aggregator> {
+    agg.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether each listener holds its socket, for `vigil_agent_listener_up`.
+#[derive(Debug, Default)]
+pub struct ListenerState {
+    /// `statsd_udp`.
+    pub udp: AtomicBool,
+    /// `statsd_unix`.
+    pub unix: AtomicBool,
+}
+
+/// The StatsD source: its listeners run on their own threads; sampling
+/// moves what they folded into the windows.
+pub struct StatsdSource {
+    aggregator: Arc<Mutex<Aggregator>>,
+    listeners: Arc<ListenerState>,
+    udp: Option<SocketAddr>,
+    unix: Option<PathBuf>,
+    refused: u64,
+}
+
+impl StatsdSource {
+    /// Starts the listeners the config names. A socket that cannot be bound
+    /// is logged with what holds it and tried again every 10 s; the agent
+    /// starts either way.
+    pub fn start(config: &StatsdConfig, max_series: usize) -> Result<Self, SourceError> {
+        let aggregator = Arc::new(Mutex::new(Aggregator::new(
+            &config.prefix,
+            max_series,
+            config.max_window_samples,
+        )));
+        let listeners = Arc::new(ListenerState::default());
+        if let Some(addr) = config.udp {
+            let (agg, state) = (Arc::clone(&aggregator), Arc::clone(&listeners));
+            let buffer = config.receive_buffer.0 as usize;
+            std::thread::Builder::new()
+                .name("vigil-statsd-udp".into())
+                .stack_size(256 * 1024)
+                .spawn(move || listen_udp(addr, buffer, &agg, &state))
+                .map_err(|e| SourceError(format!("cannot start the StatsD listener: {e}")))?;
+        }
+        if let Some(path) = config.unix.clone() {
+            let (agg, state) = (Arc::clone(&aggregator), Arc::clone(&listeners));
+            std::thread::Builder::new()
+                .name("vigil-statsd-unix".into())
+                .stack_size(256 * 1024)
+                .spawn(move || listen_unix(&path, &agg, &state))
+                .map_err(|e| SourceError(format!("cannot start the StatsD listener: {e}")))?;
+        }
+        Ok(Self {
+            aggregator,
+            listeners,
+            udp: config.udp,
+            unix: config.unix.clone(),
+            refused: 0,
+        })
+    }
+
+    fn record_own(
+        &self,
+        out: &mut Windows,
+        counts: &Counts,
+        series: usize,
+    ) -> Result<(), RecordError> {
+        let up = out.family(
+            "vigil_agent_listener_up",
+            "Whether each of the agent's listeners holds its socket (1) or not (0).",
+            FamilyKind::Gauge,
+        )?;
+        if self.udp.is_some() {
+            let v = self.listeners.udp.load(Ordering::Relaxed);
+            out.set(up, &[("listener", "statsd_udp")], f64::from(u8::from(v)))?;
+        }
+        if self.unix.is_some() {
+            let v = self.listeners.unix.load(Ordering::Relaxed);
+            out.set(up, &[("listener", "statsd_unix")], f64::from(u8::from(v)))?;
+        }
+        let f = out.family(
+            "vigil_agent_statsd_datagrams_total",
+            "StatsD datagrams read.",
+            FamilyKind::Counter,
+        )?;
+        out.set(f, &[], counts.datagrams as f64)?;
+        let f = out.family(
+            "vigil_agent_statsd_lines_total",
+            "StatsD lines read, well-formed or not.",
+            FamilyKind::Counter,
+        )?;
+        out.set(f, &[], counts.lines as f64)?;
+        let f = out.family(
+            "vigil_agent_statsd_invalid_lines_total",
+            "StatsD lines refused, by reason.",
+            FamilyKind::Counter,
+        )?;
+        for reason in Invalid::ALL {
+            out.set(
+                f,
+                &[("reason", reason.reason())],
+                counts.invalid[reason.index()] as f64,
+            )?;
+        }
+        let f = out.family(
+            "vigil_agent_statsd_dropped_total",
+            "StatsD samples dropped: max_series (a new series over sources.statsd.max_series or the agent's max_series), window_full (sources.statsd.max_window_samples held since the last flush).",
+            FamilyKind::Counter,
+        )?;
+        out.set(
+            f,
+            &[("reason", "max_series")],
+            (counts.dropped_series + self.refused) as f64,
+        )?;
+        out.set(
+            f,
+            &[("reason", "window_full")],
+            counts.dropped_window as f64,
+        )?;
+        let f = out.family(
+            "vigil_agent_statsd_series",
+            "StatsD series the agent holds.",
+            FamilyKind::Gauge,
+        )?;
+        out.set(f, &[], series as f64)?;
+        Ok(())
+    }
+}
+
+impl Source for StatsdSource {
+    fn name(&self) -> &'static str {
+        "statsd"
+    }
+
+    fn sample(&mut self, out: &mut Windows, _now: SystemTime) -> Result<(), SourceError> {
+        let (counts, series, refused) = {
+            let mut agg = lock(&self.aggregator);
+            let refused = agg.record(out);
+            (agg.counts().clone(), agg.series(), refused)
+        };
+        self.refused += refused;
+        self.record_own(out, &counts, series)?;
+        Ok(())
+    }
+
+    fn flushed(&mut self) {
+        lock(&self.aggregator).flushed();
+    }
+}
+
+/// Binds `addr` with a receive buffer of `buffer` bytes (as far as the
+/// kernel's `net.core.rmem_max` allows).
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        warn!(error = %e, "cannot set the StatsD socket's receive buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn listen_udp(addr: SocketAddr, buffer: usize, agg: &Mutex<Aggregator>, state: &ListenerState) {
+    let mut logged = false;
+    loop {
+        match bind_udp(addr, buffer) {
+            Ok(socket) => {
+                info!(%addr, "StatsD listening (UDP)");
+                state.udp.store(true, Ordering::Relaxed);
+                let mut buf = vec![0u8; DATAGRAM];
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(n) => lock(agg).datagram(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            warn!(%addr, error = %e, "StatsD socket failed; binding again");
+                            break;
+                        }
+                    }
+                }
+                state.udp.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !logged {
+                    warn!(
+                        %addr,
+                        error = %e,
+                        held_by = %holder(addr.port(), "udp"),
+                        "StatsD cannot listen; trying again every 10 s (vigil_agent_listener_up{{listener=\"statsd_udp\"}} is 0)"
+                    );
+                    logged = true;
+                }
+            }
+        }
+        std::thread::sleep(REBIND);
+    }
+}
+
+fn listen_unix(path: &std::path::Path, agg: &Mutex<Aggregator>, state: &ListenerState) {
+    let mut logged = false;
+    loop {
+        // A socket file left by an earlier run would make bind fail.
+        if std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        match std::os::unix::net::UnixDatagram::bind(path) {
+            Ok(socket) => {
+                info!(path = %path.display(), "StatsD listening (Unix datagrams)");
+                state.unix.store(true, Ordering::Relaxed);
+                let mut buf = vec![0u8; DATAGRAM];
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(n) => lock(agg).datagram(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            warn!(path = %path.display(), error = %e, "StatsD socket failed; binding again");
+                            break;
+                        }
+                    }
+                }
+                state.unix.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !logged {
+                    warn!(path = %path.display(), error = %e, "StatsD cannot listen; trying again every 10 s");
+                    logged = true;
+                }
+            }
+        }
+        std::thread::sleep(REBIND);
+    }
+}
+
+/// What holds a local port: the process name and pid found through
+/// `/proc/net/{udp,udp6,tcp,tcp6}` and the processes' open sockets, or
+/// a note that it is not visible (another user's process, without root).
+pub fn holder(port: u16, protocol: &str) -> String {
+    let mut inodes = Vec::new();
+    for table in [protocol.to_string(), format!("{protocol}6")] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && let Some(inode) = fields.get(9)
+                && *inode != "0"
+            {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return "unknown".into();
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "unknown".into();
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                return format!("{} (pid {pid})", comm.trim());
+            }
+        }
+    }
+    "a process this user cannot see".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agg() -> Aggregator {
+        Aggregator::new("", 100, 1_000)
+    }
+
+    fn value(a: &Aggregator, key_part: &str) -> Option<f64> {
+        a.entries
+            .iter()
+            .find(|(k, _)| k.contains(key_part))
+            .map(|(_, e)| e.value)
+    }
+
+    #[test]
+    fn counters_gauges_and_sets_fold() {
+        let mut a = agg();
+        a.datagram(
+            b"hits:1|c\nhits:2|c|@0.5\ntemp:10|g\ntemp:+5|g\ntemp:-2|g\nu:a|s\nu:b|s\nu:a|s",
+        );
+        assert_eq!(value(&a, "hits_total"), Some(5.0));
+        assert_eq!(value(&a, "temp"), Some(13.0));
+        assert_eq!(value(&a, "su"), Some(2.0));
+        assert_eq!(a.counts().lines, 8);
+        a.flushed();
+        assert_eq!(value(&a, "su"), Some(0.0));
+        assert_eq!(value(&a, "hits_total"), Some(5.0));
+    }
+
+    #[test]
+    fn tags_become_labels_and_reserved_ones_are_refused() {
+        let mut a = agg();
+        a.datagram(
+            b"req:1|c|#route:/a,code:200,flag\nreq:1|c|#code:200,route:/a\nreq:1|c|#instance:other",
+        );
+        assert_eq!(a.series(), 1);
+        let e = a.entries.values().next().map(|e| e.labels.clone());
+        assert_eq!(
+            e,
+            Some(vec![
+                ("code".to_string(), "200".to_string()),
+                ("route".to_string(), "/a".to_string())
+            ])
+        );
+        assert_eq!(a.counts().invalid[Invalid::ReservedTag.index()], 1);
+    }
+
+    #[test]
+    fn limits_drop_and_count() {
+        let mut a = Aggregator::new("", 2, 3);
+        a.datagram(b"a:1|c\nb:1|c\nc:1|c");
+        assert_eq!(a.series(), 2);
+        assert_eq!(a.counts().dropped_series, 1);
+        a.datagram(b"t:1:2:3:4|ms");
+        // `t` is a third series: dropped too.
+        assert_eq!(a.counts().dropped_series, 2);
+        let mut a = Aggregator::new("", 10, 3);
+        a.datagram(b"t:1:2:3:4|ms\nh:1|h|@0.5");
+        assert_eq!(a.counts().dropped_window, 3);
+        a.flushed();
+        a.datagram(b"t:5|ms");
+        assert_eq!(a.counts().dropped_window, 3);
+    }
+
+    #[test]
+    fn one_name_with_two_kinds_is_refused() {
+        let mut a = agg();
+        a.datagram(b"x:1|g\nx:1|s\nx:1|h\ny:1|ms\ny:1|h\nz:1|h\nz:2|d");
+        assert_eq!(a.counts().invalid[Invalid::TypeConflict.index()], 2);
+        // x (gauge), y_seconds, y, z (histogram and distribution together).
+        assert_eq!(a.series(), 4);
+    }
+}

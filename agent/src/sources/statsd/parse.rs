@@ -1,0 +1,276 @@
+//! One StatsD / DogStatsD line, parsed without allocating: every part
+//! borrows the datagram.
+//!
+//! ```text
+//! name:value[:value…]|type[|@rate][|#tag:value,tag…][|c:container][|T1700000000]
+//! ```
+//!
+//! Types: `c` counter, `g` gauge (`+3`/`-3` change it), `ms` timer, `h`
+//! histogram, `d` distribution, `s` set. Several values in one line
+//! (DogStatsD 1.1) are several samples. The container (`c:`) and timestamp
+//! (`T…`) fields and any unknown field are skipped. Events (`_e{…}`) and
+//! service checks (`_sc|…`) are refused as unsupported.
+//!
+//! Written by hand: the crates that parse StatsD allocate per line or take
+//! only plain StatsD, and the agent's read path must do neither.
+
+/// What a line measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `c`: a count to add.
+    Counter,
+    /// `g`: a value to set (or change, with a sign).
+    Gauge,
+    /// `ms`: a duration in milliseconds.
+    Timer,
+    /// `h`: a sample of a distribution.
+    Histogram,
+    /// `d`: DogStatsD's distribution, kept as a histogram.
+    Distribution,
+    /// `s`: a member of a set.
+    Set,
+}
+
+impl Kind {
+    /// One byte that tells kinds apart in a series key.
+    pub fn tag(self) -> char {
+        match self {
+            Kind::Counter => 'c',
+            Kind::Gauge => 'g',
+            Kind::Timer => 't',
+            Kind::Histogram | Kind::Distribution => 'h',
+            Kind::Set => 's',
+        }
+    }
+}
+
+/// Why a line was refused; the `reason` label of
+/// `vigil_agent_statsd_invalid_lines_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// No `:` between the name and the value.
+    NoValue,
+    /// No `|` before the type.
+    NoType,
+    /// A type other than `c g ms h d s`.
+    BadType,
+    /// A value that is not a finite number.
+    BadValue,
+    /// A sample rate that is not in `(0, 1]`.
+    BadRate,
+    /// A name with nothing left once mapped.
+    BadName,
+    /// A counter that goes down.
+    NegativeCounter,
+    /// A tag naming `instance` or `job`, which the agent sets.
+    ReservedTag,
+    /// A tag whose name has nothing left once mapped.
+    BadTag,
+    /// A DogStatsD event or service check.
+    Unsupported,
+    /// A kind used before for the same name with another kind.
+    TypeConflict,
+}
+
+impl Invalid {
+    /// Every reason, in the order of [`Invalid::index`].
+    pub const ALL: [Invalid; 11] = [
+        Invalid::NoValue,
+        Invalid::NoType,
+        Invalid::BadType,
+        Invalid::BadValue,
+        Invalid::BadRate,
+        Invalid::BadName,
+        Invalid::NegativeCounter,
+        Invalid::ReservedTag,
+        Invalid::BadTag,
+        Invalid::Unsupported,
+        Invalid::TypeConflict,
+    ];
+
+    /// The label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Invalid::NoValue => "no_value",
+            Invalid::NoType => "no_type",
+            Invalid::BadType => "bad_type",
+            Invalid::BadValue => "bad_value",
+            Invalid::BadRate => "bad_rate",
+            Invalid::BadName => "bad_name",
+            Invalid::NegativeCounter => "negative_counter",
+            Invalid::ReservedTag => "reserved_tag",
+            Invalid::BadTag => "bad_tag",
+            Invalid::Unsupported => "unsupported",
+            Invalid::TypeConflict => "type_conflict",
+        }
+    }
+
+    /// Position in [`Invalid::ALL`].
+    pub fn index(self) -> usize {
+        Invalid::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line<'a> {
+    /// The name as sent.
+    pub name: &'a str,
+    /// The values as sent (`:`-separated); for a set, its members.
+    pub values: &'a str,
+    /// The kind.
+    pub kind: Kind,
+    /// The sample rate, 1 when absent.
+    pub rate: f64,
+    /// The tags as sent (`k:v,k2`), empty when absent.
+    pub tags: &'a str,
+}
+
+/// Parses one line (without its newline).
+pub fn line(text: &str) -> Result<Line<'_>, Invalid> {
+    if text.starts_with("_e{") || text.starts_with("_sc|") {
+        return Err(Invalid::Unsupported);
+    }
+    let (name, rest) = text.split_once(':').ok_or(Invalid::NoValue)?;
+    let (values, rest) = rest.split_once('|').ok_or(Invalid::NoType)?;
+    if values.is_empty() {
+        return Err(Invalid::BadValue);
+    }
+    let mut fields = rest.split('|');
+    let kind = match fields.next() {
+        Some("c") => Kind::Counter,
+        Some("g") => Kind::Gauge,
+        Some("ms") => Kind::Timer,
+        Some("h") => Kind::Histogram,
+        Some("d") => Kind::Distribution,
+        Some("s") => Kind::Set,
+        _ => return Err(Invalid::BadType),
+    };
+    let mut rate = 1.0;
+    let mut tags = "";
+    for field in fields {
+        if let Some(r) = field.strip_prefix('@') {
+            rate = match r.parse::<f64>() {
+                Ok(r) if r > 0.0 && r <= 1.0 => r,
+                _ => return Err(Invalid::BadRate),
+            };
+        } else if let Some(t) = field.strip_prefix('#') {
+            tags = t;
+        }
+        // `c:` (container), `T` (timestamp) and unknown fields: skipped.
+    }
+    if kind != Kind::Set {
+        for v in values.split(':') {
+            number(v, kind)?;
+        }
+    }
+    Ok(Line {
+        name,
+        values,
+        kind,
+        rate,
+        tags,
+    })
+}
+
+/// A value of a non-set line: finite, and a counter's not negative.
+pub fn number(text: &str, kind: Kind) -> Result<f64, Invalid> {
+    let v: f64 = text.parse().map_err(|_| Invalid::BadValue)?;
+    if !v.is_finite() {
+        return Err(Invalid::BadValue);
+    }
+    if kind == Kind::Counter && v < 0.0 {
+        return Err(Invalid::NegativeCounter);
+    }
+    Ok(v)
+}
+
+/// Maps a StatsD name (or tag name) into a Prometheus one, appending to
+/// `out`: letters, digits and `_` stay, every other character becomes `_`,
+/// and a leading digit gets a `_` before it. Gives false when nothing is
+/// left.
+pub fn map_name(text: &str, out: &mut String) -> bool {
+    let start = out.len();
+    for (i, c) in text.chars().enumerate() {
+        if i == 0 && c.is_ascii_digit() && start == out.len() && out.is_empty() {
+            out.push('_');
+        }
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    out.len() > start && out[start..].bytes().any(|b| b != b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_with_rates_and_tags() {
+        assert_eq!(
+            line("api.hits:3|c|@0.5|#route:/a,canary"),
+            Ok(Line {
+                name: "api.hits",
+                values: "3",
+                kind: Kind::Counter,
+                rate: 0.5,
+                tags: "route:/a,canary",
+            })
+        );
+        assert_eq!(line("temp:-2|g").map(|l| l.kind), Ok(Kind::Gauge));
+        assert_eq!(line("db.query:12.5|ms").map(|l| l.kind), Ok(Kind::Timer));
+        assert_eq!(line("size:1:2:3|h").map(|l| l.values), Ok("1:2:3"));
+        assert_eq!(line("lat:7|d").map(|l| l.kind), Ok(Kind::Distribution));
+        assert_eq!(line("users:alice|s").map(|l| l.values), Ok("alice"));
+        // DogStatsD's container and timestamp fields are skipped.
+        assert_eq!(
+            line("x:1|c|#a:b|c:83e7f0|T1700000000").map(|l| (l.tags, l.rate)),
+            Ok(("a:b", 1.0))
+        );
+    }
+
+    #[test]
+    fn malformed_lines_name_their_reason() {
+        for (text, reason) in [
+            ("novalue", Invalid::NoValue),
+            ("x:1", Invalid::NoType),
+            ("x:1|q", Invalid::BadType),
+            ("x:|c", Invalid::BadValue),
+            ("x:abc|c", Invalid::BadValue),
+            ("x:NaN|g", Invalid::BadValue),
+            ("x:inf|ms", Invalid::BadValue),
+            ("x:1:zz|h", Invalid::BadValue),
+            ("x:1|c|@0", Invalid::BadRate),
+            ("x:1|c|@1.5", Invalid::BadRate),
+            ("x:1|c|@x", Invalid::BadRate),
+            ("x:-1|c", Invalid::NegativeCounter),
+            ("_e{5,4}:title|text", Invalid::Unsupported),
+            ("_sc|check|0", Invalid::Unsupported),
+        ] {
+            assert_eq!(line(text), Err(reason), "{text}");
+        }
+    }
+
+    #[test]
+    fn names_map_to_prometheus_names() {
+        for (text, mapped) in [
+            ("api.hits", "api_hits"),
+            ("a-b c/d", "a_b_c_d"),
+            ("9lives", "_9lives"),
+            ("ok_name", "ok_name"),
+            ("é", "_"),
+        ] {
+            let mut out = String::new();
+            map_name(text, &mut out);
+            assert_eq!(out, mapped, "{text}");
+        }
+        let mut out = String::new();
+        assert!(!map_name("...", &mut out));
+        let mut out = String::from("app_");
+        assert!(map_name("9x", &mut out));
+        assert_eq!(out, "app_9x");
+    }
+}

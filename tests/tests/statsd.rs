@@ -1,0 +1,300 @@
+//! StatsD end to end: datagrams of every type sent over UDP to a real agent,
+//! by hand and by Python's `statsd` client, arrive at the collector exactly;
+//! malformed lines are counted per reason; a port held by another process
+//! leaves the agent sampling and shipping with the listener shown down; a
+//! flood of new series stops at the limit without touching the system's.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use vigil_tests::{Collector, get_json, start_agent, wait_for};
+
+fn agent_config(collector: &Collector, instance: &str, statsd: &str) -> String {
+    format!(
+        "instance = \"{instance}\"\nsample_interval = \"250ms\"\nflush_interval = \"1s\"\n[collector]\nendpoint = \"http://{}\"\n[sources.statsd]\n{statsd}\n",
+        collector.ingest
+    )
+}
+
+fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The value of `query` at the collector now, if it has exactly one element.
+fn value(collector: &Collector, query: &str) -> Option<f64> {
+    let answer = collector.query(query, now()).ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    if result.len() != 1 {
+        return None;
+    }
+    result[0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Waits until `query` gives `want` at the collector.
+fn expect(collector: &Collector, query: &str, want: f64) -> Result<()> {
+    let seen = wait_for(query, Duration::from_secs(30), || {
+        value(collector, query).filter(|v| (v - want).abs() < 1e-9)
+    });
+    if seen.is_err() {
+        bail!(
+            "{query}: wanted {want}, the collector has {:?}",
+            value(collector, query)
+        );
+    }
+    Ok(())
+}
+
+fn send(socket: &UdpSocket, port: u16, datagram: &str) -> Result<()> {
+    socket.send_to(datagram.as_bytes(), ("127.0.0.1", port))?;
+    Ok(())
+}
+
+#[test]
+fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let port = free_udp_port()?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-e2e",
+            &format!("udp = \"127.0.0.1:{port}\""),
+        ),
+    )?;
+    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    for _ in 0..10 {
+        send(&s, port, "e2e.hits:1|c")?;
+    }
+    // Sampled at one half: counts 2 / 0.5 = 4.
+    send(&s, port, "e2e.hits:2|c|@0.5")?;
+    send(&s, port, "e2e.temp:10|g\ne2e.temp:+5|g\ne2e.temp:-2|g")?;
+    send(&s, port, "e2e.lat:100|ms\ne2e.lat:200|ms\ne2e.lat:300|ms")?;
+    send(&s, port, "e2e.size:1:2:3:4|h\ne2e.size:10|d")?;
+    send(&s, port, "e2e.users:a|s\ne2e.users:b|s\ne2e.users:a|s")?;
+    for _ in 0..3 {
+        send(&s, port, "e2e.req:1|c|#route:/a,code:200|c:abc|T1700000000")?;
+    }
+    send(
+        &s,
+        port,
+        "e2e.bad:abc|c\ne2e.bad:1|q\nnocolon\ne2e.neg:-1|c\ne2e.x:1|c|#instance:evil\n_e{1,1}:a|b\ne2e.bad:1|c|@2",
+    )?;
+
+    let me = "{instance=\"statsd-e2e\"}";
+    expect(&collector, &format!("e2e_hits_total{me}"), 14.0)?;
+    expect(&collector, &format!("e2e_temp{me}"), 13.0)?;
+    expect(
+        &collector,
+        "e2e_req_total{instance=\"statsd-e2e\",route=\"/a\",code=\"200\"}",
+        3.0,
+    )?;
+    expect(&collector, &format!("e2e_lat_seconds_count{me}"), 3.0)?;
+    expect(&collector, &format!("e2e_lat_seconds_sum{me}"), 0.6)?;
+    expect(&collector, &format!("e2e_size_count{me}"), 5.0)?;
+    expect(&collector, &format!("e2e_size_sum{me}"), 20.0)?;
+    expect(
+        &collector,
+        &format!("max_over_time(e2e_users{me}[1m])"),
+        2.0,
+    )?;
+    // The exact median of the timer's three samples.
+    let (status, q) = get_json(
+        collector.http,
+        &format!(
+            "/api/v1/vigil/quantile?query={}&q=0.5",
+            vigil_tests::url_encode("e2e_lat_seconds{instance=\"statsd-e2e\"}")
+        ),
+    )?;
+    ensure!(status == 200, "quantile: HTTP {status}: {q}");
+    ensure!(q["data"]["count"] == 3, "quantile count: {q}");
+    // HDR windows keep 3 significant digits: within 0.1 %.
+    let median: f64 = q["data"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .context("quantile value")?;
+    ensure!((median - 0.2).abs() <= 0.2e-3, "quantile value: {q}");
+    for (reason, want) in [
+        ("bad_value", 1.0),
+        ("bad_type", 1.0),
+        ("no_value", 1.0),
+        ("negative_counter", 1.0),
+        ("reserved_tag", 1.0),
+        ("unsupported", 1.0),
+        ("bad_rate", 1.0),
+        ("no_type", 0.0),
+    ] {
+        expect(
+            &collector,
+            &format!(
+                "vigil_agent_statsd_invalid_lines_total{{instance=\"statsd-e2e\",reason=\"{reason}\"}}"
+            ),
+            want,
+        )?;
+    }
+    // Nothing claimed another instance.
+    ensure!(
+        value(&collector, "e2e_x_total").is_none(),
+        "a line tagged instance:evil was kept"
+    );
+    expect(
+        &collector,
+        "vigil_agent_statsd_lines_total{instance=\"statsd-e2e\"}",
+        32.0,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn python_statsd_client_arrives() -> Result<()> {
+    let python = vigil_tests::require_peer("python3", "python3")?;
+    let check = Command::new(&python)
+        .args(["-c", "import statsd"])
+        .output()?;
+    ensure!(
+        check.status.success(),
+        "Python's statsd client is missing: pip install statsd (.ci/run installs it)"
+    );
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let port = free_udp_port()?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-py",
+            &format!("udp = \"127.0.0.1:{port}\""),
+        ),
+    )?;
+    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    let script = format!(
+        "import statsd\n\
+         c = statsd.StatsClient('127.0.0.1', {port}, prefix='shop')\n\
+         for _ in range(5): c.incr('orders')\n\
+         c.incr('orders', 3)\n\
+         c.gauge('queue', 42)\n\
+         c.gauge('queue', -2, delta=True)\n\
+         c.timing('checkout', 250)\n\
+         c.timing('checkout', 750)\n\
+         c.set('visitors', 'a')\n"
+    );
+    let out = Command::new(&python).args(["-c", &script]).output()?;
+    ensure!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = "{instance=\"statsd-py\"}";
+    expect(&collector, &format!("shop_orders_total{me}"), 8.0)?;
+    expect(&collector, &format!("shop_queue{me}"), 40.0)?;
+    expect(&collector, &format!("shop_checkout_seconds_count{me}"), 2.0)?;
+    expect(&collector, &format!("shop_checkout_seconds_sum{me}"), 1.0)?;
+    Ok(())
+}
+
+#[test]
+fn a_taken_port_leaves_the_agent_shipping_and_the_listener_down() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let holder = UdpSocket::bind("127.0.0.1:0")?;
+    let port = holder.local_addr()?.port();
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-taken",
+            &format!("udp = \"127.0.0.1:{port}\""),
+        ),
+    )?;
+    agent.wait_for_log("StatsD cannot listen", Duration::from_secs(20))?;
+    let log = agent.log();
+    let me = std::fs::read_to_string("/proc/self/comm")?;
+    ensure!(
+        log.contains(&format!("pid {}", std::process::id())) && log.contains(me.trim()),
+        "the log does not name the process holding the port: {log}"
+    );
+    expect(
+        &collector,
+        "vigil_agent_listener_up{instance=\"statsd-taken\",listener=\"statsd_udp\"}",
+        0.0,
+    )?;
+    // The system source still ships.
+    wait_for("node_load1", Duration::from_secs(30), || {
+        value(&collector, "node_load1{instance=\"statsd-taken\"}")
+    })?;
+    // Freed, the port is taken within the 10 s retry.
+    drop(holder);
+    expect(
+        &collector,
+        "vigil_agent_listener_up{instance=\"statsd-taken\",listener=\"statsd_udp\"}",
+        1.0,
+    )?;
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    send(&s, port, "late.hits:1|c")?;
+    expect(
+        &collector,
+        "late_hits_total{instance=\"statsd-taken\"}",
+        1.0,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_flood_of_new_series_stops_at_the_limit_and_spares_the_system_series() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let port = free_udp_port()?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-flood",
+            &format!("udp = \"127.0.0.1:{port}\"\nmax_series = 500"),
+        ),
+    )?;
+    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    // 2,000 new series, 20 lines a datagram.
+    for chunk in 0..100 {
+        let lines: Vec<String> = (0..20)
+            .map(|i| format!("flood.s{}:1|c", chunk * 20 + i))
+            .collect();
+        send(&s, port, &lines.join("\n"))?;
+    }
+    expect(
+        &collector,
+        "vigil_agent_statsd_series{instance=\"statsd-flood\"}",
+        500.0,
+    )?;
+    expect(
+        &collector,
+        "vigil_agent_statsd_dropped_total{instance=\"statsd-flood\",reason=\"max_series\"}",
+        1500.0,
+    )?;
+    expect(
+        &collector,
+        "count({instance=\"statsd-flood\",__name__=~\"flood_.*\"})",
+        500.0,
+    )?;
+    value(&collector, "node_load1{instance=\"statsd-flood\"}")
+        .context("the system's series are missing after the flood")?;
+    ensure!(
+        agent.log().matches("max_series reached").count() <= 1_000,
+        "refused names are logged more than once each"
+    );
+    Ok(())
+}
