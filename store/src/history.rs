@@ -670,15 +670,16 @@ impl History {
                 ),
             }
         }
-        let mut out: Vec<String> = symbols
+        // Sorted and cut as borrowed text; only what is given back is copied.
+        let mut texts: Vec<&str> = symbols
             .into_iter()
-            .map(|s| self.symbols.str(s).to_string())
+            .map(|s| self.symbols.str(s))
             .filter(|s| !s.is_empty())
             .collect();
-        out.sort_unstable();
-        let truncated = out.len() > limit;
-        out.truncate(limit);
-        (out, truncated)
+        texts.sort_unstable();
+        let truncated = texts.len() > limit;
+        texts.truncate(limit);
+        (texts.into_iter().map(str::to_string).collect(), truncated)
     }
 
     /// Drops sealed chunks whose last sample is before `cutoff`, and series
