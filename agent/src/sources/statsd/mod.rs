@@ -29,7 +29,11 @@
 
 pub mod parse;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// Series keys are hashed once per line: foldhash, not SipHash (the
+/// keys come from local applications, and their number is bounded).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -62,8 +66,10 @@ pub const PLAIN: vigil_shared::histogram::Ladder = vigil_shared::histogram::Ladd
     ],
 };
 
-/// Largest datagram read (the UDP maximum).
-const DATAGRAM: usize = 65_535;
+/// The receive buffer: room for the largest UDP datagram. At 64 KiB it is
+/// at malloc's mmap threshold (see `memory`), so it is mapped on its own
+/// and only the pages datagrams reach become resident.
+const DATAGRAM: usize = 64 * 1024;
 
 /// How long a listener whose socket could not be bound waits to try again.
 const REBIND: Duration = Duration::from_secs(10);
@@ -103,7 +109,13 @@ pub struct Counts {
 /// StatsD series folded between two samples of the source.
 #[derive(Debug)]
 pub struct Aggregator {
-    entries: HashMap<String, Entry>,
+    entries: Vec<Entry>,
+    /// Entry by series key (mapped name and sorted, mapped tags).
+    index: HashMap<String, usize>,
+    /// Entry by the line's own text of kind, name and tags: a line of a
+    /// known series skips mapping and sorting. At most 4 × `max_series`.
+    by_raw: HashMap<String, usize>,
+    raw: String,
     /// Each family's kind class ([`kind_class`]).
     families: HashMap<String, u8>,
     key: String,
@@ -121,8 +133,11 @@ impl Aggregator {
     /// An empty aggregator.
     pub fn new(prefix: &str, max_series: usize, max_window_samples: usize) -> Self {
         Self {
-            entries: HashMap::new(),
-            families: HashMap::new(),
+            entries: Vec::new(),
+            index: HashMap::default(),
+            by_raw: HashMap::default(),
+            raw: String::with_capacity(256),
+            families: HashMap::default(),
             key: String::with_capacity(256),
             family: String::with_capacity(128),
             tags: Vec::new(),
@@ -148,7 +163,10 @@ impl Aggregator {
     /// Folds one datagram (newline-separated lines) in.
     pub fn datagram(&mut self, bytes: &[u8]) {
         self.counts.datagrams += 1;
-        let text = String::from_utf8_lossy(bytes);
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
         for line in text.split('\n') {
             let line = line.trim_end_matches('\r');
             if line.is_empty() {
@@ -206,13 +224,33 @@ impl Aggregator {
             n += 1;
         }
         self.tags.truncate(n);
-        self.tags.sort_unstable();
+        if !self.tags.is_sorted() {
+            self.tags.sort_unstable();
+        }
         self.tags.dedup_by(|a, b| a.0 == b.0);
         Ok(())
     }
 
     fn line(&mut self, text: &str) -> Result<(), Invalid> {
         let line = parse::line(text)?;
+        self.raw.clear();
+        self.raw.push(line.kind.tag());
+        self.raw.push_str(line.name);
+        self.raw.push('|');
+        self.raw.push_str(line.tags);
+        if let Some(entry) = self
+            .by_raw
+            .get(self.raw.as_str())
+            .and_then(|i| self.entries.get_mut(*i))
+        {
+            return fold(
+                entry,
+                &line,
+                &mut self.held,
+                self.max_window_samples,
+                &mut self.counts,
+            );
+        }
         self.family_name(line.name, line.kind)?;
         self.parse_tags(line.tags)?;
         self.key.clear();
@@ -224,92 +262,53 @@ impl Aggregator {
             self.key.push('\u{2}');
             self.key.push_str(v);
         }
-        if !self.entries.contains_key(self.key.as_str()) {
-            if self.entries.len() >= self.max_series {
-                self.counts.dropped_series += 1;
-                if self.logged.len() < LOGGED_NAMES && self.logged.insert(self.family.clone()) {
-                    warn!(
-                        name = %self.family,
-                        limit = self.max_series,
-                        "StatsD series dropped: sources.statsd.max_series reached (logged once per name)"
-                    );
+        let i = match self.index.get(self.key.as_str()) {
+            Some(i) => *i,
+            None => {
+                if self.entries.len() >= self.max_series {
+                    self.counts.dropped_series += 1;
+                    if self.logged.len() < LOGGED_NAMES && self.logged.insert(self.family.clone()) {
+                        warn!(
+                            name = %self.family,
+                            limit = self.max_series,
+                            "StatsD series dropped: sources.statsd.max_series reached (logged once per name)"
+                        );
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let class = kind_class(line.kind);
-            match self.families.get(self.family.as_str()) {
-                Some(c) if *c != class => return Err(Invalid::TypeConflict),
-                Some(_) => {}
-                None => {
-                    self.families.insert(self.family.clone(), class);
+                let class = kind_class(line.kind);
+                match self.families.get(self.family.as_str()) {
+                    Some(c) if *c != class => return Err(Invalid::TypeConflict),
+                    Some(_) => {}
+                    None => {
+                        self.families.insert(self.family.clone(), class);
+                    }
                 }
-            }
-            self.entries.insert(
-                self.key.clone(),
-                Entry {
+                self.entries.push(Entry {
                     kind: line.kind,
                     family: self.family.clone(),
                     labels: self.tags.clone(),
                     value: 0.0,
                     pending: Vec::new(),
                     members: HashSet::new(),
-                },
-            );
+                });
+                self.index.insert(self.key.clone(), self.entries.len() - 1);
+                self.entries.len() - 1
+            }
+        };
+        if self.by_raw.len() < self.max_series.saturating_mul(4) {
+            self.by_raw.insert(self.raw.clone(), i);
         }
-        let Some(entry) = self.entries.get_mut(self.key.as_str()) else {
+        let Some(entry) = self.entries.get_mut(i) else {
             return Ok(());
         };
-        match line.kind {
-            Kind::Counter => {
-                for v in line.values.split(':') {
-                    entry.value += parse::number(v, line.kind)? / line.rate;
-                }
-            }
-            Kind::Gauge => {
-                for v in line.values.split(':') {
-                    let x = parse::number(v, line.kind)?;
-                    if v.starts_with('+') || v.starts_with('-') {
-                        entry.value += x;
-                    } else {
-                        entry.value = x;
-                    }
-                }
-            }
-            Kind::Timer | Kind::Histogram | Kind::Distribution => {
-                // A sampled line stands for 1/rate samples (at most 1,000).
-                let weight = (1.0 / line.rate).round().clamp(1.0, 1_000.0) as usize;
-                let scale = if line.kind == Kind::Timer { 1e-3 } else { 1.0 };
-                for v in line.values.split(':') {
-                    let x = parse::number(v, line.kind)? * scale;
-                    for _ in 0..weight {
-                        if self.held >= self.max_window_samples {
-                            self.counts.dropped_window += 1;
-                            continue;
-                        }
-                        self.held += 1;
-                        entry.pending.push(x);
-                    }
-                }
-            }
-            Kind::Set => {
-                for member in line.values.split(':') {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    member.hash(&mut h);
-                    let h = h.finish();
-                    if entry.members.contains(&h) {
-                        continue;
-                    }
-                    if self.held >= self.max_window_samples {
-                        self.counts.dropped_window += 1;
-                        continue;
-                    }
-                    self.held += 1;
-                    entry.members.insert(h);
-                }
-                entry.value = entry.members.len() as f64;
-            }
-        }
-        Ok(())
+        fold(
+            entry,
+            &line,
+            &mut self.held,
+            self.max_window_samples,
+            &mut self.counts,
+        )
     }
 
     /// Moves every series into `out`: counters and gauges as their current
@@ -317,7 +316,7 @@ impl Aggregator {
     /// distinct count so far. Series the windows refuse are counted.
     pub fn record(&mut self, out: &mut Windows) -> u64 {
         let mut refused = 0;
-        for entry in self.entries.values_mut() {
+        for entry in &mut self.entries {
             let kind = match entry.kind {
                 Kind::Counter => FamilyKind::Counter,
                 Kind::Gauge | Kind::Set => FamilyKind::Gauge,
@@ -352,12 +351,104 @@ impl Aggregator {
     /// again.
     pub fn flushed(&mut self) {
         self.held = 0;
-        for entry in self.entries.values_mut() {
+        for entry in &mut self.entries {
             if entry.kind == Kind::Set {
                 entry.members.clear();
                 entry.value = 0.0;
             }
         }
+    }
+}
+
+/// Folds one parsed line into its series; `held` counts the samples and
+/// set members held since the last flush, up to `max`.
+fn fold(
+    entry: &mut Entry,
+    line: &parse::Line<'_>,
+    held: &mut usize,
+    max: usize,
+    counts: &mut Counts,
+) -> Result<(), Invalid> {
+    // One number, parsed already: the common case.
+    if let Some(x) = line.single {
+        match line.kind {
+            Kind::Counter => entry.value += x / line.rate,
+            Kind::Gauge => {
+                if line.values.starts_with(['+', '-']) {
+                    entry.value += x;
+                } else {
+                    entry.value = x;
+                }
+            }
+            _ => sample(entry, line, x, held, max, counts),
+        }
+        return Ok(());
+    }
+    match line.kind {
+        Kind::Counter => {
+            for v in line.values.split(':') {
+                entry.value += parse::number(v, line.kind)? / line.rate;
+            }
+        }
+        Kind::Gauge => {
+            for v in line.values.split(':') {
+                let x = parse::number(v, line.kind)?;
+                if v.starts_with('+') || v.starts_with('-') {
+                    entry.value += x;
+                } else {
+                    entry.value = x;
+                }
+            }
+        }
+        Kind::Timer | Kind::Histogram | Kind::Distribution => {
+            for v in line.values.split(':') {
+                sample(entry, line, parse::number(v, line.kind)?, held, max, counts);
+            }
+        }
+        Kind::Set => {
+            for member in line.values.split(':') {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                member.hash(&mut h);
+                let h = h.finish();
+                if entry.members.contains(&h) {
+                    continue;
+                }
+                if *held >= max {
+                    counts.dropped_window += 1;
+                    continue;
+                }
+                *held += 1;
+                entry.members.insert(h);
+            }
+            entry.value = entry.members.len() as f64;
+        }
+    }
+    Ok(())
+}
+
+/// Holds one timer or histogram value: a sampled line stands for 1/rate
+/// samples (at most 1,000); timers go from milliseconds to seconds.
+fn sample(
+    entry: &mut Entry,
+    line: &parse::Line<'_>,
+    value: f64,
+    held: &mut usize,
+    max: usize,
+    counts: &mut Counts,
+) {
+    let weight = (1.0 / line.rate).round().clamp(1.0, 1_000.0) as usize;
+    let x = if line.kind == Kind::Timer {
+        value * 1e-3
+    } else {
+        value
+    };
+    for _ in 0..weight {
+        if *held >= max {
+            counts.dropped_window += 1;
+            continue;
+        }
+        *held += 1;
+        entry.pending.push(x);
     }
 }
 
@@ -669,10 +760,11 @@ mod tests {
     }
 
     fn value(a: &Aggregator, key_part: &str) -> Option<f64> {
-        a.entries
+        a.index
             .iter()
             .find(|(k, _)| k.contains(key_part))
-            .map(|(_, e)| e.value)
+            .and_then(|(_, i)| a.entries.get(*i))
+            .map(|e| e.value)
     }
 
     #[test]
@@ -697,7 +789,7 @@ mod tests {
             b"req:1|c|#route:/a,code:200,flag\nreq:1|c|#code:200,route:/a\nreq:1|c|#instance:other",
         );
         assert_eq!(a.series(), 1);
-        let e = a.entries.values().next().map(|e| e.labels.clone());
+        let e = a.entries.first().map(|e| e.labels.clone());
         assert_eq!(
             e,
             Some(vec![

@@ -124,11 +124,13 @@ pub struct Line<'a> {
     pub rate: f64,
     /// The tags as sent (`k:v,k2`), empty when absent.
     pub tags: &'a str,
+    /// The value when the line has one number (not a set), parsed.
+    pub single: Option<f64>,
 }
 
 /// Parses one line (without its newline).
 pub fn line(text: &str) -> Result<Line<'_>, Invalid> {
-    if text.starts_with("_e{") || text.starts_with("_sc|") {
+    if text.starts_with('_') && (text.starts_with("_e{") || text.starts_with("_sc|")) {
         return Err(Invalid::Unsupported);
     }
     let (name, rest) = text.split_once(':').ok_or(Invalid::NoValue)?;
@@ -159,9 +161,14 @@ pub fn line(text: &str) -> Result<Line<'_>, Invalid> {
         }
         // `c:` (container), `T` (timestamp) and unknown fields: skipped.
     }
+    let mut single = None;
     if kind != Kind::Set {
-        for v in values.split(':') {
-            number(v, kind)?;
+        if values.contains(':') {
+            for v in values.split(':') {
+                number(v, kind)?;
+            }
+        } else {
+            single = Some(number(values, kind)?);
         }
     }
     Ok(Line {
@@ -170,6 +177,7 @@ pub fn line(text: &str) -> Result<Line<'_>, Invalid> {
         kind,
         rate,
         tags,
+        single,
     })
 }
 
@@ -191,14 +199,19 @@ pub fn number(text: &str, kind: Kind) -> Result<f64, Invalid> {
 /// left.
 pub fn map_name(text: &str, out: &mut String) -> bool {
     let start = out.len();
-    for (i, c) in text.chars().enumerate() {
-        if i == 0 && c.is_ascii_digit() && start == out.len() && out.is_empty() {
+    if out.is_empty() && text.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut rest = text;
+    // Runs of valid bytes are copied whole; each other character is one `_`.
+    while !rest.is_empty() {
+        let run = rest.bytes().position(|b| !valid(b)).unwrap_or(rest.len());
+        out.push_str(&rest[..run]);
+        rest = &rest[run..];
+        if let Some(c) = rest.chars().next() {
             out.push('_');
-        }
-        if c.is_ascii_alphanumeric() || c == '_' {
-            out.push(c);
-        } else {
-            out.push('_');
+            rest = &rest[c.len_utf8()..];
         }
     }
     out.len() > start && out[start..].bytes().any(|b| b != b'_')
@@ -218,6 +231,7 @@ mod tests {
                 kind: Kind::Counter,
                 rate: 0.5,
                 tags: "route:/a,canary",
+                single: Some(3.0),
             })
         );
         assert_eq!(line("temp:-2|g").map(|l| l.kind), Ok(Kind::Gauge));
