@@ -211,18 +211,22 @@ fn json_logs_are_one_object_per_line() -> Result<()> {
         ])
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
-    let seen = vigil_tests::wait_for("the first log line", Duration::from_secs(10), || {
+    let seen = vigil_tests::wait_for("the start line", Duration::from_secs(10), || {
         std::fs::read_to_string(&log)
             .ok()
-            .filter(|t| t.contains('\n'))
+            .filter(|t| t.contains("agent started"))
     });
     let _ = child.kill();
     let _ = child.wait();
-    let first = seen?.lines().next().unwrap_or_default().to_string();
-    ensure!(first.starts_with('{') && first.ends_with('}'), "{first}");
+    let text = seen?;
+    for line in text.lines() {
+        ensure!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    }
     ensure!(
-        first.contains("\"message\":\"agent started\"") && first.contains("\"instance\":\"json\""),
-        "{first}"
+        text.lines()
+            .any(|l| l.contains("\"message\":\"agent started\"")
+                && l.contains("\"instance\":\"json\"")),
+        "{text}"
     );
     Ok(())
 }
