@@ -298,3 +298,52 @@ fn a_flood_of_new_series_stops_at_the_limit_and_spares_the_system_series() -> Re
     );
     Ok(())
 }
+
+#[test]
+fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
+    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    let port = free_udp_port()?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &format!(
+            "instance = \"statsd-outage\"\nsample_interval = \"250ms\"\nflush_interval = \"1s\"\n\
+             [collector]\nendpoint = \"http://127.0.0.1:{ingest_port}\"\ntimeout = \"1s\"\n\
+             [shipper]\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n\
+             [sources.statsd]\nudp = \"127.0.0.1:{port}\"\n"
+        ),
+    )?;
+    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    let mut sent = 0u32;
+    // 20 lines a second: 5 s up, 30 s down, 5 s up again.
+    let mut send_for = |seconds: u32| -> Result<()> {
+        for _ in 0..seconds * 10 {
+            send(
+                &s,
+                port,
+                &format!("outage.hits:1|c\noutage.lat:{}|ms", sent % 50),
+            )?;
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    send_for(5)?;
+    drop(collector);
+    send_for(30)?;
+    let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
+    send_for(5)?;
+    drop(send_for);
+    ensure!(sent == 400, "sent {sent}");
+    let total = f64::from(sent);
+    let me = "{instance=\"statsd-outage\"}";
+    expect(&collector, &format!("outage_hits_total{me}"), total)?;
+    expect(&collector, &format!("outage_lat_seconds_count{me}"), total)?;
+    // Each of the 50 values 0..49 ms was sent 8 times: 8 × 1.225 s.
+    let sum = value(&collector, &format!("outage_lat_seconds_sum{me}")).context("sum")?;
+    ensure!((sum - 9.8).abs() < 1e-6, "timer sum {sum}, wanted 9.8");
+    Ok(())
+}
