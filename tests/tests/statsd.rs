@@ -336,7 +336,6 @@ fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Resul
     send_for(30)?;
     let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
     send_for(5)?;
-    drop(send_for);
     ensure!(sent == 400, "sent {sent}");
     let total = f64::from(sent);
     let me = "{instance=\"statsd-outage\"}";
