@@ -224,6 +224,25 @@ impl Windows {
         Ok(())
     }
 
+    /// Records several samples of one windowed series at once (one lookup).
+    pub fn observe_many(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+        values: &[f64],
+    ) -> Result<(), RecordError> {
+        let Some(&last) = values.last() else {
+            return Ok(());
+        };
+        let now = self.now_ms;
+        let state = self.series_state(family, labels)?;
+        state.value = last;
+        state.timestamp_ms = now;
+        state.samples.extend_from_slice(values);
+        state.touched = true;
+        Ok(())
+    }
+
     fn series_state(
         &mut self,
         family: FamilyId,

@@ -334,10 +334,11 @@ impl Aggregator {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             let outcome: Result<(), RecordError> = match entry.kind {
-                Kind::Timer | Kind::Histogram | Kind::Distribution => entry
-                    .pending
-                    .drain(..)
-                    .try_for_each(|v| out.observe(family, &labels, v)),
+                Kind::Timer | Kind::Histogram | Kind::Distribution => {
+                    let outcome = out.observe_many(family, &labels, &entry.pending);
+                    entry.pending.clear();
+                    outcome
+                }
                 _ => out.set(family, &labels, entry.value),
             };
             if outcome.is_err() {
