@@ -132,6 +132,20 @@ pub trait Queryable {
     }
 }
 
+/// Gives `each` the series of `ids` that `get` finds, one at a time.
+fn by_id(
+    ids: Vec<u32>,
+    get: impl Fn(u32) -> Option<SeriesSamples>,
+    each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
+    for id in ids {
+        if let Some(s) = get(id) {
+            each(s)?;
+        }
+    }
+    Ok(())
+}
+
 impl Queryable for vigil_store::Store {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         vigil_store::Store::select(self, matchers, mint, maxt)
@@ -144,12 +158,11 @@ impl Queryable for vigil_store::Store {
         maxt: i64,
         each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
     ) -> Result<(), EvalError> {
-        for id in self.select_ids(matchers) {
-            if let Some(s) = self.series_samples(id, mint, maxt) {
-                each(s)?;
-            }
-        }
-        Ok(())
+        by_id(
+            self.select_ids(matchers),
+            |id| self.series_samples(id, mint, maxt),
+            each,
+        )
     }
 }
 
@@ -165,12 +178,11 @@ impl Queryable for vigil_store::history::History {
         maxt: i64,
         each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
     ) -> Result<(), EvalError> {
-        for id in self.select_ids(matchers) {
-            if let Some(s) = self.series_samples(id, mint, maxt) {
-                each(s)?;
-            }
-        }
-        Ok(())
+        by_id(
+            self.select_ids(matchers),
+            |id| self.series_samples(id, mint, maxt),
+            each,
+        )
     }
 }
 

@@ -58,8 +58,17 @@ fn send(socket: &UdpSocket, port: u16, datagram: &str) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Result<()> {
+/// A collector, and an agent whose StatsD server listens on a free port
+/// (with `extra` in `[sources.statsd]`), once it listens.
+struct Setup {
+    _dir: tempfile::TempDir,
+    collector: Collector,
+    agent: vigil_tests::Process,
+    port: u16,
+    socket: UdpSocket,
+}
+
+fn setup(instance: &str, extra: &str) -> Result<Setup> {
     let dir = tempfile::tempdir()?;
     let collector = Collector::start_default(dir.path())?;
     let port = free_udp_port()?;
@@ -68,12 +77,29 @@ fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Re
         "agent",
         &agent_config(
             &collector,
-            "statsd-e2e",
-            &format!("udp = \"127.0.0.1:{port}\""),
+            instance,
+            &format!("udp = \"127.0.0.1:{port}\"\n{extra}"),
         ),
     )?;
     agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
-    let s = UdpSocket::bind("127.0.0.1:0")?;
+    Ok(Setup {
+        _dir: dir,
+        collector,
+        agent,
+        port,
+        socket: UdpSocket::bind("127.0.0.1:0")?,
+    })
+}
+
+#[test]
+fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Result<()> {
+    let Setup {
+        collector,
+        agent: _agent,
+        port,
+        socket: s,
+        _dir: _kept,
+    } = setup("statsd-e2e", "")?;
     for _ in 0..10 {
         send(&s, port, "e2e.hits:1|c")?;
     }
@@ -166,19 +192,15 @@ fn python_statsd_client_arrives() -> Result<()> {
         check.status.success(),
         "Python's statsd client is missing: pip install statsd (.ci/run installs it)"
     );
-    let dir = tempfile::tempdir()?;
-    let collector = Collector::start_default(dir.path())?;
-    let port = free_udp_port()?;
-    let agent = start_agent(
-        dir.path(),
-        "agent",
-        &agent_config(
-            &collector,
-            "statsd-py",
-            &format!("udp = \"127.0.0.1:{port}\""),
-        ),
-    )?;
-    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    // Every part is bound: a part left to `..` would be dropped (and the
+    // agent stopped) at once.
+    let Setup {
+        collector,
+        agent: _agent,
+        port,
+        socket: _,
+        _dir: _kept,
+    } = setup("statsd-py", "")?;
     let script = format!(
         "import statsd\n\
          c = statsd.StatsClient('127.0.0.1', {port}, prefix='shop')\n\
@@ -254,20 +276,13 @@ fn a_taken_port_leaves_the_agent_shipping_and_the_listener_down() -> Result<()> 
 
 #[test]
 fn a_flood_of_new_series_stops_at_the_limit_and_spares_the_system_series() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let collector = Collector::start_default(dir.path())?;
-    let port = free_udp_port()?;
-    let agent = start_agent(
-        dir.path(),
-        "agent",
-        &agent_config(
-            &collector,
-            "statsd-flood",
-            &format!("udp = \"127.0.0.1:{port}\"\nmax_series = 500"),
-        ),
-    )?;
-    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
-    let s = UdpSocket::bind("127.0.0.1:0")?;
+    let Setup {
+        collector,
+        agent,
+        port,
+        socket: s,
+        _dir: _kept,
+    } = setup("statsd-flood", "max_series = 500")?;
     // 2,000 new series, 20 lines a datagram.
     for chunk in 0..100 {
         let lines: Vec<String> = (0..20)

@@ -545,18 +545,29 @@ impl StatsdSource {
             let v = self.listeners.unix.load(Ordering::Relaxed);
             out.set(up, &[("listener", "statsd_unix")], f64::from(u8::from(v)))?;
         }
-        let f = out.family(
-            "vigil_agent_statsd_datagrams_total",
-            "StatsD datagrams read.",
-            FamilyKind::Counter,
-        )?;
-        out.set(f, &[], counts.datagrams as f64)?;
-        let f = out.family(
-            "vigil_agent_statsd_lines_total",
-            "StatsD lines read, well-formed or not.",
-            FamilyKind::Counter,
-        )?;
-        out.set(f, &[], counts.lines as f64)?;
+        for (name, help, kind, value) in [
+            (
+                "vigil_agent_statsd_datagrams_total",
+                "StatsD datagrams read.",
+                FamilyKind::Counter,
+                counts.datagrams as f64,
+            ),
+            (
+                "vigil_agent_statsd_lines_total",
+                "StatsD lines read, well-formed or not.",
+                FamilyKind::Counter,
+                counts.lines as f64,
+            ),
+            (
+                "vigil_agent_statsd_series",
+                "StatsD series the agent holds.",
+                FamilyKind::Gauge,
+                series as f64,
+            ),
+        ] {
+            let f = out.family(name, help, kind)?;
+            out.set(f, &[], value)?;
+        }
         let f = out.family(
             "vigil_agent_statsd_invalid_lines_total",
             "StatsD lines refused, by reason.",
@@ -584,12 +595,6 @@ impl StatsdSource {
             &[("reason", "window_full")],
             counts.dropped_window as f64,
         )?;
-        let f = out.family(
-            "vigil_agent_statsd_series",
-            "StatsD series the agent holds.",
-            FamilyKind::Gauge,
-        )?;
-        out.set(f, &[], series as f64)?;
         Ok(())
     }
 }
@@ -627,77 +632,74 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-fn listen_udp(addr: SocketAddr, buffer: usize, agg: &Mutex<Aggregator>, state: &ListenerState) {
+/// Reads one datagram into the buffer, giving its length.
+type Receiver = Box<dyn FnMut(&mut [u8]) -> std::io::Result<usize>>;
+
+/// Binds with `bind`, folds every datagram in, and binds again 10 s after
+/// the socket fails or could not be bound (logged once, with `held_by`).
+fn listen(
+    what: &str,
+    mut bind: impl FnMut() -> std::io::Result<Receiver>,
+    held_by: impl Fn() -> String,
+    up: &AtomicBool,
+    agg: &Mutex<Aggregator>,
+) {
     let mut logged = false;
     loop {
-        match bind_udp(addr, buffer) {
-            Ok(socket) => {
-                info!(%addr, "StatsD listening (UDP)");
-                state.udp.store(true, Ordering::Relaxed);
+        match bind() {
+            Ok(mut recv) => {
+                info!(socket = what, "StatsD listening");
+                up.store(true, Ordering::Relaxed);
                 let mut buf = vec![0u8; DATAGRAM];
                 loop {
-                    match socket.recv(&mut buf) {
-                        Ok(n) => lock(agg).datagram(&buf[..n]),
+                    match recv(&mut buf) {
+                        Ok(n) => lock(agg).datagram(buf.get(..n).unwrap_or_default()),
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            warn!(%addr, error = %e, "StatsD socket failed; binding again");
+                            warn!(socket = what, error = %e, "StatsD socket failed; binding again");
                             break;
                         }
                     }
                 }
-                state.udp.store(false, Ordering::Relaxed);
+                up.store(false, Ordering::Relaxed);
             }
-            Err(e) => {
-                if !logged {
-                    warn!(
-                        %addr,
-                        error = %e,
-                        held_by = %holder(addr.port(), "udp"),
-                        "StatsD cannot listen; trying again every 10 s (vigil_agent_listener_up{{listener=\"statsd_udp\"}} is 0)"
-                    );
-                    logged = true;
-                }
+            Err(e) if !logged => {
+                warn!(
+                    socket = what,
+                    error = %e,
+                    held_by = %held_by(),
+                    "StatsD cannot listen; trying again every 10 s (vigil_agent_listener_up is 0)"
+                );
+                logged = true;
             }
+            Err(_) => {}
         }
         std::thread::sleep(REBIND);
     }
 }
 
+fn listen_udp(addr: SocketAddr, buffer: usize, agg: &Mutex<Aggregator>, state: &ListenerState) {
+    let bind = || -> std::io::Result<Receiver> {
+        let socket = bind_udp(addr, buffer)?;
+        Ok(Box::new(move |buf: &mut [u8]| socket.recv(buf)))
+    };
+    let what = format!("udp {addr}");
+    listen(&what, bind, || holder(addr.port(), "udp"), &state.udp, agg);
+}
+
 fn listen_unix(path: &std::path::Path, agg: &Mutex<Aggregator>, state: &ListenerState) {
-    let mut logged = false;
-    loop {
+    let bind = || -> std::io::Result<Receiver> {
         // A socket file left by an earlier run would make bind fail.
         if std::fs::symlink_metadata(path)
             .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
         {
             let _ = std::fs::remove_file(path);
         }
-        match std::os::unix::net::UnixDatagram::bind(path) {
-            Ok(socket) => {
-                info!(path = %path.display(), "StatsD listening (Unix datagrams)");
-                state.unix.store(true, Ordering::Relaxed);
-                let mut buf = vec![0u8; DATAGRAM];
-                loop {
-                    match socket.recv(&mut buf) {
-                        Ok(n) => lock(agg).datagram(&buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            warn!(path = %path.display(), error = %e, "StatsD socket failed; binding again");
-                            break;
-                        }
-                    }
-                }
-                state.unix.store(false, Ordering::Relaxed);
-            }
-            Err(e) => {
-                if !logged {
-                    warn!(path = %path.display(), error = %e, "StatsD cannot listen; trying again every 10 s");
-                    logged = true;
-                }
-            }
-        }
-        std::thread::sleep(REBIND);
-    }
+        let socket = std::os::unix::net::UnixDatagram::bind(path)?;
+        Ok(Box::new(move |buf: &mut [u8]| socket.recv(buf)))
+    };
+    let what = format!("unix {}", path.display());
+    listen(&what, bind, || "unknown".into(), &state.unix, agg);
 }
 
 /// What holds a local port: the process name and pid found through
