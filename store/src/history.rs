@@ -7,7 +7,11 @@
 //! to the sorted ids of the series that carry it, so a selector intersects
 //! short lists instead of scanning every series.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+/// The history's maps are read on every append and every selector: hashed
+/// with foldhash (seeded per process), not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -613,7 +617,8 @@ impl History {
             },
             None => None,
         };
-        let mut symbols = std::collections::HashSet::new();
+        let mut symbols: std::collections::HashSet<u32, foldhash::fast::RandomState> =
+            Default::default();
         if selectors.is_empty() {
             // Without selectors, walk the index instead of every series: a
             // value (or a name) is in when one series of its postings has a
