@@ -132,59 +132,35 @@ pub trait Queryable {
     }
 }
 
-/// Gives `each` the series of `ids` that `get` finds, one at a time.
-fn by_id(
-    ids: Vec<u32>,
-    get: impl Fn(u32) -> Option<SeriesSamples>,
-    each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
-) -> Result<(), EvalError> {
-    for id in ids {
-        if let Some(s) = get(id) {
-            each(s)?;
+/// The store and a bare history answer alike: both have `select`,
+/// `select_ids` and `series_samples` of their own.
+macro_rules! queryable {
+    ($store:ty) => {
+        impl Queryable for $store {
+            fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+                <$store>::select(self, matchers, mint, maxt)
+            }
+
+            fn select_each(
+                &self,
+                matchers: &[Matcher],
+                mint: i64,
+                maxt: i64,
+                each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
+            ) -> Result<(), EvalError> {
+                for id in self.select_ids(matchers) {
+                    if let Some(s) = self.series_samples(id, mint, maxt) {
+                        each(s)?;
+                    }
+                }
+                Ok(())
+            }
         }
-    }
-    Ok(())
+    };
 }
 
-impl Queryable for vigil_store::Store {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        vigil_store::Store::select(self, matchers, mint, maxt)
-    }
-
-    fn select_each(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
-    ) -> Result<(), EvalError> {
-        by_id(
-            self.select_ids(matchers),
-            |id| self.series_samples(id, mint, maxt),
-            each,
-        )
-    }
-}
-
-impl Queryable for vigil_store::history::History {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        vigil_store::history::History::select(self, matchers, mint, maxt)
-    }
-
-    fn select_each(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        each: &mut dyn FnMut(SeriesSamples) -> Result<(), EvalError>,
-    ) -> Result<(), EvalError> {
-        by_id(
-            self.select_ids(matchers),
-            |id| self.series_samples(id, mint, maxt),
-            each,
-        )
-    }
-}
+queryable!(vigil_store::Store);
+queryable!(vigil_store::history::History);
 
 /// Parses a PromQL expression. `holt_winters`, Prometheus 2's name, is
 /// accepted as well as `double_exponential_smoothing`, Prometheus 3's. An
