@@ -361,3 +361,74 @@ fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Resul
     ensure!((sum - 9.8).abs() < 1e-6, "timer sum {sum}, wanted 9.8");
     Ok(())
 }
+
+#[test]
+fn a_unix_datagram_socket_takes_statsd_and_replaces_a_stale_socket_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("statsd.sock");
+    // A socket file left by an earlier run: nobody reads from it.
+    drop(std::os::unix::net::UnixDatagram::bind(&path)?);
+    ensure!(path.exists(), "the stale socket file was not left");
+    let collector = Collector::start_default(dir.path())?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-unix",
+            &format!("udp = \"\"\nunix = \"{}\"", path.display()),
+        ),
+    )?;
+    agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    let client = std::os::unix::net::UnixDatagram::unbound()?;
+    client.send_to(b"unix.hits:2|c\nunix.hits:3|c", &path)?;
+    expect(&collector, "unix_hits_total{instance=\"statsd-unix\"}", 5.0)?;
+    expect(
+        &collector,
+        "vigil_agent_listener_up{instance=\"statsd-unix\",listener=\"statsd_unix\"}",
+        1.0,
+    )?;
+    // UDP is off: no UDP listener is shown.
+    ensure!(
+        value(
+            &collector,
+            "vigil_agent_listener_up{instance=\"statsd-unix\",listener=\"statsd_udp\"}"
+        )
+        .is_none(),
+        "a UDP listener is shown although udp = \"\""
+    );
+    Ok(())
+}
+
+#[test]
+fn a_unix_socket_another_process_reads_is_left_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("statsd.sock");
+    let other = std::os::unix::net::UnixDatagram::bind(&path)?;
+    let collector = Collector::start_default(dir.path())?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "statsd-unix-taken",
+            &format!("udp = \"\"\nunix = \"{}\"", path.display()),
+        ),
+    )?;
+    agent.wait_for_log("StatsD cannot listen", Duration::from_secs(20))?;
+    // The other process still gets what is sent to its socket.
+    std::os::unix::net::UnixDatagram::unbound()?.send_to(b"still:1|c", &path)?;
+    other.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 64];
+    let n = other.recv(&mut buf)?;
+    ensure!(
+        &buf[..n] == b"still:1|c",
+        "the other process lost its socket"
+    );
+    expect(
+        &collector,
+        "vigil_agent_listener_up{instance=\"statsd-unix-taken\",listener=\"statsd_unix\"}",
+        0.0,
+    )?;
+    Ok(())
+}

@@ -689,9 +689,13 @@ fn listen_udp(addr: SocketAddr, buffer: usize, agg: &Mutex<Aggregator>, state: &
 
 fn listen_unix(path: &std::path::Path, agg: &Mutex<Aggregator>, state: &ListenerState) {
     let bind = || -> std::io::Result<Receiver> {
-        // A socket file left by an earlier run would make bind fail.
+        // A socket file left by an earlier run would make bind fail; one
+        // that another process still reads from is left alone.
+        let in_use =
+            || std::os::unix::net::UnixDatagram::unbound().is_ok_and(|s| s.connect(path).is_ok());
         if std::fs::symlink_metadata(path)
             .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            && !in_use()
         {
             let _ = std::fs::remove_file(path);
         }
