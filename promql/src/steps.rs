@@ -140,18 +140,14 @@ pub fn supported(expr: &Expr) -> bool {
 /// Evaluates `expr` (for which [`supported`] holds) over every step.
 pub fn range(ev: &Evaluator<'_>, expr: &Expr, steps: Steps) -> Result<Vec<RangeSeries>, Outcome> {
     let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-    let mut duplicate = false;
     run(ev, expr, steps, &mut |s: StepSeries| {
         let points = s.points.iter().map(|&(i, v)| (steps.at(i as usize), v));
-        if out.insert(s.labels, points.collect()).is_some() {
-            duplicate = true;
-            return Err(Outcome::PerStep);
+        // Two series with the same labels: judged step by step.
+        match out.insert(s.labels, points.collect()) {
+            Some(_) => Err(Outcome::PerStep),
+            None => Ok(()),
         }
-        Ok(())
     })?;
-    if duplicate {
-        return Err(Outcome::PerStep);
-    }
     Ok(out
         .into_iter()
         .map(|(labels, points)| RangeSeries { labels, points })

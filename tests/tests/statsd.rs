@@ -362,6 +362,25 @@ fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Resul
     Ok(())
 }
 
+/// A collector, and an agent whose StatsD server listens on `path` only.
+fn unix_only(
+    dir: &std::path::Path,
+    instance: &str,
+    path: &std::path::Path,
+) -> Result<(Collector, vigil_tests::Process)> {
+    let collector = Collector::start_default(dir)?;
+    let agent = start_agent(
+        dir,
+        "agent",
+        &agent_config(
+            &collector,
+            instance,
+            &format!("udp = \"\"\nunix = \"{}\"", path.display()),
+        ),
+    )?;
+    Ok((collector, agent))
+}
+
 #[test]
 fn a_unix_datagram_socket_takes_statsd_and_replaces_a_stale_socket_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -369,16 +388,7 @@ fn a_unix_datagram_socket_takes_statsd_and_replaces_a_stale_socket_file() -> Res
     // A socket file left by an earlier run: nobody reads from it.
     drop(std::os::unix::net::UnixDatagram::bind(&path)?);
     ensure!(path.exists(), "the stale socket file was not left");
-    let collector = Collector::start_default(dir.path())?;
-    let agent = start_agent(
-        dir.path(),
-        "agent",
-        &agent_config(
-            &collector,
-            "statsd-unix",
-            &format!("udp = \"\"\nunix = \"{}\"", path.display()),
-        ),
-    )?;
+    let (collector, agent) = unix_only(dir.path(), "statsd-unix", &path)?;
     agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
     let client = std::os::unix::net::UnixDatagram::unbound()?;
     client.send_to(b"unix.hits:2|c\nunix.hits:3|c", &path)?;
@@ -405,16 +415,7 @@ fn a_unix_socket_another_process_reads_is_left_alone() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("statsd.sock");
     let other = std::os::unix::net::UnixDatagram::bind(&path)?;
-    let collector = Collector::start_default(dir.path())?;
-    let agent = start_agent(
-        dir.path(),
-        "agent",
-        &agent_config(
-            &collector,
-            "statsd-unix-taken",
-            &format!("udp = \"\"\nunix = \"{}\"", path.display()),
-        ),
-    )?;
+    let (collector, agent) = unix_only(dir.path(), "statsd-unix-taken", &path)?;
     agent.wait_for_log("StatsD cannot listen", Duration::from_secs(20))?;
     // The other process still gets what is sent to its socket.
     std::os::unix::net::UnixDatagram::unbound()?.send_to(b"still:1|c", &path)?;

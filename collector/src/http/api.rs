@@ -137,10 +137,19 @@ fn instant(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
             "resultType": "vector",
             "result": v.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": point_json(t, s.v)})).collect::<Vec<_>>()
         }),
-        Ok(Value::Matrix(m)) => json!({"resultType": "matrix", "result": matrix_json(&m)}),
+        Ok(Value::Matrix(m)) => return matrix_response(&m),
         Err(e) => return eval_error(state, e),
     };
     axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// A matrix answer (a range query's, or an instant query of a range vector).
+fn matrix_response(m: &[RangeSeries]) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        matrix_body(m),
+    )
+        .into_response()
 }
 
 /// Writes a JSON string (quoted, escaped) into `out`.
@@ -197,17 +206,6 @@ fn matrix_body(m: &[RangeSeries]) -> Vec<u8> {
     out
 }
 
-fn matrix_json(m: &[RangeSeries]) -> Vec<Json> {
-    m.iter()
-        .map(|s| {
-            json!({
-                "metric": metric_json(&s.labels),
-                "values": s.points.iter().map(|(t, v)| point_json(*t, *v)).collect::<Vec<_>>()
-            })
-        })
-        .collect()
-}
-
 fn range(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
     let Some(query) = params.query.as_deref() else {
         return bad_data("query is required");
@@ -234,11 +232,7 @@ fn range(state: &HttpState, params: QueryParams, limits: Limits) -> Response {
         ));
     }
     match range_query(state.store.as_ref(), query, start, end, step, limits) {
-        Ok(m) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            matrix_body(&m),
-        )
-            .into_response(),
+        Ok(m) => matrix_response(&m),
         Err(e) => eval_error(state, e),
     }
 }
@@ -495,6 +489,40 @@ impl QueryGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matrix_answers_are_json_in_prometheus_number_formats() -> Result<(), serde_json::Error> {
+        let m = vec![RangeSeries {
+            labels: vec![
+                ("__name__".to_string(), "x".to_string()),
+                ("q".to_string(), "a\"b\\c".to_string()),
+            ],
+            points: vec![
+                (1_700_000_000_000, 0.5),
+                (1_700_000_000_123, f64::NAN),
+                (1_700_000_001_000, f64::INFINITY),
+                (1_700_000_002_000, f64::NEG_INFINITY),
+                (1_700_000_003_000, 1e21),
+            ],
+        }];
+        let body: Json = serde_json::from_slice(&matrix_body(&m))?;
+        assert_eq!(
+            body,
+            json!({"status": "success", "data": {"resultType": "matrix", "result": [{
+                "metric": {"__name__": "x", "q": "a\"b\\c"},
+                "values": [
+                    [1700000000, "0.5"],
+                    [1700000000.123, "NaN"],
+                    [1700000001, "+Inf"],
+                    [1700000002, "-Inf"],
+                    [1700000003, "1000000000000000000000"]
+                ]
+            }]}})
+        );
+        let empty: Json = serde_json::from_slice(&matrix_body(&[]))?;
+        assert_eq!(empty["data"]["result"], json!([]));
+        Ok(())
+    }
 
     #[test]
     fn times_and_steps_parse_as_prometheus_does() {

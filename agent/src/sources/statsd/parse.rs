@@ -105,9 +105,9 @@ impl Invalid {
         }
     }
 
-    /// Position in [`Invalid::ALL`].
+    /// Position in [`Invalid::ALL`] (declaration order).
     pub fn index(self) -> usize {
-        Invalid::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -265,6 +265,13 @@ mod tests {
             ("_sc|check|0", Invalid::Unsupported),
         ] {
             assert_eq!(line(text), Err(reason), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_own_index() {
+        for (i, reason) in Invalid::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{}", reason.reason());
         }
     }
 
