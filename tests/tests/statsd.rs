@@ -115,7 +115,7 @@ fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Re
     send(
         &s,
         port,
-        "e2e.bad:abc|c\ne2e.bad:1|q\nnocolon\ne2e.neg:-1|c\ne2e.x:1|c|#instance:evil\n_e{1,1}:a|b\ne2e.bad:1|c|@2",
+        "e2e.bad:abc|c\ne2e.bad:1|q\nnocolon\ne2e.neg:-1|c\ne2e.x:1|c|#instance:evil\n_e{1,1}:a|b\ne2e.bad:1|c|@2\nnode_load1:999|g",
     )?;
 
     let me = "{instance=\"statsd-e2e\"}";
@@ -159,6 +159,7 @@ fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Re
         ("reserved_tag", 1.0),
         ("unsupported", 1.0),
         ("bad_rate", 1.0),
+        ("reserved_name", 1.0),
         ("no_type", 0.0),
     ] {
         expect(
@@ -169,6 +170,11 @@ fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Re
             want,
         )?;
     }
+    // The host's own load was not overwritten.
+    ensure!(
+        value(&collector, "node_load1{instance=\"statsd-e2e\"}").is_some_and(|v| v != 999.0),
+        "a StatsD line overwrote node_load1"
+    );
     // Nothing claimed another instance.
     ensure!(
         value(&collector, "e2e_x_total").is_none(),
@@ -177,7 +183,7 @@ fn every_statsd_type_arrives_exactly_and_bad_lines_are_counted_by_reason() -> Re
     expect(
         &collector,
         "vigil_agent_statsd_lines_total{instance=\"statsd-e2e\"}",
-        32.0,
+        33.0,
     )?;
     Ok(())
 }

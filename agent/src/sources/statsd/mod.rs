@@ -18,7 +18,8 @@
 //! Names: `.`, `-` and every other character outside `[A-Za-z0-9_]`
 //! become `_`, a leading digit gets a `_`, then `prefix` goes in front;
 //! tags become labels the same way, and a tag naming `instance` or `job`
-//! refuses the line. A series key is built in a reused buffer, so a line
+//! refuses the line, as does a name in the agent's own families (`node_`,
+//! `process_`, `vigil_`). A series key is built in a reused buffer, so a line
 //! of a known series allocates nothing.
 //!
 //! Limits: at most `max_series` StatsD series, and at most
@@ -185,6 +186,14 @@ impl Aggregator {
         self.family.push_str(&self.prefix);
         if !parse::map_name(name, &mut self.family) {
             return Err(Invalid::BadName);
+        }
+        // The families of the agent's other sources: a StatsD gauge named
+        // `node_load1` would otherwise overwrite the host's own value.
+        if ["node_", "process_", "vigil_"]
+            .iter()
+            .any(|p| self.family.starts_with(p))
+        {
+            return Err(Invalid::ReservedName);
         }
         let suffix = match kind {
             Kind::Counter => "_total",
@@ -805,6 +814,18 @@ mod tests {
             ])
         );
         assert_eq!(a.counts().invalid[Invalid::ReservedTag.index()], 1);
+    }
+
+    #[test]
+    fn the_agents_own_families_cannot_be_written() {
+        let mut a = agg();
+        a.datagram(b"node_load1:999|g\nvigil_agent_series:1|g\nprocess.cpu:1|c\nnodes:1|g");
+        assert_eq!(a.counts().invalid[Invalid::ReservedName.index()], 3);
+        assert_eq!(a.series(), 1);
+        // A prefix makes the name the application's own.
+        let mut a = Aggregator::new("app_", 100, 1_000);
+        a.datagram(b"node_load1:999|g");
+        assert_eq!(a.series(), 1);
     }
 
     #[test]

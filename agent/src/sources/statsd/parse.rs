@@ -70,11 +70,14 @@ pub enum Invalid {
     Unsupported,
     /// A kind used before for the same name with another kind.
     TypeConflict,
+    /// A name in the agent's own families (`node_`, `process_`, `vigil_`):
+    /// a local process must not overwrite the host's metrics.
+    ReservedName,
 }
 
 impl Invalid {
     /// Every reason, in the order of [`Invalid::index`].
-    pub const ALL: [Invalid; 11] = [
+    pub const ALL: [Invalid; 12] = [
         Invalid::NoValue,
         Invalid::NoType,
         Invalid::BadType,
@@ -86,6 +89,7 @@ impl Invalid {
         Invalid::BadTag,
         Invalid::Unsupported,
         Invalid::TypeConflict,
+        Invalid::ReservedName,
     ];
 
     /// The label value.
@@ -102,6 +106,7 @@ impl Invalid {
             Invalid::BadTag => "bad_tag",
             Invalid::Unsupported => "unsupported",
             Invalid::TypeConflict => "type_conflict",
+            Invalid::ReservedName => "reserved_name",
         }
     }
 
