@@ -210,6 +210,86 @@ pub struct RawSources {
     /// `[sources.statsd]`
     #[serde(default)]
     pub statsd: RawStatsd,
+    /// `[sources.otlp]`
+    #[serde(default)]
+    pub otlp: RawOtlp,
+}
+
+/// `[sources.otlp]`: OpenTelemetry metrics (OTLP) from applications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// Whether the OTLP receiver runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// gRPC address; empty turns gRPC off.
+    #[serde(default = "default_otlp_grpc")]
+    pub grpc: String,
+    /// HTTP address (`POST /v1/metrics`); empty turns HTTP off.
+    #[serde(default = "default_otlp_http")]
+    pub http: String,
+    /// Largest request body, after decompression.
+    #[serde(default = "default_otlp_max_request_size")]
+    pub max_request_size: ByteSize,
+    /// Most OTLP series; below `max_series`.
+    #[serde(default = "default_otlp_max_series")]
+    pub max_series: usize,
+    /// Take `instance` from the resource's `service.instance.id` instead of
+    /// the agent's own.
+    #[serde(default)]
+    pub instance_from_service: bool,
+    /// A series no request has updated for this long is forgotten.
+    #[serde(default = "default_otlp_stale_after")]
+    pub stale_after: HumanDuration,
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grpc: default_otlp_grpc(),
+            http: default_otlp_http(),
+            max_request_size: default_otlp_max_request_size(),
+            max_series: default_otlp_max_series(),
+            instance_from_service: false,
+            stale_after: default_otlp_stale_after(),
+        }
+    }
+}
+
+fn default_otlp_grpc() -> String {
+    "127.0.0.1:4317".into()
+}
+fn default_otlp_http() -> String {
+    "127.0.0.1:4318".into()
+}
+fn default_otlp_max_request_size() -> ByteSize {
+    ByteSize(4 << 20)
+}
+fn default_otlp_max_series() -> usize {
+    3_000
+}
+fn default_otlp_stale_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// The OTLP receiver, validated.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// gRPC address, if gRPC is on.
+    pub grpc: Option<std::net::SocketAddr>,
+    /// HTTP address, if HTTP is on.
+    pub http: Option<std::net::SocketAddr>,
+    /// Largest request body, after decompression.
+    pub max_request_size: usize,
+    /// Most OTLP series.
+    pub max_series: usize,
+    /// `instance` from `service.instance.id`.
+    pub instance_from_service: bool,
+    /// When an unused series is forgotten.
+    pub stale_after: Duration,
 }
 
 /// `[sources.statsd]`: StatsD and DogStatsD datagrams from applications.
@@ -474,6 +554,8 @@ pub struct AgentConfig {
     pub textfile: TextfileConfig,
     /// The StatsD server.
     pub statsd: StatsdConfig,
+    /// The OTLP receiver.
+    pub otlp: OtlpConfig,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -760,6 +842,54 @@ impl RawConfig {
             max_series: st.max_series,
             max_window_samples: st.max_window_samples,
         };
+        let o = &self.sources.otlp;
+        let mut address = |key: &str, text: &str| -> Option<std::net::SocketAddr> {
+            if text.is_empty() {
+                return None;
+            }
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        key,
+                        format!("{text:?} is not an address like 127.0.0.1:4317: {e}"),
+                    ));
+                    None
+                }
+            }
+        };
+        let otlp_grpc = address("sources.otlp.grpc", &o.grpc);
+        let otlp_http = address("sources.otlp.http", &o.http);
+        if o.max_series == 0 || o.max_series >= self.max_series {
+            problems.push(ConfigProblem::new(
+                "sources.otlp.max_series",
+                format!(
+                    "must be between 1 and max_series ({}), so that OTLP cannot starve the other sources",
+                    self.max_series
+                ),
+            ));
+        }
+        if o.max_request_size.0 < 1024 || o.max_request_size.0 > 64 << 20 {
+            problems.push(ConfigProblem::new(
+                "sources.otlp.max_request_size",
+                "must be between 1KiB and 64MiB",
+            ));
+        }
+        if o.stale_after.0 < flush {
+            problems.push(ConfigProblem::new(
+                "sources.otlp.stale_after",
+                format!("must be at least flush_interval ({})", self.flush_interval),
+            ));
+        }
+        let otlp = OtlpConfig {
+            enabled: o.enabled,
+            grpc: otlp_grpc,
+            http: otlp_http,
+            max_request_size: o.max_request_size.0 as usize,
+            max_series: o.max_series,
+            instance_from_service: o.instance_from_service,
+            stale_after: o.stale_after.0,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -791,6 +921,7 @@ impl RawConfig {
             system: self.sources.system,
             textfile: self.sources.textfile,
             statsd,
+            otlp,
         })
     }
 }

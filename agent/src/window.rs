@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use vigil_shared::histogram::{HistogramError, Ladder, WindowEncoder};
+use vigil_shared::histogram::{HistogramError, Ladder, Weighted, WindowEncoder};
 use vigil_shared::labels::{self, SeriesLimits};
 use vigil_shared::proto;
 
@@ -23,14 +23,22 @@ pub const WINDOW_SUFFIX: &str = "_window";
 /// label (not `quantile`, which Prometheus keeps for summaries).
 const WINDOW_QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (1.0, "max")];
 
-/// The nearest-rank quantile of sorted values: the smallest value with at
-/// least `q` of the values at or below it.
-fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
+/// The nearest-rank quantile of sorted (value, weight) pairs: the smallest
+/// value with at least `q` of the weight at or below it.
+fn nearest_rank(sorted: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total: u64 = sorted.iter().map(|(_, n)| *n).sum();
+    if total == 0 {
         return None;
     }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted.get(rank - 1).copied()
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0u64;
+    for (v, n) in sorted {
+        seen += n;
+        if seen >= rank {
+            return Some(*v);
+        }
+    }
+    sorted.last().map(|(v, _)| *v)
 }
 
 /// The kind of a family, as sources declare it.
@@ -64,6 +72,8 @@ struct SeriesState {
     value: f64,
     timestamp_ms: i64,
     samples: Vec<f64>,
+    /// Already aggregated samples (OTLP exponential histograms).
+    weighted: Weighted,
     touched: bool,
 }
 
@@ -243,6 +253,29 @@ impl Windows {
         Ok(())
     }
 
+    /// Records values of a windowed series that each stand for several
+    /// samples, with the exact sum of those samples (one bucket of an
+    /// aggregated histogram per value).
+    pub fn observe_weighted(
+        &mut self,
+        family: FamilyId,
+        labels: &[(&str, &str)],
+        values: &[(f64, u64)],
+        sum: f64,
+    ) -> Result<(), RecordError> {
+        let now = self.now_ms;
+        let state = self.series_state(family, labels)?;
+        if let Some(&(last, _)) = values.last() {
+            state.value = last;
+        }
+        state.timestamp_ms = now;
+        state.weighted.values.extend_from_slice(values);
+        state.weighted.sum += sum;
+        state.weighted.compact();
+        state.touched = true;
+        Ok(())
+    }
+
     fn series_state(
         &mut self,
         family: FamilyId,
@@ -276,9 +309,15 @@ impl Windows {
         self.scratch.clear();
         self.scratch
             .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        self.scratch
-            .push(("instance".to_string(), self.instance.clone()));
-        self.scratch.push(("job".to_string(), self.job.clone()));
+        // A source may name the series' own `job` or `instance` (OTLP's
+        // `service.name`); every other source strips or renames them.
+        if !labels.iter().any(|(k, _)| *k == "instance") {
+            self.scratch
+                .push(("instance".to_string(), self.instance.clone()));
+        }
+        if !labels.iter().any(|(k, _)| *k == "job") {
+            self.scratch.push(("job".to_string(), self.job.clone()));
+        }
         self.scratch.sort();
         let name = &self.families[family.0 as usize].name;
         if let Err(source) = labels::validate_labels(
@@ -308,6 +347,7 @@ impl Windows {
             value: 0.0,
             timestamp_ms: 0,
             samples: Vec::new(),
+            weighted: Weighted::default(),
             touched: false,
         })
     }
@@ -323,7 +363,7 @@ impl Windows {
         // each histogram family.
         let mut quantiles: Vec<Option<proto::Family>> =
             (0..self.families.len()).map(|_| None).collect();
-        let mut sorted: Vec<f64> = Vec::new();
+        let mut sorted: Vec<(f64, u64)> = Vec::new();
         self.series.retain(|_, s| s.touched);
         for state in self.series.values_mut() {
             let family = &self.families[state.family.0 as usize];
@@ -344,10 +384,14 @@ impl Windows {
             });
             let window = match family.kind {
                 FamilyKind::Histogram(ladder) => {
-                    let w = self
-                        .encoder
-                        .encode(&state.samples, &ladder, start_ms, end_ms)?;
-                    if !state.samples.is_empty() {
+                    let w = self.encoder.encode_weighted(
+                        &state.samples,
+                        &state.weighted,
+                        &ladder,
+                        start_ms,
+                        end_ms,
+                    )?;
+                    if w.count > 0 {
                         let family_out = quantiles[state.family.0 as usize].get_or_insert_with(|| {
                             proto::Family {
                                 name: format!("{}{WINDOW_SUFFIX}", family.name),
@@ -361,8 +405,15 @@ impl Windows {
                             }
                         });
                         sorted.clear();
-                        sorted.extend(state.samples.iter().copied().filter(|v| !v.is_nan()));
-                        sorted.sort_by(f64::total_cmp);
+                        sorted.extend(
+                            state
+                                .samples
+                                .iter()
+                                .map(|v| (*v, 1))
+                                .chain(state.weighted.values.iter().copied())
+                                .filter(|(v, n)| !v.is_nan() && *n > 0),
+                        );
+                        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
                         for (q, text) in WINDOW_QUANTILES {
                             let Some(v) = nearest_rank(&sorted, q) else {
                                 continue;
@@ -382,6 +433,7 @@ impl Windows {
                         }
                     }
                     state.samples.clear();
+                    state.weighted = Weighted::default();
                     Some(w)
                 }
                 _ => None,
@@ -498,12 +550,18 @@ mod tests {
 
     #[test]
     fn nearest_rank_quantiles_of_a_window() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        let values: Vec<(f64, u64)> = (1..=100).map(|v| (f64::from(v), 1)).collect();
         assert_eq!(nearest_rank(&values, 0.5), Some(50.0));
         assert_eq!(nearest_rank(&values, 0.99), Some(99.0));
         assert_eq!(nearest_rank(&values, 1.0), Some(100.0));
-        assert_eq!(nearest_rank(&[3.0], 0.5), Some(3.0));
+        assert_eq!(nearest_rank(&[(3.0, 1)], 0.5), Some(3.0));
         assert_eq!(nearest_rank(&[], 0.5), None);
+        // Weighted: 98 samples at 1, one at 2, one at 3.
+        let weighted = [(1.0, 98), (2.0, 1), (3.0, 1)];
+        assert_eq!(nearest_rank(&weighted, 0.5), Some(1.0));
+        assert_eq!(nearest_rank(&weighted, 0.99), Some(2.0));
+        assert_eq!(nearest_rank(&weighted, 1.0), Some(3.0));
+        assert_eq!(nearest_rank(&[(5.0, 0)], 0.5), None);
     }
 
     #[test]

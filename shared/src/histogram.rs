@@ -102,22 +102,36 @@ impl WindowEncoder {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Window, HistogramError> {
+        self.encode_weighted(samples, &Weighted::default(), ladder, start_ms, end_ms)
+    }
+
+    /// Closes a window over `samples` and over `weighted` values that each
+    /// stand for several samples (a bucket of an already aggregated
+    /// histogram); the weighted values add their given sum, not their own.
+    pub fn encode_weighted(
+        &mut self,
+        samples: &[f64],
+        weighted: &Weighted,
+        ladder: &Ladder,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Window, HistogramError> {
         self.scratch.reset();
         let mut bucket_counts = vec![0u64; ladder.bounds.len() + 1];
         let mut count = 0u64;
         let mut sum = 0.0;
         let mut min = f64::INFINITY;
         let mut max = f64::NEG_INFINITY;
-        for &v in samples {
-            if v.is_nan() {
+        let ones = samples.iter().map(|v| (*v, 1u64));
+        for (v, n) in ones.chain(weighted.values.iter().copied()) {
+            if v.is_nan() || n == 0 {
                 continue;
             }
-            count += 1;
-            sum += v;
+            count += n;
             min = min.min(v);
             max = max.max(v);
             let bucket = ladder.bounds.partition_point(|&b| b < v);
-            bucket_counts[bucket] += 1;
+            bucket_counts[bucket] += n;
             let scaled = (v * ladder.scale).round();
             let scaled = if scaled <= 0.0 {
                 0
@@ -127,8 +141,12 @@ impl WindowEncoder {
                 scaled as u64
             };
             self.scratch
-                .record(scaled)
+                .record_n(scaled, n)
                 .map_err(|e| HistogramError::Encode(e.to_string()))?;
+        }
+        sum += samples.iter().filter(|v| !v.is_nan()).sum::<f64>();
+        if !weighted.values.is_empty() {
+            sum += weighted.sum;
         }
         if count == 0 {
             min = 0.0;
@@ -149,6 +167,37 @@ impl WindowEncoder {
             start_ms,
             end_ms,
         })
+    }
+}
+
+/// Values that each stand for several samples, with the exact sum of the
+/// samples they stand for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Weighted {
+    /// (value, how many samples it stands for).
+    pub values: Vec<(f64, u64)>,
+    /// The exact sum of those samples.
+    pub sum: f64,
+}
+
+impl Weighted {
+    /// How many samples these values stand for.
+    pub fn count(&self) -> u64 {
+        self.values.iter().map(|(_, n)| *n).sum()
+    }
+
+    /// Merges equal values, so that repeated exports of the same buckets
+    /// take no more room.
+    pub fn compact(&mut self) {
+        self.values.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self.values.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                kept.1 += later.1;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! interval, times every source and records its duration and success, the
 //! way node_exporter's `node_scrape_collector_*` does.
 
+pub mod otlp;
 pub mod self_process;
 pub mod statsd;
 pub mod system;
@@ -59,6 +60,9 @@ pub fn build(config: &AgentConfig) -> Result<Vec<Box<dyn Source>>, SourceError> 
             &config.statsd,
             config.statsd.max_series,
         )?));
+    }
+    if config.otlp.enabled && (config.otlp.grpc.is_some() || config.otlp.http.is_some()) {
+        sources.push(Box::new(otlp::OtlpSource::start(&config.otlp)?));
     }
     sources.push(Box::new(self_process::SelfProcessSource::new(
         config.system.proc_path.clone(),
