@@ -234,19 +234,21 @@ impl Windows {
         Ok(())
     }
 
-    /// Records several samples of one windowed series at once (one lookup).
+    /// Records several samples of one windowed series at once (one lookup);
+    /// none keeps the series in the next batch with an empty window.
     pub fn observe_many(
         &mut self,
         family: FamilyId,
         labels: &[(&str, &str)],
         values: &[f64],
     ) -> Result<(), RecordError> {
-        let Some(&last) = values.last() else {
-            return Ok(());
-        };
         let now = self.now_ms;
         let state = self.series_state(family, labels)?;
-        state.value = last;
+        // No samples still ships the series, as an empty window: an
+        // application's histogram does not go stale between its events.
+        if let Some(&last) = values.last() {
+            state.value = last;
+        }
         state.timestamp_ms = now;
         state.samples.extend_from_slice(values);
         state.touched = true;
@@ -269,9 +271,11 @@ impl Windows {
             state.value = last;
         }
         state.timestamp_ms = now;
-        state.weighted.values.extend_from_slice(values);
-        state.weighted.sum += sum;
-        state.weighted.compact();
+        if !values.is_empty() {
+            state.weighted.values.extend_from_slice(values);
+            state.weighted.sum += sum;
+            state.weighted.compact();
+        }
         state.touched = true;
         Ok(())
     }
@@ -545,6 +549,29 @@ mod tests {
                 ("max".into(), 0.75)
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_windowed_series_without_samples_ships_an_empty_window() -> anyhow::Result<()> {
+        let mut w = Windows::new("web-1", "node", 100)?;
+        w.begin_sample(1000);
+        let h = w.family("app_seconds", "A timer.", FamilyKind::Histogram(RATIO))?;
+        w.observe_many(h, &[], &[0.5, 0.25])?;
+        w.observe_weighted(h, &[("k", "v")], &[(0.5, 3)], 1.25)?;
+        let families = w.close()?;
+        assert_eq!(families.len(), 2, "the family and its _window quantiles");
+        w.begin_sample(2000);
+        w.observe_many(h, &[], &[])?;
+        w.observe_weighted(h, &[("k", "v")], &[], 0.0)?;
+        let families = w.close()?;
+        assert_eq!(families.len(), 1, "no quantiles of an empty window");
+        let counts: Vec<(u64, f64)> = families[0]
+            .series
+            .iter()
+            .filter_map(|s| s.window.as_ref().map(|w| (w.count, w.sum)))
+            .collect();
+        assert_eq!(counts, [(0, 0.0), (0, 0.0)]);
         Ok(())
     }
 

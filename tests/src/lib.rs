@@ -613,6 +613,17 @@ pub fn http_post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String)> {
+    let (status, body) = http_post_bytes(addr, path, headers, body.as_bytes())?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A minimal HTTP/1.1 POST of a binary body: status and body bytes.
+pub fn http_post_bytes(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let extra: String = headers
@@ -621,24 +632,31 @@ pub fn http_post(
         .collect();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out
+    // The server may answer (413) and close before the whole body is read.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(out.len());
+    let head = String::from_utf8_lossy(out.get(..split).unwrap_or_default()).into_owned();
+    let body = out.get(split + 4..).unwrap_or_default();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("no status in the answer"))?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)?
+        dechunk(&String::from_utf8_lossy(body))?.into_bytes()
     } else {
-        body.to_string()
+        body.to_vec()
     };
     Ok((status, body))
 }

@@ -2,7 +2,8 @@
 //! by hand and by Python's `statsd` client, arrive at the collector exactly;
 //! malformed lines are counted per reason; a port held by another process
 //! leaves the agent sampling and shipping with the listener shown down; a
-//! flood of new series stops at the limit without touching the system's.
+//! flood of new series stops at the limit without touching the system's; a
+//! collector outage loses and doubles no StatsD or OTLP count.
 
 use std::net::UdpSocket;
 use std::process::Command;
@@ -321,9 +322,10 @@ fn a_flood_of_new_series_stops_at_the_limit_and_spares_the_system_series() -> Re
 }
 
 #[test]
-fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Result<()> {
+fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_or_otlp_count() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (http_port, ingest_port) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
+    let grpc = vigil_tests::free_port()?;
     let collector = Collector::start(dir.path(), "collector", http_port, ingest_port, "", "")?;
     let port = free_udp_port()?;
     let agent = start_agent(
@@ -333,10 +335,26 @@ fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Resul
             "instance = \"statsd-outage\"\nsample_interval = \"250ms\"\nflush_interval = \"1s\"\n\
              [collector]\nendpoint = \"http://127.0.0.1:{ingest_port}\"\ntimeout = \"1s\"\n\
              [shipper]\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n\
-             [sources.statsd]\nudp = \"127.0.0.1:{port}\"\n"
+             [sources.statsd]\nudp = \"127.0.0.1:{port}\"\n\
+             [sources.otlp]\ngrpc = \"127.0.0.1:{grpc}\"\nhttp = \"\"\n"
         ),
     )?;
     agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+    agent.wait_for_log("OTLP listening", Duration::from_secs(20))?;
+    // An application on OpenTelemetry's SDK exports once a second for 40 s
+    // (cumulative), while StatsD lines keep coming.
+    let app = std::process::Command::new(vigil_tests::binary("vigil-otlp-app")?)
+        .args([
+            "grpc",
+            &format!("http://127.0.0.1:{grpc}"),
+            "outage",
+            "cumulative",
+            "40",
+        ])
+        .env("PAUSE_MS", "1000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
     let s = UdpSocket::bind("127.0.0.1:0")?;
     let mut sent = 0u32;
     // 20 lines a second: 5 s up, 30 s down, 5 s up again.
@@ -365,6 +383,31 @@ fn a_collector_outage_of_30_seconds_loses_and_doubles_no_statsd_count() -> Resul
     // Each of the 50 values 0..49 ms was sent 8 times: 8 × 1.225 s.
     let sum = value(&collector, &format!("outage_lat_seconds_sum{me}")).context("sum")?;
     ensure!((sum - 9.8).abs() < 1e-6, "timer sum {sum}, wanted 9.8");
+    let out = app.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "vigil-otlp-app: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 40 rounds: 3 requests on /a, 100 payloads (sum 50,500) each.
+    let app = "{instance=\"statsd-outage\",job=\"outage\"}";
+    let a = "{instance=\"statsd-outage\",job=\"outage\",route=\"/a\"}";
+    expect(&collector, &format!("app_requests_total{a}"), 120.0)?;
+    expect(
+        &collector,
+        &format!("app_latency_seconds_count{app}"),
+        160.0,
+    )?;
+    expect(
+        &collector,
+        &format!("app_payload_bytes_count{app}"),
+        4_000.0,
+    )?;
+    expect(
+        &collector,
+        &format!("app_payload_bytes_sum{app}"),
+        2_020_000.0,
+    )?;
     Ok(())
 }
 

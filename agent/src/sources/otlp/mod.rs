@@ -689,14 +689,13 @@ impl Aggregator {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             let outcome: Result<(), RecordError> = match entry.class {
+                // Every sample, with or without new counts: a series with
+                // none ships an empty window, so it does not go stale
+                // between the application's exports.
                 Class::Window(_) => {
-                    if entry.pending.values.is_empty() {
-                        Ok(())
-                    } else {
-                        let pending = std::mem::take(&mut entry.pending);
-                        entry.pending_count = 0;
-                        out.observe_weighted(family, &labels, &pending.values, pending.sum)
-                    }
+                    let pending = std::mem::take(&mut entry.pending);
+                    entry.pending_count = 0;
+                    out.observe_weighted(family, &labels, &pending.values, pending.sum)
                 }
                 _ => out.set(family, &labels, entry.value),
             };
