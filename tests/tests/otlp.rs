@@ -437,3 +437,52 @@ fn ports_held_by_others_leave_the_agent_shipping_and_the_listeners_down() -> Res
     )?;
     Ok(())
 }
+
+#[test]
+fn a_grpc_request_over_the_size_limit_is_refused_and_counted() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let grpc = free_port()?;
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agent_config(
+            &collector,
+            "otlp-size",
+            &format!("grpc = \"127.0.0.1:{grpc}\"\nhttp = \"\"\nmax_request_size = \"1KiB\""),
+        ),
+    )?;
+    agent.wait_for_log("OTLP listening", Duration::from_secs(20))?;
+    // A resource attribute of 4 KiB makes the export larger than 1 KiB.
+    let out = Command::new(binary("vigil-otlp-app")?)
+        .args([
+            "grpc",
+            &format!("http://127.0.0.1:{grpc}"),
+            "big",
+            "delta",
+            "1",
+        ])
+        .env("PADDING_BYTES", "4096")
+        .output()?;
+    ensure!(
+        !out.status.success(),
+        "a 4 KiB export was taken under a 1 KiB limit: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The round's export and the one at shutdown, each once: refused with
+    // INVALID_ARGUMENT, which the exporter does not retry.
+    expect(
+        &collector,
+        "vigil_agent_otlp_requests_total{instance=\"otlp-size\",transport=\"grpc\",outcome=\"too_large\"}",
+        2.0,
+    )?;
+    ensure!(
+        value(
+            &collector,
+            "count(app_requests_total{instance=\"otlp-size\"})"
+        )
+        .is_none(),
+        "part of a refused request was kept"
+    );
+    Ok(())
+}

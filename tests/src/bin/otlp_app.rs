@@ -19,6 +19,9 @@
 //! - histogram `app.latency` (`s`, bounds 0.1, 0.5, 1): 0.05, 0.2, 0.7, 2;
 //! - exponential histogram `app.payload` (`By`): 10, 20, …, 1000.
 //!
+//! The resource carries `deployment.environment=test`, and a `padding`
+//! attribute of `PADDING_BYTES` (environment) bytes when that is set.
+//!
 //! It prints `exported ROUND` after each successful export and exits
 //! non-zero when an export fails.
 
@@ -47,6 +50,10 @@ fn main() -> Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
     );
+    let padding: usize = std::env::var("PADDING_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let temporality = match temporality.as_str() {
         "cumulative" => Temporality::Cumulative,
         "delta" => Temporality::Delta,
@@ -84,12 +91,15 @@ fn main() -> Result<()> {
         .build();
     let provider = SdkMeterProvider::builder()
         .with_reader(reader)
-        .with_resource(
-            Resource::builder()
+        .with_resource({
+            let mut resource = Resource::builder()
                 .with_service_name(service.clone())
-                .with_attribute(KeyValue::new("deployment.environment", "test"))
-                .build(),
-        )
+                .with_attribute(KeyValue::new("deployment.environment", "test"));
+            if padding > 0 {
+                resource = resource.with_attribute(KeyValue::new("padding", "x".repeat(padding)));
+            }
+            resource.build()
+        })
         .with_view(|i: &Instrument| {
             (i.name() == "app.payload")
                 .then(|| {

@@ -5,7 +5,8 @@
 //! data points were refused.
 //!
 //! A request larger than `max_request_size` (after decompression) is
-//! refused whole: gRPC `RESOURCE_EXHAUSTED`, HTTP 413. A body that does not
+//! refused whole: gRPC `INVALID_ARGUMENT`, HTTP 413; clients do not retry
+//! either. A body that does not
 //! decode gets `INVALID_ARGUMENT` / 400 with the decoder's words.
 
 use std::io::Read as _;
@@ -228,9 +229,34 @@ pub async fn grpc(addr: SocketAddr, shared: Shared) {
         let service = MetricsServiceServer::new(Grpc(shared.clone()))
             .max_decoding_message_size(shared.max_request_size)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        // Requests tonic refuses before the handler (over the size limit,
+        // or not decoding) are counted from the answer's status. tonic
+        // answers a message over the limit with OUT_OF_RANGE, which OTLP
+        // clients retry; it becomes INVALID_ARGUMENT, which they do not.
+        let counted = Arc::clone(&shared.stats);
+        let count = tower::util::MapResponseLayer::new(
+            move |mut response: axum::http::Response<tonic::body::Body>| {
+                let headers = response.headers_mut();
+                let too_large = headers.get("grpc-message").is_some_and(|m| {
+                    m.to_str()
+                        .is_ok_and(|m| m.contains("too%20large") || m.contains("too large"))
+                });
+                match headers.get("grpc-status").map(|v| v.as_bytes()) {
+                    Some(b"11") if too_large => {
+                        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+                        counted.count(true, RequestOutcome::TooLarge);
+                    }
+                    Some(b"3" | b"11" | b"13") => counted.count(true, RequestOutcome::Invalid),
+                    Some(b"12") => counted.count(true, RequestOutcome::Unsupported),
+                    _ => {}
+                }
+                response
+            },
+        );
         async move {
             tonic::transport::Server::builder()
                 .concurrency_limit_per_connection(4)
+                .layer(count)
                 .add_service(service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await
