@@ -168,6 +168,9 @@ struct Exp {
     negative: (i64, Vec<u64>),
     sum: f64,
     count: u64,
+    /// The smallest and largest values recorded, when the point gives them.
+    min: Option<f64>,
+    max: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -825,6 +828,8 @@ impl Exp {
             negative,
             sum: p.sum.unwrap_or(0.0),
             count: p.count,
+            min: p.min.filter(|v| v.is_finite()),
+            max: p.max.filter(|v| v.is_finite()),
         })
     }
 
@@ -854,6 +859,8 @@ impl Exp {
             negative: side(&self.negative),
             sum: self.sum,
             count: self.count,
+            min: self.min,
+            max: self.max,
         }
     }
 
@@ -892,26 +899,37 @@ impl Exp {
                 negative,
                 sum: self.sum - prev.sum,
                 count: self.count - prev.count,
+                min: self.min,
+                max: self.max,
             },
             _ => self.clone(),
         }
     }
 
-    /// Each populated bucket as its geometric middle, with its count.
+    /// Each populated bucket as its geometric middle, with its count; kept
+    /// within the point's minimum and maximum when it gives them, so the
+    /// extreme buckets come out exact more often.
     fn weighted(&self, out: &mut Weighted) {
         let width = (-f64::from(self.scale)).exp2();
+        let (low, high) = (
+            self.min.unwrap_or(f64::NEG_INFINITY),
+            self.max.unwrap_or(f64::INFINITY),
+        );
+        let clamp = |v: f64| if low <= high { v.clamp(low, high) } else { v };
         let middle = |index: i64| ((index as f64 + 0.5) * width).exp2().min(f64::MAX);
         if self.zero > 0 {
-            out.values.push((0.0, self.zero));
+            out.values.push((clamp(0.0), self.zero));
         }
         for (i, n) in self.positive.1.iter().enumerate() {
             if *n > 0 {
-                out.values.push((middle(self.positive.0 + i as i64), *n));
+                out.values
+                    .push((clamp(middle(self.positive.0 + i as i64)), *n));
             }
         }
         for (i, n) in self.negative.1.iter().enumerate() {
             if *n > 0 {
-                out.values.push((-middle(self.negative.0 + i as i64), *n));
+                out.values
+                    .push((clamp(-middle(self.negative.0 + i as i64)), *n));
             }
         }
         out.sum += self.sum;

@@ -411,7 +411,13 @@ async fn http_export(
     let outcome = export(&shared, false, &request);
     let answer = response(&outcome);
     if json {
-        match serde_json::to_vec(&answer) {
+        // OTLP/JSON leaves out empty fields: `{}` when all was taken.
+        let body = if answer.partial_success.is_none() {
+            Ok(b"{}".to_vec())
+        } else {
+            serde_json::to_vec(&answer)
+        };
+        match body {
             Ok(body) => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

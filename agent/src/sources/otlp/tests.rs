@@ -488,3 +488,24 @@ fn record_moves_series_into_windows_and_forgets_stale_ones() -> anyhow::Result<(
     assert_eq!(a.series(), 0);
     Ok(())
 }
+
+#[test]
+fn exponential_buckets_are_kept_within_the_points_minimum_and_maximum() {
+    let mut a = Aggregator::new(&config(100));
+    let mut p = exp_point(0, 0, 0, vec![2, 1], 4.5);
+    p.min = Some(1.2);
+    p.max = Some(2.1);
+    a.export(&request(
+        vec![kv("service.name", "api")],
+        vec![exp(p, true)],
+    ));
+    let e = a
+        .entries
+        .iter()
+        .find(|e| e.family == "work_duration_seconds");
+    // Middles 2^0.5 = 1.41 (inside) and 2^1.5 = 2.83 (above the maximum).
+    assert_eq!(
+        e.map(|e| e.pending.values.clone()),
+        Some(vec![(0.5f64.exp2(), 2), (2.1, 1)])
+    );
+}
