@@ -305,6 +305,9 @@ pub struct RawStatsd {
     /// Unix datagram socket to listen on; none by default.
     #[serde(default)]
     pub unix: Option<PathBuf>,
+    /// TCP address to listen on (newline-separated lines); off by default.
+    #[serde(default)]
+    pub tcp: String,
     /// Put in front of every StatsD name.
     #[serde(default)]
     pub prefix: String,
@@ -327,6 +330,7 @@ impl Default for RawStatsd {
             enabled: true,
             udp: default_statsd_udp(),
             unix: None,
+            tcp: String::new(),
             prefix: String::new(),
             receive_buffer: default_statsd_receive_buffer(),
             max_series: default_statsd_max_series(),
@@ -357,6 +361,8 @@ pub struct StatsdConfig {
     pub udp: Option<std::net::SocketAddr>,
     /// Unix datagram socket, if configured.
     pub unix: Option<PathBuf>,
+    /// TCP address, if configured.
+    pub tcp: Option<std::net::SocketAddr>,
     /// Name prefix.
     pub prefix: String,
     /// Receive buffer.
@@ -833,10 +839,25 @@ impl RawConfig {
                 "must be between 1 and 10,000,000 (8 bytes each)",
             ));
         }
+        let statsd_tcp = if st.tcp.is_empty() {
+            None
+        } else {
+            match st.tcp.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        "sources.statsd.tcp",
+                        format!("{:?} is not an address like 127.0.0.1:8125: {e}", st.tcp),
+                    ));
+                    None
+                }
+            }
+        };
         let statsd = StatsdConfig {
             enabled: st.enabled,
             udp: statsd_udp,
             unix: st.unix.clone(),
+            tcp: statsd_tcp,
             prefix: st.prefix.clone(),
             receive_buffer: st.receive_buffer,
             max_series: st.max_series,

@@ -482,3 +482,43 @@ fn a_unix_socket_another_process_reads_is_left_alone() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn statsd_over_tcp_takes_newline_separated_lines() -> Result<()> {
+    use std::io::Write as _;
+    let tcp = vigil_tests::free_port()?;
+    let Setup {
+        collector,
+        agent,
+        port: _,
+        socket: _,
+        _dir: _kept,
+    } = setup("statsd-tcp", &format!("tcp = \"127.0.0.1:{tcp}\""))?;
+    wait_for("the TCP listener", Duration::from_secs(20), || {
+        agent
+            .log()
+            .contains(&format!("tcp 127.0.0.1:{tcp}"))
+            .then_some(())
+    })?;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", tcp))?;
+    // One line split over two writes, then one without a final newline.
+    stream.write_all(b"tcp.hits:2|c\ntcp.lat:250|ms\ntcp.hi")?;
+    stream.flush()?;
+    std::thread::sleep(Duration::from_millis(100));
+    stream.write_all(b"ts:3|c\ntcp.hits:5|c")?;
+    drop(stream);
+    let me = "{instance=\"statsd-tcp\"}";
+    expect(&collector, &format!("tcp_hits_total{me}"), 10.0)?;
+    expect(&collector, &format!("tcp_lat_seconds_sum{me}"), 0.25)?;
+    expect(
+        &collector,
+        "vigil_agent_listener_up{instance=\"statsd-tcp\",listener=\"statsd_tcp\"}",
+        1.0,
+    )?;
+    expect(
+        &collector,
+        "vigil_agent_statsd_tcp_connections_total{instance=\"statsd-tcp\",outcome=\"accepted\"}",
+        1.0,
+    )?;
+    Ok(())
+}

@@ -105,6 +105,10 @@ pub struct Counts {
     pub dropped_series: u64,
     /// Samples dropped because `max_window_samples` were held.
     pub dropped_window: u64,
+    /// TCP connections accepted.
+    pub tcp_connections: u64,
+    /// TCP connections refused: `MAX_TCP_CONNECTIONS` were open.
+    pub tcp_refused: u64,
 }
 
 /// StatsD series folded between two samples of the source.
@@ -164,6 +168,12 @@ impl Aggregator {
     /// Folds one datagram (newline-separated lines) in.
     pub fn datagram(&mut self, bytes: &[u8]) {
         self.counts.datagrams += 1;
+        self.lines(bytes);
+    }
+
+    /// Folds newline-separated lines in (a datagram, or what a TCP
+    /// connection sent up to its last newline).
+    pub fn lines(&mut self, bytes: &[u8]) {
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => String::from_utf8_lossy(bytes),
@@ -486,6 +496,8 @@ pub struct ListenerState {
     pub udp: AtomicBool,
     /// `statsd_unix`.
     pub unix: AtomicBool,
+    /// `statsd_tcp`.
+    pub tcp: AtomicBool,
 }
 
 /// The StatsD source: its listeners run on their own threads; sampling
@@ -495,6 +507,7 @@ pub struct StatsdSource {
     listeners: Arc<ListenerState>,
     udp: Option<SocketAddr>,
     unix: Option<PathBuf>,
+    tcp: Option<SocketAddr>,
     refused: u64,
 }
 
@@ -526,11 +539,20 @@ impl StatsdSource {
                 .spawn(move || listen_unix(&path, &agg, &state))
                 .map_err(|e| SourceError(format!("cannot start the StatsD listener: {e}")))?;
         }
+        if let Some(addr) = config.tcp {
+            let (agg, state) = (Arc::clone(&aggregator), Arc::clone(&listeners));
+            std::thread::Builder::new()
+                .name("vigil-statsd-tcp".into())
+                .stack_size(256 * 1024)
+                .spawn(move || listen_tcp(addr, &agg, &state))
+                .map_err(|e| SourceError(format!("cannot start the StatsD listener: {e}")))?;
+        }
         Ok(Self {
             aggregator,
             listeners,
             udp: config.udp,
             unix: config.unix.clone(),
+            tcp: config.tcp,
             refused: 0,
         })
     }
@@ -553,6 +575,17 @@ impl StatsdSource {
         if self.unix.is_some() {
             let v = self.listeners.unix.load(Ordering::Relaxed);
             out.set(up, &[("listener", "statsd_unix")], f64::from(u8::from(v)))?;
+        }
+        if self.tcp.is_some() {
+            let v = self.listeners.tcp.load(Ordering::Relaxed);
+            out.set(up, &[("listener", "statsd_tcp")], f64::from(u8::from(v)))?;
+            let f = out.family(
+                "vigil_agent_statsd_tcp_connections_total",
+                "StatsD TCP connections, by outcome (accepted; refused: 64 were open).",
+                FamilyKind::Counter,
+            )?;
+            out.set(f, &[("outcome", "accepted")], counts.tcp_connections as f64)?;
+            out.set(f, &[("outcome", "refused")], counts.tcp_refused as f64)?;
         }
         for (name, help, kind, value) in [
             (
@@ -715,6 +748,121 @@ fn listen_unix(path: &std::path::Path, agg: &Mutex<Aggregator>, state: &Listener
     listen(&what, bind, || "unknown".into(), &state.unix, agg);
 }
 
+/// Most StatsD TCP connections open at once.
+const MAX_TCP_CONNECTIONS: usize = 64;
+
+/// A TCP connection silent this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(300);
+
+fn listen_tcp(addr: SocketAddr, agg: &Arc<Mutex<Aggregator>>, state: &ListenerState) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                info!(socket = %format!("tcp {addr}"), "StatsD listening");
+                logged = false;
+                state.tcp.store(true, Ordering::Relaxed);
+                for stream in listener.incoming() {
+                    let stream = match stream {
+                        Ok(s) => s,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        // Out of descriptors, say: wait, then go on.
+                        Err(e) => {
+                            warn!(error = %e, "StatsD TCP accept failed");
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                    };
+                    if open.load(Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+                        lock(agg).counts.tcp_refused += 1;
+                        continue;
+                    }
+                    lock(agg).counts.tcp_connections += 1;
+                    open.fetch_add(1, Ordering::Relaxed);
+                    let (agg, held) = (Arc::clone(agg), Arc::clone(&open));
+                    let spawned = std::thread::Builder::new()
+                        .name("vigil-statsd-conn".into())
+                        .stack_size(128 * 1024)
+                        .spawn(move || {
+                            read_tcp(stream, &agg);
+                            held.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    if spawned.is_err() {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                state.tcp.store(false, Ordering::Relaxed);
+            }
+            Err(e) if !logged => {
+                warn!(
+                    socket = %format!("tcp {addr}"),
+                    error = %e,
+                    held_by = %holder(addr.port(), "tcp"),
+                    "StatsD cannot listen; trying again every 10 s (vigil_agent_listener_up is 0)"
+                );
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(REBIND);
+    }
+}
+
+/// Reads newline-separated lines from one connection until it closes,
+/// folding whole lines in as they come; a line longer than a datagram is
+/// skipped and counted (`too_long`).
+fn read_tcp(mut stream: std::net::TcpStream, agg: &Mutex<Aggregator>) {
+    use std::io::Read as _;
+    let _ = stream.set_read_timeout(Some(TCP_IDLE));
+    let mut buf = vec![0u8; DATAGRAM];
+    let mut filled = 0;
+    // Inside a line too long to keep: skip to its end.
+    let mut skipping = false;
+    loop {
+        let n = match stream.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut start = 0;
+        let end = filled + n;
+        if skipping {
+            match buf[filled..end].iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    start = filled + i + 1;
+                    skipping = false;
+                }
+                None => {
+                    filled = 0;
+                    continue;
+                }
+            }
+        }
+        match buf[start..end].iter().rposition(|b| *b == b'\n') {
+            Some(last) => {
+                lock(agg).lines(&buf[start..start + last]);
+                buf.copy_within(start + last + 1..end, 0);
+                filled = end - (start + last + 1);
+            }
+            None if end - start == buf.len() => {
+                let mut agg = lock(agg);
+                agg.counts.lines += 1;
+                agg.counts.invalid[Invalid::TooLong.index()] += 1;
+                skipping = true;
+                filled = 0;
+            }
+            None => {
+                buf.copy_within(start..end, 0);
+                filled = end - start;
+            }
+        }
+    }
+    // A last line without a newline.
+    if filled > 0 && !skipping {
+        lock(agg).lines(&buf[..filled]);
+    }
+}
+
 /// What holds a local port: the process name and pid found through
 /// `/proc/net/{udp,udp6,tcp,tcp6}` and the processes' open sockets, or
 /// a note that it is not visible (another user's process, without root).
@@ -843,6 +991,38 @@ mod tests {
         a.flushed();
         a.datagram(b"t:5|ms");
         assert_eq!(a.counts().dropped_window, 3);
+    }
+
+    #[test]
+    fn tcp_lines_split_across_reads_and_too_long_lines_are_handled() -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let agg = Arc::new(Mutex::new(agg()));
+        let reader = {
+            let agg = Arc::clone(&agg);
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let (stream, _) = listener.accept()?;
+                read_tcp(stream, &agg);
+                Ok(())
+            })
+        };
+        let mut client = std::net::TcpStream::connect(addr)?;
+        client.write_all(b"tcp.hits:1|c\ntcp.hi")?;
+        client.flush()?;
+        std::thread::sleep(Duration::from_millis(50));
+        client.write_all(b"ts:2|c\n")?;
+        // 100 KiB without a newline, then a good line.
+        client.write_all(&vec![b'x'; 100 * 1024])?;
+        client.write_all(b"\ntcp.hits:4|c\ntcp.hits:8|c")?;
+        drop(client);
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        let a = lock(&agg);
+        assert_eq!(value(&a, "tcp_hits_total"), Some(15.0));
+        assert_eq!(a.counts().invalid[Invalid::TooLong.index()], 1);
+        Ok(())
     }
 
     #[test]

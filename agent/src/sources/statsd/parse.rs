@@ -73,11 +73,13 @@ pub enum Invalid {
     /// A name in the agent's own families (`node_`, `process_`, `vigil_`):
     /// a local process must not overwrite the host's metrics.
     ReservedName,
+    /// A TCP line longer than 64 KiB (the largest datagram).
+    TooLong,
 }
 
 impl Invalid {
     /// Every reason, in the order of [`Invalid::index`].
-    pub const ALL: [Invalid; 12] = [
+    pub const ALL: [Invalid; 13] = [
         Invalid::NoValue,
         Invalid::NoType,
         Invalid::BadType,
@@ -90,6 +92,7 @@ impl Invalid {
         Invalid::Unsupported,
         Invalid::TypeConflict,
         Invalid::ReservedName,
+        Invalid::TooLong,
     ];
 
     /// The label value.
@@ -107,6 +110,7 @@ impl Invalid {
             Invalid::Unsupported => "unsupported",
             Invalid::TypeConflict => "type_conflict",
             Invalid::ReservedName => "reserved_name",
+            Invalid::TooLong => "too_long",
         }
     }
 
