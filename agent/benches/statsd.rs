@@ -1,9 +1,10 @@
 //! StatsD lines parsed and folded per second on one core, in process
 //! (`cargo bench -p vigil-agent --bench statsd`): datagrams of 20 lines
 //! (counters, gauges, timers and histograms with tags, over 1,000 series),
-//! folded into the aggregator and moved into the windows every 10,000
-//! datagrams, as the sampler does each second. Process CPU time, not wall
-//! time.
+//! folded into the aggregator, moved into the windows and the windows
+//! closed every 2,500,000 lines: half a second's worth at the target rate
+//! (the sampler moves them each second, and closes them every 10).
+//! Process CPU time, not wall time.
 
 use vigil_agent::sources::statsd::Aggregator;
 use vigil_agent::window::Windows;
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut agg = Aggregator::new("", 10_000, 10_000_000);
     let mut windows = Windows::new("bench", "node", 100_000)?;
-    let rounds = 400;
+    let rounds = 2_000;
     let start = cpu_seconds();
     let mut lines = 0u64;
     for round in 0..rounds {
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
             agg.datagram(d);
         }
         lines += datagrams.len() as u64 * 20;
-        if round % 20 == 19 {
+        if round % 250 == 249 {
             windows.begin_sample(round as i64 * 1000);
             agg.record(&mut windows);
             windows.close()?;

@@ -178,8 +178,22 @@ impl Aggregator {
             Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => String::from_utf8_lossy(bytes),
         };
-        for line in text.split('\n') {
-            let line = line.trim_end_matches('\r');
+        let mut rest = text.as_ref();
+        while !rest.is_empty() {
+            let (line, after) = match rest.bytes().position(|b| b == b'\n') {
+                Some(i) => (
+                    rest.get(..i).unwrap_or_default(),
+                    rest.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (rest, ""),
+            };
+            rest = after;
+            // A byte test, not `strip_suffix`: that is a call to memcmp.
+            let line = if line.as_bytes().last() == Some(&b'\r') {
+                line.get(..line.len() - 1).unwrap_or_default()
+            } else {
+                line
+            };
             if line.is_empty() {
                 continue;
             }

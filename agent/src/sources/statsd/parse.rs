@@ -137,42 +137,56 @@ pub struct Line<'a> {
     pub single: Option<f64>,
 }
 
-/// Parses one line (without its newline).
+/// Splits `text` at the first `byte` (an ASCII byte, so both sides are
+/// whole characters).
+fn split_at_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = text.bytes().position(|b| b == byte)?;
+    Some((text.get(..i)?, text.get(i + 1..)?))
+}
+
+/// Parses one line (without its newline). Fields are found byte by byte
+/// and the type matched as bytes: this runs millions of times a second.
 pub fn line(text: &str) -> Result<Line<'_>, Invalid> {
-    if text.starts_with('_') && (text.starts_with("_e{") || text.starts_with("_sc|")) {
+    if text.as_bytes().first() == Some(&b'_')
+        && (text.starts_with("_e{") || text.starts_with("_sc|"))
+    {
         return Err(Invalid::Unsupported);
     }
-    let (name, rest) = text.split_once(':').ok_or(Invalid::NoValue)?;
-    let (values, rest) = rest.split_once('|').ok_or(Invalid::NoType)?;
+    let (name, rest) = split_at_byte(text, b':').ok_or(Invalid::NoValue)?;
+    let (values, rest) = split_at_byte(rest, b'|').ok_or(Invalid::NoType)?;
     if values.is_empty() {
         return Err(Invalid::BadValue);
     }
-    let mut fields = rest.split('|');
-    let kind = match fields.next() {
-        Some("c") => Kind::Counter,
-        Some("g") => Kind::Gauge,
-        Some("ms") => Kind::Timer,
-        Some("h") => Kind::Histogram,
-        Some("d") => Kind::Distribution,
-        Some("s") => Kind::Set,
+    let (kind, mut fields) = split_at_byte(rest, b'|').unwrap_or((rest, ""));
+    let kind = match kind.as_bytes() {
+        [b'c'] => Kind::Counter,
+        [b'g'] => Kind::Gauge,
+        [b'm', b's'] => Kind::Timer,
+        [b'h'] => Kind::Histogram,
+        [b'd'] => Kind::Distribution,
+        [b's'] => Kind::Set,
         _ => return Err(Invalid::BadType),
     };
     let mut rate = 1.0;
     let mut tags = "";
-    for field in fields {
-        if let Some(r) = field.strip_prefix('@') {
-            rate = match r.parse::<f64>() {
-                Ok(r) if r > 0.0 && r <= 1.0 => r,
-                _ => return Err(Invalid::BadRate),
-            };
-        } else if let Some(t) = field.strip_prefix('#') {
-            tags = t;
+    while !fields.is_empty() {
+        let (field, rest) = split_at_byte(fields, b'|').unwrap_or((fields, ""));
+        fields = rest;
+        match field.as_bytes().first() {
+            Some(b'@') => {
+                rate = match field.get(1..).map(str::parse::<f64>) {
+                    Some(Ok(r)) if r > 0.0 && r <= 1.0 => r,
+                    _ => return Err(Invalid::BadRate),
+                };
+            }
+            Some(b'#') => tags = field.get(1..).unwrap_or_default(),
+            // `c:` (container), `T` (timestamp) and unknown fields: skipped.
+            _ => {}
         }
-        // `c:` (container), `T` (timestamp) and unknown fields: skipped.
     }
     let mut single = None;
     if kind != Kind::Set {
-        if values.contains(':') {
+        if values.bytes().any(|b| b == b':') {
             for v in values.split(':') {
                 number(v, kind)?;
             }
