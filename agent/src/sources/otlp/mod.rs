@@ -669,6 +669,7 @@ impl Aggregator {
             }
         }
         let mut refused = 0;
+        let logged = &mut self.logged;
         for entry in &mut self.entries {
             let kind = match entry.class {
                 Class::Counter => FamilyKind::Counter,
@@ -702,8 +703,18 @@ impl Aggregator {
                 }
                 _ => out.set(family, &labels, entry.value),
             };
-            if outcome.is_err() {
+            if let Err(e) = outcome {
                 refused += 1;
+                if matches!(e, RecordError::TooManySeries { .. })
+                    && logged.len() < LOGGED_NAMES
+                    && logged.insert(entry.family.clone())
+                {
+                    warn!(
+                        name = %entry.family,
+                        error = %e,
+                        "OTLP series dropped: the agent's max_series reached (logged once per name)"
+                    );
+                }
             }
         }
         refused

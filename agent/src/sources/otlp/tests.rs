@@ -509,3 +509,22 @@ fn exponential_buckets_are_kept_within_the_points_minimum_and_maximum() {
         Some(vec![(0.5f64.exp2(), 2), (2.1, 1)])
     );
 }
+
+#[test]
+fn series_over_the_agents_own_limit_are_refused_and_counted() -> anyhow::Result<()> {
+    let mut a = Aggregator::new(&config(100));
+    let points: Vec<NumberDataPoint> = (0..5)
+        .map(|i| point(1.0, vec![kv("n", &i.to_string())]))
+        .collect();
+    a.export(&request(
+        vec![kv("service.name", "api")],
+        vec![metric("hits", "", sum(points, true, true))],
+    ));
+    // The agent's windows hold two series in all.
+    let mut w = Windows::new("host-1", "node", 2)?;
+    w.begin_sample(1_000);
+    assert_eq!(a.record(&mut w), 3);
+    assert_eq!(w.series_count(), 2);
+    assert_eq!(a.logged.len(), 1, "the name is logged once");
+    Ok(())
+}

@@ -349,6 +349,7 @@ impl Aggregator {
     /// distinct count so far. Series the windows refuse are counted.
     pub fn record(&mut self, out: &mut Windows) -> u64 {
         let mut refused = 0;
+        let logged = &mut self.logged;
         for entry in &mut self.entries {
             let kind = match entry.kind {
                 Kind::Counter => FamilyKind::Counter,
@@ -374,8 +375,18 @@ impl Aggregator {
                 }
                 _ => out.set(family, &labels, entry.value),
             };
-            if outcome.is_err() {
+            if let Err(e) = outcome {
                 refused += 1;
+                if matches!(e, RecordError::TooManySeries { .. })
+                    && logged.len() < LOGGED_NAMES
+                    && logged.insert(entry.family.clone())
+                {
+                    warn!(
+                        name = %entry.family,
+                        error = %e,
+                        "StatsD series dropped: the agent's max_series reached (logged once per name)"
+                    );
+                }
             }
         }
         refused
