@@ -59,6 +59,9 @@ fn main() -> Result<()> {
         "delta" => Temporality::Delta,
         other => bail!("temporality {other:?}: cumulative or delta"),
     };
+    // The HTTP exporter's client is reqwest, which the workspace builds
+    // with rustls and no crypto provider chosen: choose ring, as Vigil does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // tonic's channel needs a runtime; the SDK's reader thread drives the
     // export futures on it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
