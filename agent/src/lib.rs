@@ -232,6 +232,8 @@ impl Flusher {
             flush_interval_ms: self.flush_interval.as_millis() as u64,
             families,
             last,
+            agent_version: vigil_build_info::VERSION.to_string(),
+            agent_revision: vigil_build_info::REVISION.to_string(),
         };
         self.stats
             .created
@@ -277,10 +279,10 @@ impl Flusher {
         windows.set(series, &[], count)?;
         let info = windows.family(
             "vigil_agent_build_info",
-            "The agent's version, always 1.",
+            "The agent's build (version, git revision, build date, rustc), always 1.",
             FamilyKind::Gauge,
         )?;
-        windows.set(info, &[("version", env!("CARGO_PKG_VERSION"))], 1.0)?;
+        windows.set(info, &vigil_build_info::LABELS, 1.0)?;
         Ok(())
     }
 }

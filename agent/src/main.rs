@@ -9,7 +9,7 @@ use vigil_shared::logging::{LogFormat, init_logging};
 
 /// Samples this host every second and ships it to a Vigil collector.
 #[derive(Debug, Parser)]
-#[command(name = "vigil-agent", version)]
+#[command(name = "vigil-agent", version, long_version = vigil_build_info::LONG_VERSION)]
 struct Flags {
     /// Config file (TOML). Without it, the embedded defaults are used.
     #[arg(long, env = "VIGIL_AGENT_CONFIG")]

@@ -65,6 +65,7 @@ fn batch(agent: &str, sequence: u64, first: usize, series: usize) -> PushRequest
                 .collect(),
         }],
         last: false,
+        ..Default::default()
     }
 }
 

@@ -54,6 +54,7 @@ fn batch(agent: usize, sequence: u64, series: usize) -> PushRequest {
                 .collect(),
         }],
         last: false,
+        ..Default::default()
     }
 }
 

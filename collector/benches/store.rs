@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                     flush_interval_ms: 10_000,
                     families,
                     last: false,
+                    ..Default::default()
                 };
                 wal.append(&batch, t)?;
             }

@@ -10,7 +10,7 @@ use vigil_shared::logging::{LogFormat, init_logging};
 
 /// Receives Vigil agents' data and serves it to Prometheus.
 #[derive(Debug, Parser)]
-#[command(name = "vigil-collector", version)]
+#[command(name = "vigil-collector", version, long_version = vigil_build_info::LONG_VERSION)]
 struct Flags {
     /// Config file (TOML). Without it, the embedded defaults are used.
     #[arg(long, env = "VIGIL_COLLECTOR_CONFIG")]

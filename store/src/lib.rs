@@ -93,6 +93,23 @@ struct AgentState {
     deregistered: bool,
     /// When the agent closed its last batch (its samples' time), ms.
     last_batch_ms: i64,
+    /// The agent's release version and git revision, from its last batch
+    /// (not kept in checkpoints: the next batch, or the log, brings it).
+    version: String,
+    revision: String,
+}
+
+/// One agent as the collector's own metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSummary {
+    /// The agent's `instance` name.
+    pub id: String,
+    /// When it last pushed, Unix seconds.
+    pub last_push_seconds: f64,
+    /// Its release version; empty from agents older than the field.
+    pub version: String,
+    /// Its git revision; empty from agents older than the field.
+    pub revision: String,
 }
 
 /// What applying a batch did.
@@ -270,6 +287,10 @@ impl Store {
                 agent.silenced = false;
                 agent.deregistered = batch.last;
                 agent.last_batch_ms = batch.timestamp_ms;
+                // Empty from an agent rolled back past the field: shown
+                // as unknown, not as the build it replaced.
+                agent.version.clone_from(&batch.agent_version);
+                agent.revision.clone_from(&batch.agent_revision);
             }
             None => {
                 let index = inner.agents.len() as u32;
@@ -285,6 +306,8 @@ impl Store {
                         silenced: false,
                         deregistered: batch.last,
                         last_batch_ms: batch.timestamp_ms,
+                        version: batch.agent_version.clone(),
+                        revision: batch.agent_revision.clone(),
                     },
                 );
             }
@@ -563,6 +586,8 @@ impl Store {
                         silenced: a.silenced,
                         deregistered: a.deregistered,
                         last_batch_ms: a.last_push,
+                        version: String::new(),
+                        revision: String::new(),
                     },
                 )
             })
@@ -669,17 +694,23 @@ impl Store {
         }
     }
 
-    /// Agents that pushed within `stale_after`, with their last push time (Unix seconds).
-    pub fn agents(&self) -> Vec<(String, f64)> {
+    /// Agents that pushed within `stale_after`, by name, with their last
+    /// push time and build.
+    pub fn agents(&self) -> Vec<AgentSummary> {
         let inner = self.read();
         let now = now_ms();
-        let mut out: Vec<(String, f64)> = inner
+        let mut out: Vec<AgentSummary> = inner
             .agents
             .iter()
             .filter(|(_, a)| now - a.last_push < self.stale_after_ms)
-            .map(|(id, a)| (id.clone(), a.last_push as f64 / 1000.0))
+            .map(|(id, a)| AgentSummary {
+                id: id.clone(),
+                last_push_seconds: a.last_push as f64 / 1000.0,
+                version: a.version.clone(),
+                revision: a.revision.clone(),
+            })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
@@ -873,6 +904,35 @@ mod tests {
         assert_eq!(snap[0].2, 2.0);
         assert_eq!(snap[1].3.as_ref().map(|c| (c.count, c.sum)), Some((6, 3.0)));
         assert_eq!(snap[0].1, "instance=\"a\",job=\"node\"");
+    }
+
+    #[test]
+    fn each_agents_build_is_kept_from_its_last_batch() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(3600));
+        // An agent too old to send its build.
+        store.apply_now(&batch(1, 9, 1.0));
+        let agents = store.agents();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(
+            (agents[0].version.as_str(), agents[0].id.as_str()),
+            ("", "a")
+        );
+        // Upgraded: the next batch says so.
+        let mut b = batch(2, 9, 1.0);
+        b.agent_version = "0.2.0".into();
+        b.agent_revision = "0123456789ab".into();
+        store.apply_now(&b);
+        let agents = store.agents();
+        assert_eq!(
+            (agents[0].version.as_str(), agents[0].revision.as_str()),
+            ("0.2.0", "0123456789ab")
+        );
+        // A replayed batch is not applied again and changes nothing.
+        store.apply_now(&batch(2, 9, 1.0));
+        assert_eq!(store.agents()[0].version, "0.2.0");
+        // Rolled back to a build without the field: unknown again.
+        store.apply_now(&batch(3, 9, 1.0));
+        assert_eq!(store.agents()[0].version, "");
     }
 
     #[test]

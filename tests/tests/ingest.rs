@@ -84,6 +84,7 @@ fn batch(sequence: u64, extra_label: Option<(&str, &str)>) -> Result<PushRequest
                 }],
             },
         ],
+        ..Default::default()
     })
 }
 

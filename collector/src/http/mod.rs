@@ -181,18 +181,44 @@ pub fn render_own(state: &HttpState, w: &mut ExpositionWriter) {
         MetricKind::Gauge,
     );
     let mut labels = String::new();
-    for (agent, at) in &agents {
+    for agent in &agents {
         labels.clear();
         labels.push_str("agent=\"");
-        vigil_shared::labels::escape_label_value_into(&mut labels, agent);
+        vigil_shared::labels::escape_label_value_into(&mut labels, &agent.id);
         labels.push('"');
         w.sample(
             "vigil_collector_agent_last_push_timestamp_seconds",
             "",
             &labels,
             None,
-            *at,
+            agent.last_push_seconds,
         );
+    }
+    // Each agent's build, so a fleet mid-upgrade shows which host runs what.
+    w.header(
+        "vigil_agent_info",
+        "Each agent's release version and git revision (from its last batch; empty from agents too old to send them), always 1.",
+        MetricKind::Gauge,
+    );
+    for agent in &agents {
+        labels.clear();
+        for (i, (name, value)) in [
+            ("agent", agent.id.as_str()),
+            ("revision", agent.revision.as_str()),
+            ("version", agent.version.as_str()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                labels.push(',');
+            }
+            labels.push_str(name);
+            labels.push_str("=\"");
+            vigil_shared::labels::escape_label_value_into(&mut labels, value);
+            labels.push('"');
+        }
+        w.sample("vigil_agent_info", "", &labels, None, 1.0);
     }
     w.header(
         "vigil_collector_series",
@@ -240,16 +266,20 @@ pub fn render_own(state: &HttpState, w: &mut ExpositionWriter) {
     }
     w.header(
         "vigil_collector_build_info",
-        "The collector's version, always 1.",
+        "The collector's build (version, git revision, build date, rustc), always 1.",
         MetricKind::Gauge,
     );
-    w.sample(
-        "vigil_collector_build_info",
-        "",
-        concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""),
-        None,
-        1.0,
-    );
+    let mut build = String::new();
+    for (i, (name, value)) in vigil_build_info::LABELS.iter().enumerate() {
+        if i > 0 {
+            build.push(',');
+        }
+        build.push_str(name);
+        build.push_str("=\"");
+        vigil_shared::labels::escape_label_value_into(&mut build, value);
+        build.push('"');
+    }
+    w.sample("vigil_collector_build_info", "", &build, None, 1.0);
 }
 
 /// `/metrics`, rendered off the async workers: it takes the store's read
