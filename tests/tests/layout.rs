@@ -15,6 +15,8 @@ use vigil_tests::compat_path;
 /// build or dev).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("vigil-shared", &[]),
+    // Only the binaries' crates: it changes with every commit.
+    ("vigil-build-info", &[]),
     ("vigil-store", &["vigil-shared"]),
     ("vigil-promql", &["vigil-shared", "vigil-store"]),
     ("vigil-template", &["vigil-shared"]),
@@ -28,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("vigil-notify", &["vigil-shared", "vigil-template"]),
-    ("vigil-agent", &["vigil-shared"]),
+    ("vigil-agent", &["vigil-shared", "vigil-build-info"]),
     (
         "vigil-collector",
         &[
@@ -38,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vigil-template",
             "vigil-rules",
             "vigil-notify",
+            "vigil-build-info",
         ],
     ),
     ("vigil-tests", &["vigil-shared"]),
