@@ -48,7 +48,15 @@ pub enum AgentError {
     /// The sampler thread could not be started.
     #[error("cannot start the sampler thread: {0}")]
     Thread(std::io::Error),
+    /// The data folder is of a newer format, or another binary's.
+    #[error(transparent)]
+    Format(vigil_shared::format::FormatError),
 }
+
+/// The format of what the agent keeps in its data folder (spool segments
+/// and cursors); see [`vigil_shared::format`]. Raise it with any change an
+/// older build would misread, and read the older format too.
+pub const DATA_FORMAT: u32 = 1;
 
 /// Runs the agent until `shutdown` is cancelled, then closes the last window
 /// and ships what it can within `shipper.shutdown_timeout`.
@@ -64,6 +72,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             None
         }
     };
+    if _lock.is_some() {
+        match vigil_shared::format::check(&config.data_dir, "vigil-agent", DATA_FORMAT) {
+            Ok(_) => {}
+            Err(e @ vigil_shared::format::FormatError::Io { .. }) => {
+                tracing::warn!(error = %e, "cannot mark the data folder's format; going on");
+            }
+            Err(e) => return Err(AgentError::Format(e)),
+        }
+    }
     let sampler = Sampler::new(sources::build(&config)?);
     let windows = Windows::new(&config.instance, &config.job, config.max_series)?;
     let endpoints: Vec<String> = config

@@ -74,7 +74,16 @@ pub enum CollectorError {
     /// A rule file has errors (each names file, line, group and rule).
     #[error("rule files have errors:\n{}", .0.join("\n"))]
     Rules(Vec<String>),
+    /// The data folder is of a newer format, or another binary's.
+    #[error(transparent)]
+    Format(#[from] vigil_shared::format::FormatError),
 }
+
+/// The format of what the collector keeps in its data folder (write-ahead
+/// log, checkpoint, rule and notification state); see
+/// [`vigil_shared::format`]. Raise it with any change an older build would
+/// misread, and read the older format too.
+pub const DATA_FORMAT: u32 = 1;
 
 /// Addresses actually bound (useful when the config asks for port 0).
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +232,7 @@ pub async fn serve(
 ) -> Result<(), CollectorError> {
     // One collector per data folder: held until `serve` returns.
     let _lock = vigil_shared::lock::DirLock::acquire(&config.data_dir)?;
+    vigil_shared::format::check(&config.data_dir, "vigil-collector", DATA_FORMAT)?;
     let store = Arc::new(Store::new(config.stale_after, config.retention));
     let (wal, replayed) = open_and_replay(&config, &store)?;
     let wal = Arc::new(std::sync::Mutex::new(wal));

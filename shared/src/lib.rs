@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod config;
 pub mod exposition;
+pub mod format;
 pub mod histogram;
 pub mod labels;
 pub mod lock;

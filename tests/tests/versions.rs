@@ -90,3 +90,107 @@ fn version_flags_and_build_gauges_name_the_build() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Waits up to 20 s for `child` to exit; its status and log.
+fn exit_of(mut child: std::process::Child, log: &std::path::Path) -> Result<(bool, String)> {
+    let status = wait_for("the refusal", Duration::from_secs(20), || {
+        child.try_wait().ok().flatten()
+    })?;
+    Ok((
+        status.success(),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    ))
+}
+
+#[test]
+fn data_folders_carry_their_format_and_a_newer_one_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (http, ingest) = (vigil_tests::free_port()?, vigil_tests::free_port()?);
+    let collector = Collector::start(dir.path(), "collector", http, ingest, "", "")?;
+    let agent_config = format!(
+        "instance = \"formats\"\nsample_interval = \"250ms\"\nflush_interval = \"1s\"\n\
+         [collector]\nendpoint = \"http://{}\"\n[sources.statsd]\nudp = \"\"\n[sources.otlp]\nenabled = false\n",
+        collector.ingest
+    );
+    let mut agent = start_agent(dir.path(), "agent", &agent_config)?;
+    let query = "vigil_agent_build_info{instance=\"formats\"}";
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    wait_for(query, Duration::from_secs(30), || {
+        let answer = collector.query(query, now()).ok()?;
+        (!answer["data"]["result"].as_array()?.is_empty()).then_some(())
+    })?;
+    agent.terminate(Duration::from_secs(20))?;
+    let (collector_data, agent_data) = (
+        dir.path().join("collector-data"),
+        dir.path().join("agent-data"),
+    );
+    ensure!(
+        std::fs::read_to_string(collector_data.join("FORMAT"))?
+            == "vigil-collector data format 1\n",
+        "the collector's folder is not marked"
+    );
+    ensure!(
+        std::fs::read_to_string(agent_data.join("FORMAT"))? == "vigil-agent data format 1\n",
+        "the agent's folder is not marked"
+    );
+    drop(collector);
+
+    // As a newer build would leave them: this build refuses both, clearly.
+    std::fs::write(
+        collector_data.join("FORMAT"),
+        "vigil-collector data format 2\n",
+    )?;
+    std::fs::write(agent_data.join("FORMAT"), "vigil-agent data format 2\n")?;
+    let config = dir.path().join("collector.toml");
+    let log = dir.path().join("refused-collector.log");
+    let child = Command::new(binary("vigil-collector")?)
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log)?)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let (ok, text) = exit_of(child, &log)?;
+    ensure!(
+        !ok && text.contains("format 2, written by a newer build")
+            && text.contains("format 1 at most"),
+        "the collector took a newer folder: {text}"
+    );
+    let log = dir.path().join("refused-agent.log");
+    let child = Command::new(binary("vigil-agent")?)
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .arg("--data-dir")
+        .arg(&agent_data)
+        .stderr(std::fs::File::create(&log)?)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let (ok, text) = exit_of(child, &log)?;
+    ensure!(
+        !ok && text.contains("written by a newer build"),
+        "the agent took a newer folder: {text}"
+    );
+
+    // A folder from before the FORMAT file (an older build): read as it is,
+    // with its history, and marked.
+    std::fs::remove_file(collector_data.join("FORMAT"))?;
+    let collector = Collector::start(dir.path(), "collector", http, ingest, "", "")?;
+    let answer = collector.query(&format!("count_over_time({query}[10m])"), now())?;
+    ensure!(
+        answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0),
+        "the history did not come back: {answer}"
+    );
+    ensure!(
+        std::fs::read_to_string(collector_data.join("FORMAT"))?
+            == "vigil-collector data format 1\n",
+        "the older folder was not marked"
+    );
+    Ok(())
+}
