@@ -571,6 +571,28 @@ pub fn load(path: Option<&std::path::Path>) -> Result<AgentConfig, ConfigError> 
     raw.validate().map_err(|problems| source.invalid(problems))
 }
 
+/// A listener's address: `None` for `""` (off); a problem for `key` when
+/// it does not parse.
+fn optional_address(
+    problems: &mut Vec<ConfigProblem>,
+    key: &str,
+    text: &str,
+) -> Option<std::net::SocketAddr> {
+    if text.is_empty() {
+        return None;
+    }
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("{text:?} is not an address like 127.0.0.1:8125 (\"\" turns it off): {e}"),
+            ));
+            None
+        }
+    }
+}
+
 fn host_name() -> String {
     rustix::system::uname()
         .nodename()
@@ -804,20 +826,7 @@ impl RawConfig {
             ));
         }
         let st = &self.sources.statsd;
-        let statsd_udp = if st.udp.is_empty() {
-            None
-        } else {
-            match st.udp.parse::<std::net::SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(
-                        "sources.statsd.udp",
-                        format!("{:?} is not an address like 127.0.0.1:8125: {e}", st.udp),
-                    ));
-                    None
-                }
-            }
-        };
+        let statsd_udp = optional_address(&mut problems, "sources.statsd.udp", &st.udp);
         if st.max_series >= self.max_series {
             problems.push(ConfigProblem::new(
                 "sources.statsd.max_series",
@@ -839,20 +848,7 @@ impl RawConfig {
                 "must be between 1 and 10,000,000 (8 bytes each)",
             ));
         }
-        let statsd_tcp = if st.tcp.is_empty() {
-            None
-        } else {
-            match st.tcp.parse::<std::net::SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(
-                        "sources.statsd.tcp",
-                        format!("{:?} is not an address like 127.0.0.1:8125: {e}", st.tcp),
-                    ));
-                    None
-                }
-            }
-        };
+        let statsd_tcp = optional_address(&mut problems, "sources.statsd.tcp", &st.tcp);
         let statsd = StatsdConfig {
             enabled: st.enabled,
             udp: statsd_udp,
@@ -864,23 +860,8 @@ impl RawConfig {
             max_window_samples: st.max_window_samples,
         };
         let o = &self.sources.otlp;
-        let mut address = |key: &str, text: &str| -> Option<std::net::SocketAddr> {
-            if text.is_empty() {
-                return None;
-            }
-            match text.parse::<std::net::SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    problems.push(ConfigProblem::new(
-                        key,
-                        format!("{text:?} is not an address like 127.0.0.1:4317: {e}"),
-                    ));
-                    None
-                }
-            }
-        };
-        let otlp_grpc = address("sources.otlp.grpc", &o.grpc);
-        let otlp_http = address("sources.otlp.http", &o.http);
+        let otlp_grpc = optional_address(&mut problems, "sources.otlp.grpc", &o.grpc);
+        let otlp_http = optional_address(&mut problems, "sources.otlp.http", &o.http);
         if o.max_series == 0 || o.max_series >= self.max_series {
             problems.push(ConfigProblem::new(
                 "sources.otlp.max_series",
@@ -971,6 +952,35 @@ mod tests {
         assert_eq!(c.shipper.max_spool_bytes, 256 << 20);
         assert!(c.system.enabled);
         assert!(c.textfile.directory.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn otlp_and_statsd_listeners_are_checked_and_can_be_turned_off() -> Result<(), String> {
+        let c = check("")?;
+        assert_eq!(c.otlp.grpc.map(|a| a.port()), Some(4317));
+        assert_eq!(c.otlp.http.map(|a| a.port()), Some(4318));
+        assert_eq!(c.otlp.max_request_size, 4 << 20);
+        assert_eq!(c.statsd.tcp, None);
+        let c = check("[sources.otlp]\ngrpc = \"\"\nhttp = \"127.0.0.1:14318\"\n")?;
+        assert_eq!(
+            (c.otlp.grpc, c.otlp.http.map(|a| a.port())),
+            (None, Some(14318))
+        );
+        let err = check(
+            "[sources.statsd]\ntcp = \"nope\"\n[sources.otlp]\ngrpc = \"localhost\"\nmax_series = 20000\nmax_request_size = \"1GiB\"\nstale_after = \"1s\"\n",
+        )
+        .err()
+        .unwrap_or_default();
+        for key in [
+            "line 2: key `sources.statsd.tcp`",
+            "line 4: key `sources.otlp.grpc`",
+            "line 5: key `sources.otlp.max_series`",
+            "line 6: key `sources.otlp.max_request_size`",
+            "line 7: key `sources.otlp.stale_after`",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
         Ok(())
     }
 

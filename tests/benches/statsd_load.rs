@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use vigil_tests::{Collector, start_agent};
+use vigil_tests::{process_cpu_ns as cpu_ns, process_rss_kib as rss_kib, unix_now as now};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -32,30 +33,6 @@ fn rcvbuf_errors() -> Result<u64> {
         .nth(i)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0))
-}
-
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn main() -> Result<()> {
@@ -115,11 +92,4 @@ fn main() -> Result<()> {
         rss_kib(pid)
     );
     Ok(())
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

@@ -842,3 +842,62 @@ pub fn query_range_recent(
     );
     post_form_json(addr, "/api/v1/query_range", &form)
 }
+
+/// Seconds since the Unix epoch, with fractions.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The value of `query` at the collector now, if it has exactly one element.
+pub fn query_value(collector: &Collector, query: &str) -> Option<f64> {
+    let answer = collector.query(query, unix_now()).ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    if result.len() != 1 {
+        return None;
+    }
+    result[0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Waits up to 30 s until `query` gives `want` (within 1e-9) at the collector.
+pub fn expect_value(collector: &Collector, query: &str, want: f64) -> Result<()> {
+    let seen = wait_for(query, Duration::from_secs(30), || {
+        query_value(collector, query).filter(|v| (v - want).abs() < 1e-9)
+    });
+    if seen.is_err() {
+        bail!(
+            "{query}: wanted {want}, the collector has {:?}",
+            query_value(collector, query)
+        );
+    }
+    Ok(())
+}
+
+/// CPU time of every thread of process `pid`, in nanoseconds, from the
+/// scheduler (`/proc/PID/task/*/schedstat`); 0 when it is gone.
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`); 0 when it is gone.
+pub fn process_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

@@ -9,41 +9,11 @@
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use vigil_tests::{Collector, binary, free_port, get_json, http_post_bytes, start_agent, wait_for};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// The value of `query` at the collector now, if it has exactly one element.
-fn value(collector: &Collector, query: &str) -> Option<f64> {
-    let answer = collector.query(query, now()).ok()?;
-    let result = answer["data"]["result"].as_array()?;
-    if result.len() != 1 {
-        return None;
-    }
-    result[0]["value"][1].as_str()?.parse().ok()
-}
-
-/// Waits until `query` gives `want` (within 1e-9) at the collector.
-fn expect(collector: &Collector, query: &str, want: f64) -> Result<()> {
-    let seen = wait_for(query, Duration::from_secs(30), || {
-        value(collector, query).filter(|v| (v - want).abs() < 1e-9)
-    });
-    if seen.is_err() {
-        bail!(
-            "{query}: wanted {want}, the collector has {:?}",
-            value(collector, query)
-        );
-    }
-    Ok(())
-}
+use vigil_tests::{expect_value as expect, query_value as value};
 
 /// An agent config with StatsD off and OTLP on these addresses.
 fn agent_config(collector: &Collector, instance: &str, otlp: &str) -> String {

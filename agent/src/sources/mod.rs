@@ -175,6 +175,28 @@ impl Sampler {
     }
 }
 
+/// Logs a series the agent's own `max_series` refused, once per family
+/// name (at most `max` names), for the application sources.
+pub(crate) fn log_refused(
+    logged: &mut std::collections::HashSet<String>,
+    max: usize,
+    source: &str,
+    family: &str,
+    error: &RecordError,
+) {
+    if matches!(error, RecordError::TooManySeries { .. })
+        && logged.len() < max
+        && logged.insert(family.to_string())
+    {
+        warn!(
+            source,
+            name = %family,
+            error = %error,
+            "series dropped: the agent's max_series reached (logged once per name)"
+        );
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -377,16 +377,7 @@ impl Aggregator {
             };
             if let Err(e) = outcome {
                 refused += 1;
-                if matches!(e, RecordError::TooManySeries { .. })
-                    && logged.len() < LOGGED_NAMES
-                    && logged.insert(entry.family.clone())
-                {
-                    warn!(
-                        name = %entry.family,
-                        error = %e,
-                        "StatsD series dropped: the agent's max_series reached (logged once per name)"
-                    );
-                }
+                super::log_refused(logged, LOGGED_NAMES, "StatsD", &entry.family, &e);
             }
         }
         refused
