@@ -201,14 +201,30 @@ impl Collector {
         ingest_port: u16,
         text: &str,
     ) -> Result<Self> {
+        Self::launch_binary(
+            &binary("vigil-collector")?,
+            dir,
+            name,
+            http_port,
+            ingest_port,
+            text,
+        )
+    }
+
+    /// Starts the collector binary at `program` (an installed one, say)
+    /// with the config `text` written to `dir/NAME.toml`, and waits until
+    /// `/-/ready` answers.
+    pub fn launch_binary(
+        program: &Path,
+        dir: &Path,
+        name: &str,
+        http_port: u16,
+        ingest_port: u16,
+        text: &str,
+    ) -> Result<Self> {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text)?;
-        let process = Process::start(
-            name,
-            &binary("vigil-collector")?,
-            &["--config", &config.to_string_lossy()],
-            dir,
-        )?;
+        let process = Process::start(name, program, &["--config", &config.to_string_lossy()], dir)?;
         let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let ingest: SocketAddr = ([127, 0, 0, 1], ingest_port).into();
         wait_for("the collector to be ready", Duration::from_secs(20), || {

@@ -3,7 +3,8 @@
 //! installed config; the previous binary is kept and `--rollback` puts it
 //! back; an edited config is never overwritten; both units pass
 //! `systemd-analyze verify` and score "OK" (4.0 or lower) in
-//! `systemd-analyze security`.
+//! `systemd-analyze security`; an upgrade through `install.sh`, with
+//! traffic flowing, loses and doubles nothing and keeps the silences.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -218,5 +219,144 @@ fn the_units_verify_and_their_exposure_is_ok() -> Result<()> {
             text(&out)
         );
     }
+    Ok(())
+}
+
+/// A build that differs from `from` by its checksum only, and that checksum.
+fn another_build(from: &Path, to: &Path) -> Result<String> {
+    let mut bytes = std::fs::read(from)?;
+    bytes.push(0);
+    std::fs::write(to, &bytes)?;
+    sha256(to)
+}
+
+#[test]
+fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    use vigil_tests::{Collector, Process, expect_value, free_port};
+
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    for name in ["agent", "collector"] {
+        let built = binary(&format!("vigil-{name}"))?;
+        let out = install(
+            &root,
+            &[name, &built.display().to_string(), &sha256(&built)?],
+        )?;
+        ensure!(out.status.success(), "install {name}: {}", text(&out));
+    }
+    let (http, ingest) = (free_port()?, free_port()?);
+    let statsd = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let collector_toml = format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n[store]\ndata_dir = \"{}\"\n",
+        root.join("var/lib/vigil/collector").display()
+    );
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "instance = \"upgrade\"\nsample_interval = \"250ms\"\nflush_interval = \"1s\"\n\
+             [collector]\nendpoint = \"http://127.0.0.1:{ingest}\"\n\
+             [sources.statsd]\nudp = \"127.0.0.1:{statsd}\"\n[sources.otlp]\nenabled = false\n"
+        ),
+    )?;
+    let agent_data = root.join("var/lib/vigil/agent");
+    let start_agent = || -> Result<Process> {
+        let agent = Process::start(
+            "agent",
+            &root.join("usr/bin/vigil-agent"),
+            &[
+                "--config",
+                &agent_toml.to_string_lossy(),
+                "--data-dir",
+                &agent_data.to_string_lossy(),
+            ],
+            dir.path(),
+        )?;
+        agent.wait_for_log("StatsD listening", Duration::from_secs(20))?;
+        Ok(agent)
+    };
+    let installed_collector = root.join("usr/bin/vigil-collector");
+    let collector = Collector::launch_binary(
+        &installed_collector,
+        dir.path(),
+        "collector",
+        http,
+        ingest,
+        &collector_toml,
+    )?;
+    let mut agent = start_agent()?;
+    let silence = r#"{"matchers":[{"name":"alertname","value":"Upgrade","isRegex":false,"isEqual":true}],
+        "startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"ops","comment":"upgrade window"}"#;
+    let (status, body) = vigil_tests::http_post_json(collector.http, "/api/v2/silences", silence)?;
+    ensure!(status == 200, "silence: {status} {body}");
+
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let mut sent = 0u32;
+    let mut send = |n: u32| -> Result<()> {
+        for _ in 0..n {
+            socket.send_to(b"upgrade.hits:1|c\nupgrade.lat:5|ms", ("127.0.0.1", statsd))?;
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    send(100)?;
+    expect_value(
+        &collector,
+        "upgrade_hits_total{instance=\"upgrade\"}",
+        100.0,
+    )?;
+
+    // The new builds, installed while the old ones run; then each is
+    // restarted on its data, the collector first.
+    for name in ["agent", "collector"] {
+        let next = dir.path().join(format!("vigil-{name}-next"));
+        let sum = another_build(&binary(&format!("vigil-{name}"))?, &next)?;
+        let out = install(&root, &[name, &next.display().to_string(), &sum])?;
+        ensure!(out.status.success(), "upgrade {name}: {}", text(&out));
+        ensure!(
+            sha256(&root.join(format!("usr/bin/vigil-{name}")))? == sum,
+            "{name} not replaced"
+        );
+    }
+    drop(collector);
+    send(50)?; // the agent spools while the collector restarts
+    let collector = Collector::launch_binary(
+        &installed_collector,
+        dir.path(),
+        "collector",
+        http,
+        ingest,
+        &collector_toml,
+    )?;
+    agent.terminate(Duration::from_secs(20))?;
+    let mut agent = start_agent()?;
+    send(30)?;
+    // A StatsD counter is the agent's own running total, so it starts
+    // again with the agent: 30 now, and 150 before the restart, once.
+    expect_value(&collector, "upgrade_hits_total{instance=\"upgrade\"}", 30.0)?;
+    expect_value(
+        &collector,
+        "max_over_time(upgrade_hits_total{instance=\"upgrade\"}[10m])",
+        150.0,
+    )?;
+    // The timer's windows add up at the collector across both restarts:
+    // a lost or twice-applied batch would show here.
+    expect_value(
+        &collector,
+        "upgrade_lat_seconds_count{instance=\"upgrade\"}",
+        180.0,
+    )?;
+    // The silence came through the collector's upgrade.
+    let (status, list) =
+        vigil_tests::http_get(collector.http, "/api/v2/silences", None).map(|(s, _, b)| (s, b))?;
+    ensure!(
+        status == 200 && list.contains("upgrade window") && list.contains("\"active\""),
+        "{list}"
+    );
+    agent.terminate(Duration::from_secs(20))?;
+    ensure!(sent == 180, "sent {sent}");
     Ok(())
 }
