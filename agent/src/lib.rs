@@ -213,8 +213,11 @@ fn sample_until_stopped(
             _ => break,
         }
     }
-    // The last batch tells the collector this agent stops cleanly, so that
-    // its silence from now on is not reported as a host down.
+    // One more sample first: what StatsD and OTLP took since the last one
+    // would otherwise be lost with the process. The last batch tells the
+    // collector this agent stops cleanly, so that its silence from now on
+    // is not reported as a host down.
+    sampler.sample(&mut windows, SystemTime::now());
     flusher.flush(&sampler, &mut windows, true);
     sampler.samples()
 }

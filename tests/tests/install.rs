@@ -262,9 +262,11 @@ fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
         ),
     )?;
     let agent_data = root.join("var/lib/vigil/agent");
+    let runs = std::cell::Cell::new(0);
     let start_agent = || -> Result<Process> {
+        runs.set(runs.get() + 1);
         let agent = Process::start(
-            "agent",
+            &format!("agent-{}", runs.get()),
             &root.join("usr/bin/vigil-agent"),
             &[
                 "--config",
