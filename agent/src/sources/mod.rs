@@ -4,6 +4,7 @@
 //! interval, times every source and records its duration and success, the
 //! way node_exporter's `node_scrape_collector_*` does.
 
+pub mod listener;
 pub mod otlp;
 pub mod self_process;
 pub mod statsd;

@@ -451,29 +451,19 @@ impl Aggregator {
         labels: &[(String, String)],
         now: Instant,
     ) -> Result<&mut Entry, Reject> {
-        self.key.clear();
-        self.key.push_str(family);
-        for (k, v) in labels {
-            self.key.push('\u{1}');
-            self.key.push_str(k);
-            self.key.push('\u{2}');
-            self.key.push_str(v);
-        }
+        series_key(&mut self.key, family, labels);
         let i = match self.index.get(self.key.as_str()) {
             Some(&i) => i,
             None => {
                 match self.families.get(family) {
                     Some(c) if !c.same(&class) => return Err(Reject::TypeConflict),
+                    _ if self.entries.len() >= self.max_series => {
+                        return Err(Reject::MaxSeries);
+                    }
                     Some(_) => {}
                     None => {
-                        if self.entries.len() >= self.max_series {
-                            return Err(Reject::MaxSeries);
-                        }
                         self.families.insert(family.to_string(), class);
                     }
-                }
-                if self.entries.len() >= self.max_series {
-                    return Err(Reject::MaxSeries);
                 }
                 self.entries.push(Entry {
                     family: family.to_string(),
@@ -656,14 +646,7 @@ impl Aggregator {
             self.index.clear();
             self.families.clear();
             for (i, e) in self.entries.iter().enumerate() {
-                self.key.clear();
-                self.key.push_str(&e.family);
-                for (k, v) in &e.labels {
-                    self.key.push('\u{1}');
-                    self.key.push_str(k);
-                    self.key.push('\u{2}');
-                    self.key.push_str(v);
-                }
+                series_key(&mut self.key, &e.family, &e.labels);
                 self.index.insert(self.key.clone(), i);
                 self.families.insert(e.family.clone(), e.class);
             }
@@ -764,6 +747,18 @@ fn add_attributes<'a>(
             }
             None => labels.push((name, value)),
         }
+    }
+}
+
+/// Writes the key of a series (family and sorted labels) into `key`.
+fn series_key(key: &mut String, family: &str, labels: &[(String, String)]) {
+    key.clear();
+    key.push_str(family);
+    for (k, v) in labels {
+        key.push('\u{1}');
+        key.push_str(k);
+        key.push('\u{2}');
+        key.push_str(v);
     }
 }
 
@@ -949,6 +944,8 @@ fn lock(agg: &Mutex<Aggregator>) -> MutexGuard<'_, Aggregator> {
 pub struct OtlpSource {
     aggregator: Arc<Mutex<Aggregator>>,
     stats: Arc<server::Stats>,
+    /// Whether gRPC and HTTP are configured.
+    configured: (bool, bool),
     refused: u64,
 }
 
@@ -972,15 +969,10 @@ impl OtlpSource {
         if let Some(addr) = config.http {
             handle.spawn(server::http(addr, shared));
         }
-        stats
-            .grpc_configured
-            .store(config.grpc.is_some(), std::sync::atomic::Ordering::Relaxed);
-        stats
-            .http_configured
-            .store(config.http.is_some(), std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             aggregator,
             stats,
+            configured: (config.grpc.is_some(), config.http.is_some()),
             refused: 0,
         })
     }
@@ -999,7 +991,7 @@ impl Source for OtlpSource {
         };
         self.refused += refused;
         self.stats
-            .record(out, &counts, series, self.refused)
+            .record(out, self.configured, &counts, series, self.refused)
             .map_err(SourceError::from)
     }
 }

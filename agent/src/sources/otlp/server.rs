@@ -70,10 +70,6 @@ pub struct Stats {
     pub grpc_up: AtomicBool,
     /// `otlp_http` holds its port.
     pub http_up: AtomicBool,
-    /// gRPC is configured.
-    pub grpc_configured: AtomicBool,
-    /// HTTP is configured.
-    pub http_configured: AtomicBool,
     requests: [[AtomicU64; 5]; 2],
 }
 
@@ -85,28 +81,24 @@ impl Stats {
         }
     }
 
-    /// Records the listeners, requests and the aggregator's counts.
+    /// Records the listeners (`configured`: gRPC, HTTP), requests and the
+    /// aggregator's counts.
     pub fn record(
         &self,
         out: &mut Windows,
+        configured: (bool, bool),
         counts: &Counts,
         series: usize,
         refused: u64,
     ) -> Result<(), RecordError> {
-        let up = out.family(
-            "vigil_agent_listener_up",
-            "Whether each of the agent's listeners holds its socket (1) or not (0).",
-            FamilyKind::Gauge,
-        )?;
-        for (configured, state, name) in [
-            (&self.grpc_configured, &self.grpc_up, "otlp_grpc"),
-            (&self.http_configured, &self.http_up, "otlp_http"),
-        ] {
-            if configured.load(Ordering::Relaxed) {
-                let v = f64::from(u8::from(state.load(Ordering::Relaxed)));
-                out.set(up, &[("listener", name)], v)?;
-            }
+        let mut up = Vec::new();
+        if configured.0 {
+            up.push(("otlp_grpc", self.grpc_up.load(Ordering::Relaxed)));
         }
+        if configured.1 {
+            up.push(("otlp_http", self.http_up.load(Ordering::Relaxed)));
+        }
+        crate::sources::listener::record_up(out, &up)?;
         let f = out.family(
             "vigil_agent_otlp_requests_total",
             "OTLP export requests, by transport and outcome (ok, partial: some data points refused, invalid: did not decode, too_large: over sources.otlp.max_request_size, unsupported: content type or encoding).",
@@ -211,7 +203,7 @@ where
                     listener = what,
                     %addr,
                     error = %e,
-                    held_by = %crate::sources::statsd::holder(addr.port(), "tcp"),
+                    held_by = %crate::sources::listener::holder(addr.port(), "tcp"),
                     "OTLP cannot listen; trying again every 10 s (vigil_agent_listener_up is 0)"
                 );
                 logged = true;

@@ -168,15 +168,15 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> Option<String> {
     Some(out)
 }
 
-/// The label name of an attribute key, or `None` when nothing is left or
-/// the name is reserved (`__` in front).
+/// The label name of an attribute key, or `None` when nothing is left.
+/// Runs of `_` become one, so no reserved `__` name comes out.
 pub fn label_name(key: &str) -> Option<String> {
     let mut out = String::with_capacity(key.len() + 4);
     if key.starts_with(|c: char| c.is_ascii_digit()) {
         out.push_str("key_");
     }
     sanitize(key, false, &mut out);
-    if out.is_empty() || out.bytes().all(|b| b == b'_') || out.starts_with("__") {
+    if out.is_empty() || out.bytes().all(|b| b == b'_') {
         return None;
     }
     Some(out)

@@ -579,22 +579,18 @@ impl StatsdSource {
         counts: &Counts,
         series: usize,
     ) -> Result<(), RecordError> {
-        let up = out.family(
-            "vigil_agent_listener_up",
-            "Whether each of the agent's listeners holds its socket (1) or not (0).",
-            FamilyKind::Gauge,
-        )?;
+        let mut up = Vec::new();
         if self.udp.is_some() {
-            let v = self.listeners.udp.load(Ordering::Relaxed);
-            out.set(up, &[("listener", "statsd_udp")], f64::from(u8::from(v)))?;
+            up.push(("statsd_udp", self.listeners.udp.load(Ordering::Relaxed)));
         }
         if self.unix.is_some() {
-            let v = self.listeners.unix.load(Ordering::Relaxed);
-            out.set(up, &[("listener", "statsd_unix")], f64::from(u8::from(v)))?;
+            up.push(("statsd_unix", self.listeners.unix.load(Ordering::Relaxed)));
         }
         if self.tcp.is_some() {
-            let v = self.listeners.tcp.load(Ordering::Relaxed);
-            out.set(up, &[("listener", "statsd_tcp")], f64::from(u8::from(v)))?;
+            up.push(("statsd_tcp", self.listeners.tcp.load(Ordering::Relaxed)));
+        }
+        super::listener::record_up(out, &up)?;
+        if self.tcp.is_some() {
             let f = out.family(
                 "vigil_agent_statsd_tcp_connections_total",
                 "StatsD TCP connections, by outcome (accepted; refused: 64 were open).",
@@ -742,7 +738,13 @@ fn listen_udp(addr: SocketAddr, buffer: usize, agg: &Mutex<Aggregator>, state: &
         Ok(Box::new(move |buf: &mut [u8]| socket.recv(buf)))
     };
     let what = format!("udp {addr}");
-    listen(&what, bind, || holder(addr.port(), "udp"), &state.udp, agg);
+    listen(
+        &what,
+        bind,
+        || super::listener::holder(addr.port(), "udp"),
+        &state.udp,
+        agg,
+    );
 }
 
 fn listen_unix(path: &std::path::Path, agg: &Mutex<Aggregator>, state: &ListenerState) {
@@ -814,7 +816,7 @@ fn listen_tcp(addr: SocketAddr, agg: &Arc<Mutex<Aggregator>>, state: &ListenerSt
                 warn!(
                     socket = %format!("tcp {addr}"),
                     error = %e,
-                    held_by = %holder(addr.port(), "tcp"),
+                    held_by = %super::listener::holder(addr.port(), "tcp"),
                     "StatsD cannot listen; trying again every 10 s (vigil_agent_listener_up is 0)"
                 );
                 logged = true;
@@ -877,58 +879,6 @@ fn read_tcp(mut stream: std::net::TcpStream, agg: &Mutex<Aggregator>) {
     if filled > 0 && !skipping {
         lock(agg).lines(&buf[..filled]);
     }
-}
-
-/// What holds a local port: the process name and pid found through
-/// `/proc/net/{udp,udp6,tcp,tcp6}` and the processes' open sockets, or
-/// a note that it is not visible (another user's process, without root).
-pub fn holder(port: u16, protocol: &str) -> String {
-    let mut inodes = Vec::new();
-    for table in [protocol.to_string(), format!("{protocol}6")] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port)
-                && let Some(inode) = fields.get(9)
-                && *inode != "0"
-            {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return "unknown".into();
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return "unknown".into();
-    };
-    for p in procs.flatten() {
-        let pid = p.file_name();
-        let Some(pid) = pid
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
-            {
-                let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-                return format!("{} (pid {pid})", comm.trim());
-            }
-        }
-    }
-    "a process this user cannot see".into()
 }
 
 #[cfg(test)]
