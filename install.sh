@@ -94,6 +94,8 @@ if [ "$got" != "$want" ]; then
 fi
 
 mkdir -p "$root/usr/bin" "$root/usr/lib/vigil" "$root/etc/systemd/system" "$root/etc/vigil" "$data"
+# The default collector.toml loads /etc/vigil/rules/*.yml.
+if [ "$name" = collector ]; then mkdir -p "$root/etc/vigil/rules"; fi
 if [ -z "$root" ] && ! id vigil >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/vigil --no-create-home --shell /usr/sbin/nologin vigil
 fi
