@@ -54,9 +54,15 @@ pub enum AgentError {
 }
 
 /// The format of what the agent keeps in its data folder (spool segments
-/// and cursors); see [`vigil_shared::format`]. Raise it with any change an
-/// older build would misread, and read the older format too.
-pub const DATA_FORMAT: u32 = 1;
+/// and cursors), stamped into the binary; see [`vigil_shared::format`].
+/// Raise it with any change an older build would misread, and read the
+/// older format too.
+static DATA_FORMAT_STAMP: [u8; 32] = *b"vigil-agent data format 00000001";
+
+/// The data format this build writes (from its stamp).
+pub fn data_format() -> Result<u32, vigil_shared::format::FormatError> {
+    vigil_shared::format::stamped(std::hint::black_box(&DATA_FORMAT_STAMP))
+}
 
 /// Runs the agent until `shutdown` is cancelled, then closes the last window
 /// and ships what it can within `shipper.shutdown_timeout`.
@@ -72,9 +78,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             None
         }
     };
+    let data_format = data_format().map_err(AgentError::Format)?;
+    let mut found_format = None;
     if _lock.is_some() {
-        match vigil_shared::format::check(&config.data_dir, "vigil-agent", DATA_FORMAT) {
-            Ok(_) => {}
+        match vigil_shared::format::check(&config.data_dir, "vigil-agent", data_format) {
+            Ok(found) => found_format = Some(found),
             Err(e @ vigil_shared::format::FormatError::Io { .. }) => {
                 tracing::warn!(error = %e, "cannot mark the data folder's format; going on");
             }
@@ -105,6 +113,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .await
             .map_err(|e| AgentError::Thread(std::io::Error::other(e)))?,
     );
+    // The spool was read: an older folder now carries this build's format.
+    if let Some(found) = found_format
+        && let Err(e) =
+            vigil_shared::format::upgraded(&config.data_dir, "vigil-agent", found, data_format)
+    {
+        tracing::warn!(error = %e, "cannot mark the data folder's format; going on");
+    }
     let stats = Arc::new(ShipStats::default());
     let mut clients = Vec::new();
     for c in &config.collectors {

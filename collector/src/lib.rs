@@ -80,10 +80,15 @@ pub enum CollectorError {
 }
 
 /// The format of what the collector keeps in its data folder (write-ahead
-/// log, checkpoint, rule and notification state); see
-/// [`vigil_shared::format`]. Raise it with any change an older build would
-/// misread, and read the older format too.
-pub const DATA_FORMAT: u32 = 1;
+/// log, checkpoint, rule and notification state), stamped into the binary;
+/// see [`vigil_shared::format`]. Raise it with any change an older build
+/// would misread, and read the older format too.
+static DATA_FORMAT_STAMP: [u8; 36] = *b"vigil-collector data format 00000001";
+
+/// The data format this build writes (from its stamp).
+pub fn data_format() -> Result<u32, vigil_shared::format::FormatError> {
+    vigil_shared::format::stamped(std::hint::black_box(&DATA_FORMAT_STAMP))
+}
 
 /// Addresses actually bound (useful when the config asks for port 0).
 #[derive(Debug, Clone, Copy)]
@@ -232,7 +237,9 @@ pub async fn serve(
 ) -> Result<(), CollectorError> {
     // One collector per data folder: held until `serve` returns.
     let _lock = vigil_shared::lock::DirLock::acquire(&config.data_dir)?;
-    vigil_shared::format::check(&config.data_dir, "vigil-collector", DATA_FORMAT)?;
+    let data_format = data_format()?;
+    let found_format =
+        vigil_shared::format::check(&config.data_dir, "vigil-collector", data_format)?;
     let store = Arc::new(Store::new(config.stale_after, config.retention));
     let (wal, replayed) = open_and_replay(&config, &store)?;
     let wal = Arc::new(std::sync::Mutex::new(wal));
@@ -290,6 +297,14 @@ pub async fn serve(
         )
         .map_err(|e| CollectorError::Rules(vec![e]))?,
     );
+    // The log, checkpoint, rule and notification state were read: an older
+    // folder now carries this build's format.
+    vigil_shared::format::upgraded(
+        &config.data_dir,
+        "vigil-collector",
+        found_format,
+        data_format,
+    )?;
     tasks.spawn(Arc::clone(&notify).run(shutdown.clone()));
     let rules_thread = Arc::clone(&rules)
         .spawn(shutdown.clone())

@@ -497,7 +497,8 @@ pub fn load_rule_file_limited(
 }
 
 /// Expands glob patterns (`*`, `?` in the last path component) into files,
-/// sorted; a pattern without wildcards names one file, which must exist.
+/// sorted; a pattern without wildcards names one file, which must exist. A
+/// glob in a folder that does not exist matches nothing, as in Prometheus.
 pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for pattern in patterns {
@@ -516,8 +517,17 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, St
         }
         let dir = full.parent().unwrap_or(Path::new("."));
         let re = glob_regex(&name)?;
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("rule files {pattern:?}: cannot read {}: {e}", dir.display()))?;
+        // As Prometheus: a glob whose folder does not exist matches nothing.
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(format!(
+                    "rule files {pattern:?}: cannot read {}: {e}",
+                    dir.display()
+                ));
+            }
+        };
         let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -616,5 +626,18 @@ mod tests {
                     .contains("function \"nope\" not defined"),
             "{template:?}"
         );
+    }
+
+    #[test]
+    fn globs_match_files_and_a_missing_folder_matches_nothing() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("a.yml"), "groups: []\n").map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("b.txt"), "").map_err(|e| e.to_string())?;
+        let found = expand_globs(&["*.yml".into(), "missing/*.yml".into()], dir.path())?;
+        assert_eq!(found, vec![dir.path().join("a.yml")]);
+        // A plain path is kept, to fail when it is read.
+        let found = expand_globs(&["missing.yml".into()], dir.path())?;
+        assert_eq!(found, vec![dir.path().join("missing.yml")]);
+        Ok(())
     }
 }

@@ -13,6 +13,13 @@
 //!
 //! The spool's, log's and checkpoint's own records keep their framing; the
 //! folder's number says how to read all of them.
+//!
+//! Each binary also carries the format it writes as text, a *stamp* such as
+//! `vigil-collector data format 00000001`, read back at run time (see
+//! [`stamped`]): `strings /usr/bin/vigil-collector | grep 'data format'`
+//! tells an operator which format a build writes before it runs, so a
+//! rollback past a format change can be seen coming; and the upgrade test
+//! makes the next format's build by changing those digits.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -51,6 +58,12 @@ pub enum FormatError {
         /// What the file says.
         text: String,
     },
+    /// The binary's own format stamp does not parse (a damaged binary).
+    #[error("this binary's data format stamp {stamp:?} is damaged; reinstall it")]
+    Stamp {
+        /// What the stamp says.
+        stamp: String,
+    },
     /// The file could not be read or written.
     #[error("data folder {dir}: {FORMAT_FILE}: {source}")]
     Io {
@@ -69,6 +82,28 @@ pub enum Found {
     Unmarked,
     /// This format (at most the current one).
     Format(u32),
+}
+
+/// The format number in a stamp `b"OWNER data format NNNNNNNN"` (eight
+/// decimal digits at the end). Pass the stamp through
+/// [`std::hint::black_box`] so the number is read from the binary at run
+/// time, not folded in at build time.
+pub fn stamped(stamp: &[u8]) -> Result<u32, FormatError> {
+    let damaged = || FormatError::Stamp {
+        stamp: String::from_utf8_lossy(stamp).into_owned(),
+    };
+    let digits = stamp
+        .len()
+        .checked_sub(8)
+        .map(|at| &stamp[at..])
+        .ok_or_else(damaged)?;
+    let number = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u32>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(damaged)?;
+    Ok(number)
 }
 
 /// Checks (and marks) `dir` as `owner`'s data in format `current`.
@@ -106,6 +141,27 @@ pub fn check(dir: &Path, owner: &str, current: u32) -> Result<Found, FormatError
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// After a folder of an older format was read without error by a build of
+/// format `current`: marks it as `current` and logs the upgrade, so that an
+/// older build refuses it from now on.
+pub fn upgraded(dir: &Path, owner: &str, found: Found, current: u32) -> Result<(), FormatError> {
+    if let Found::Format(old) = found
+        && old < current
+    {
+        mark(dir, owner, current).map_err(|source| FormatError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        tracing::info!(
+            dir = %dir.display(),
+            from = old,
+            to = current,
+            "data folder upgraded to this build's format; older builds refuse it from now on"
+        );
+    }
+    Ok(())
 }
 
 /// Writes the `FORMAT` file (through a temporary file and a rename, so it is
@@ -152,5 +208,30 @@ mod tests {
         std::fs::write(dir.path().join(FORMAT_FILE), "garbage")?;
         assert!(check(dir.path(), "vigil-agent", 1).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn an_older_folder_read_by_a_newer_build_is_marked_with_its_format() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        mark(dir.path(), "vigil-agent", 1)?;
+        let found = check(dir.path(), "vigil-agent", 2)?;
+        assert_eq!(found, Found::Format(1));
+        upgraded(dir.path(), "vigil-agent", found, 2)?;
+        assert_eq!(check(dir.path(), "vigil-agent", 2)?, Found::Format(2));
+        assert!(check(dir.path(), "vigil-agent", 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn stamps_give_their_number_and_a_damaged_one_is_refused() {
+        assert_eq!(stamped(b"vigil-agent data format 00000001").ok(), Some(1));
+        assert_eq!(stamped(b"vigil-agent data format 00000012").ok(), Some(12));
+        for bad in [
+            &b"vigil-agent data format 0000000x"[..],
+            b"0000000",
+            b"x 00000000",
+        ] {
+            assert!(stamped(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -3,8 +3,10 @@
 //! installed config; the previous binary is kept and `--rollback` puts it
 //! back; an edited config is never overwritten; both units pass
 //! `systemd-analyze verify` and score "OK" (4.0 or lower) in
-//! `systemd-analyze security`; an upgrade through `install.sh`, with
-//! traffic flowing, loses and doubles nothing and keeps the silences.
+//! `systemd-analyze security`; an upgrade through `install.sh` to builds of
+//! the next data format, with traffic flowing, loses and doubles nothing,
+//! keeps the silences and alert states, and marks the folders with the new
+//! format, which the previous builds then refuse after `--rollback`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -222,16 +224,49 @@ fn the_units_verify_and_their_exposure_is_ok() -> Result<()> {
     Ok(())
 }
 
-/// A build that differs from `from` by its checksum only, and that checksum.
-fn another_build(from: &Path, to: &Path) -> Result<String> {
+/// The next data format's build of `from` (`vigil-NAME`): the same code
+/// with the format stamped in the binary raised from 1 to 2 (see
+/// `vigil_shared::format`), written to `to`; its checksum.
+fn next_format_build(name: &str, from: &Path, to: &Path) -> Result<String> {
     let mut bytes = std::fs::read(from)?;
-    bytes.push(0);
+    let stamp = format!("vigil-{name} data format 00000001");
+    let at = memchr::memmem::find(&bytes, stamp.as_bytes())
+        .with_context(|| format!("{stamp:?} is not in {}", from.display()))?;
+    ensure!(
+        memchr::memmem::find(&bytes[at + 1..], stamp.as_bytes()).is_none(),
+        "{stamp:?} is in {} twice",
+        from.display()
+    );
+    let last = at + stamp.len() - 1;
+    bytes[last] = b'2';
     std::fs::write(to, &bytes)?;
+    std::fs::set_permissions(to, std::fs::metadata(from)?.permissions())?;
     sha256(to)
 }
 
+/// The alerts the collector reports, as (name, state, activeAt).
+fn alert_states(collector: &vigil_tests::Collector) -> Result<Vec<(String, String, String)>> {
+    let (status, json) = vigil_tests::get_json(collector.http, "/api/v1/alerts")?;
+    ensure!(status == 200, "/api/v1/alerts: {status}");
+    let mut out: Vec<(String, String, String)> = json["data"]["alerts"]
+        .as_array()
+        .context("no alerts array")?
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                a["state"].as_str().unwrap_or("").to_string(),
+                a["activeAt"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 #[test]
-fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
+fn an_upgrade_to_the_next_data_format_loses_and_doubles_nothing_and_a_rollback_is_refused()
+-> Result<()> {
     use std::net::UdpSocket;
     use std::time::Duration;
     use vigil_tests::{Collector, Process, expect_value, free_port};
@@ -248,9 +283,17 @@ fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
     }
     let (http, ingest) = (free_port()?, free_port()?);
     let statsd = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let rules = dir.path().join("upgrade.rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: upgrade\n    rules:\n      - alert: UpgradeFiring\n        expr: vector(1)\n      \
+         - alert: UpgradePending\n        expr: vector(1)\n        for: 1h\n",
+    )?;
     let collector_toml = format!(
-        "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n[store]\ndata_dir = \"{}\"\n",
-        root.join("var/lib/vigil/collector").display()
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n[store]\ndata_dir = \"{}\"\n\
+         [rules]\nfiles = [\"{}\"]\nevaluation_interval = \"1s\"\n",
+        root.join("var/lib/vigil/collector").display(),
+        rules.display()
     );
     let agent_toml = dir.path().join("agent.toml");
     std::fs::write(
@@ -311,11 +354,20 @@ fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
         100.0,
     )?;
 
-    // The new builds, installed while the old ones run; then each is
-    // restarted on its data, the collector first.
+    let alerts_before =
+        vigil_tests::wait_for("both alerts active", Duration::from_secs(30), || {
+            alert_states(&collector).ok().filter(|a| a.len() == 2)
+        })?;
+    ensure!(
+        alerts_before[0].1 == "firing" && alerts_before[1].1 == "pending",
+        "{alerts_before:?}"
+    );
+
+    // The next format's builds, installed while the old ones run; then each
+    // is restarted on its data, the collector first.
     for name in ["agent", "collector"] {
         let next = dir.path().join(format!("vigil-{name}-next"));
-        let sum = another_build(&binary(&format!("vigil-{name}"))?, &next)?;
+        let sum = next_format_build(name, &binary(&format!("vigil-{name}"))?, &next)?;
         let out = install(&root, &[name, &next.display().to_string(), &sum])?;
         ensure!(out.status.success(), "upgrade {name}: {}", text(&out));
         ensure!(
@@ -358,7 +410,60 @@ fn an_upgrade_with_install_sh_loses_and_doubles_nothing() -> Result<()> {
         status == 200 && list.contains("upgrade window") && list.contains("\"active\""),
         "{list}"
     );
+    for (process, what) in [(&collector.process, "collector"), (&agent, "agent")] {
+        ensure!(
+            process
+                .log()
+                .contains("data folder upgraded to this build's format"),
+            "the {what} did not upgrade its folder:\n{}",
+            process.log()
+        );
+    }
+    // Alert states came through: the same alerts, states and activeAt.
+    ensure!(
+        alert_states(&collector)? == alerts_before,
+        "alerts before the upgrade {alerts_before:?}, after {:?}",
+        alert_states(&collector)?
+    );
     agent.terminate(Duration::from_secs(20))?;
     ensure!(sent == 180, "sent {sent}");
+    drop(collector);
+    // Both folders now carry the new format…
+    for name in ["agent", "collector"] {
+        let format = std::fs::read_to_string(root.join(format!("var/lib/vigil/{name}/FORMAT")))?;
+        ensure!(
+            format == format!("vigil-{name} data format 2\n"),
+            "{name}'s folder: {format:?}"
+        );
+    }
+    // …so a rollback to the previous build stops at start, saying why.
+    for name in ["agent", "collector"] {
+        let out = install(&root, &["--rollback", name])?;
+        ensure!(out.status.success(), "rollback {name}: {}", text(&out));
+        let (config, data) = if name == "agent" {
+            (agent_toml.clone(), agent_data.clone())
+        } else {
+            let path = dir.path().join("collector.toml");
+            std::fs::write(&path, &collector_toml)?;
+            (path, root.join("var/lib/vigil/collector"))
+        };
+        let out = std::process::Command::new(root.join(format!("usr/bin/vigil-{name}")))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()?;
+        let said = text(&out);
+        ensure!(
+            !out.status.success(),
+            "the previous {name} started on the new format:\n{said}"
+        );
+        ensure!(
+            said.contains(&format!(
+                "holds vigil-{name} data format 2, written by a newer build; this build reads format 1 at most"
+            )),
+            "the previous {name} did not name the format:\n{said}"
+        );
+    }
     Ok(())
 }
