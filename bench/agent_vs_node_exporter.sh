@@ -75,7 +75,7 @@ echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), ${duration}
 echo
 echo "| process | RSS at end | CPU seconds | share of one core | what it did |"
 echo "|---|---|---|---|---|"
-row "vigil-agent $(./target/release/vigil-agent --version | awk '{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
+row "vigil-agent $(./target/release/vigil-agent --version | awk 'NR==1{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
 row "node_exporter $(prometheus-node-exporter --version 2>&1 | awk 'NR==1{print $3}')" $node "$n0" "$n1" "scraped every 1 s; $series series"
 if [ -n "$collectd" ]; then
   row "collectd $(dpkg-query -W -f '${Version}' collectd-core 2>/dev/null)" $collectd "$d0" "$d1" "cpu, memory, load, df, disk, interface plugins every 1 s, no writer"

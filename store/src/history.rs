@@ -200,6 +200,10 @@ pub struct History {
     /// Label name symbol → the value symbols it takes.
     values: HashMap<u32, BTreeSet<u32>>,
     samples: u64,
+    /// Samples appended since the last [`History::take_appended`], kept
+    /// only while a tap is on (remote_write): series id, time as stored,
+    /// value.
+    appended: Option<Vec<(u32, i64, f64)>>,
     /// Tests set it to make every label set hash alike.
     #[cfg(test)]
     constant_hash: bool,
@@ -400,7 +404,31 @@ impl History {
         };
         series.head.append(t, v)?;
         self.samples += 1;
+        if let Some(out) = &mut self.appended {
+            out.push((id, t, v));
+        }
         Ok(())
+    }
+
+    /// Starts keeping what is appended, for [`History::take_appended`].
+    pub fn keep_appended(&mut self) {
+        self.appended.get_or_insert_with(Vec::new);
+    }
+
+    /// What was appended since the last call (when kept), each sample with
+    /// its series' labels, sorted by name.
+    pub fn take_appended(&mut self) -> Vec<(Vec<(String, String)>, i64, f64)> {
+        let Some(appended) = self.appended.as_mut() else {
+            return Vec::new();
+        };
+        let taken = std::mem::take(appended);
+        taken
+            .into_iter()
+            .filter_map(|(id, t, v)| {
+                let series = self.series.get(id as usize)?.as_ref()?;
+                Some((self.labels_of(series), t, v))
+            })
+            .collect()
     }
 
     /// The value of the label named by symbol `name` (`None`: no series has
@@ -542,14 +570,17 @@ impl History {
     /// True when the series has a sample in `[mint, maxt]`, judged by its
     /// chunks' first and last times (no sample is decoded).
     fn overlaps(series: &SeriesHistory, mint: i64, maxt: i64) -> bool {
-        series
+        // The head first, then the sealed chunks newest first: ranges asked
+        // for are mostly recent, and the head is inline in the series (the
+        // sealed chunks are one more memory read away).
+        matches!(
+            (series.head.min_time(), series.head.max_time()),
+            (Some(lo), Some(hi)) if hi >= mint && lo <= maxt
+        ) || series
             .sealed
             .iter()
+            .rev()
             .any(|c| c.max_time() >= mint && c.min_time() <= maxt)
-            || matches!(
-                (series.head.min_time(), series.head.max_time()),
-                (Some(lo), Some(hi)) if hi >= mint && lo <= maxt
-            )
     }
 
     /// Ids of the series that any of `selectors` accepts (every series when

@@ -28,7 +28,7 @@ pub mod wal;
 pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chunk::stale_marker;
@@ -146,6 +146,22 @@ pub struct Store {
     started_ms: i64,
     /// Counts applied batches; rules wait on it to evaluate on arrival.
     pushes: (std::sync::Mutex<u64>, std::sync::Condvar),
+    /// Where written samples go besides the history (remote_write).
+    tap: std::sync::OnceLock<Arc<dyn Tap>>,
+}
+
+/// One sample as the history stored it: labels sorted by name, time (ms;
+/// the history may have aligned it to its series' interval), value.
+pub type WrittenSample = (Vec<(String, String)>, i64, f64);
+
+/// Receives every sample written into the history, in the order written,
+/// while the store's lock is held (so it must not block: hand the samples
+/// on). Used by remote_write.
+pub trait Tap: Send + Sync + std::fmt::Debug {
+    /// Samples just written. `wal_position` is the write-ahead log position
+    /// of the batch they came from ([`wal::Wal::append`]), 0 when they did
+    /// not come from the log (rules, stale markers of silent agents).
+    fn written(&self, wal_position: u64, samples: Vec<WrittenSample>);
 }
 
 pub use vigil_shared::clock::now_ms;
@@ -188,6 +204,26 @@ impl Store {
             retention_ms: retention.as_millis() as i64,
             started_ms: now_ms(),
             pushes: (std::sync::Mutex::new(0), std::sync::Condvar::new()),
+            tap: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends every sample written from now on to `tap` too (once; a second
+    /// tap is refused and returned).
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) -> Result<(), Arc<dyn Tap>> {
+        let mut inner = self.write();
+        self.tap.set(tap)?;
+        inner.history.keep_appended();
+        Ok(())
+    }
+
+    /// Hands what the history appended to the tap, if there is one.
+    fn tap_written(&self, inner: &mut Inner, wal_position: u64) {
+        if let Some(tap) = self.tap.get() {
+            let samples = inner.history.take_appended();
+            if !samples.is_empty() {
+                tap.written(wal_position, samples);
+            }
         }
     }
 
@@ -268,6 +304,18 @@ impl Store {
     /// (agent, epoch, sequence) was applied before is acknowledged as a
     /// duplicate and not applied again.
     pub fn apply(&self, batch: &proto::PushRequest, received_ms: i64) -> Applied {
+        self.apply_logged(batch, received_ms, 0)
+    }
+
+    /// [`Store::apply`] for a batch at `wal_position` in the write-ahead
+    /// log (given to the tap, so that a replay after a crash can tell what
+    /// it already had).
+    pub fn apply_logged(
+        &self,
+        batch: &proto::PushRequest,
+        received_ms: i64,
+        wal_position: u64,
+    ) -> Applied {
         let now = received_ms;
         let mut guard = self.write();
         let inner = &mut *guard;
@@ -456,6 +504,7 @@ impl Store {
                 }
             }
         }
+        self.tap_written(inner, wal_position);
         drop(guard);
         let mut pushes = self
             .pushes
@@ -593,6 +642,10 @@ impl Store {
             })
             .collect();
         inner.history = History::restore(cp.history)?;
+        if self.tap.get().is_some() {
+            // What the checkpoint holds was handed on before it was written.
+            inner.history.keep_appended();
+        }
         inner.windows = WindowStore::restore(cp.windows);
         Ok(())
     }
@@ -624,6 +677,7 @@ impl Store {
             agent.silenced = true;
             marked.push(id.clone());
         }
+        self.tap_written(inner, 0);
         marked
     }
 
@@ -671,6 +725,7 @@ impl Store {
                 skipped += 1;
             }
         }
+        self.tap_written(&mut inner, 0);
         skipped
     }
 

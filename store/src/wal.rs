@@ -50,6 +50,9 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
 pub struct Replay {
     /// Batches in the order they were written, with the time each was received.
     pub batches: Vec<(i64, PushRequest)>,
+    /// Each batch's position in the log, as [`Wal::log_position`] gave it
+    /// when the batch was appended.
+    pub positions: Vec<u64>,
     /// Problems found (torn tails, corrupt records), one line each.
     pub problems: Vec<String>,
     /// Segments read.
@@ -158,8 +161,14 @@ fn segments(dir: &Path) -> Result<Vec<u32>, WalError> {
     Ok(out)
 }
 
+/// A place in the log that stays the same across restarts: the segment
+/// number, then the byte offset in it after a record.
+fn log_position(segment: u32, offset: u64) -> u64 {
+    (u64::from(segment) << 32) | (offset & 0xffff_ffff)
+}
+
 /// Reads one segment's records; returns the byte offset after the last good record.
-fn read_segment(path: &Path, replay: &mut Replay) -> Result<u64, WalError> {
+fn read_segment(path: &Path, segment: u32, replay: &mut Replay) -> Result<u64, WalError> {
     let file = File::open(path).map_err(io_error(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut offset = 0u64;
@@ -214,7 +223,12 @@ fn read_segment(path: &Path, replay: &mut Replay) -> Result<u64, WalError> {
                     .map_err(|e| e.to_string())
             });
         match decoded {
-            Ok(batch) => replay.batches.push(batch),
+            Ok(batch) => {
+                replay.batches.push(batch);
+                replay
+                    .positions
+                    .push(log_position(segment, offset + 8 + u64::from(len)));
+            }
             Err(e) => {
                 replay.problems.push(format!(
                     "{}: record at byte {offset} does not decode: {e}",
@@ -265,7 +279,7 @@ impl Wal {
                 continue;
             }
             let before = replay.batches.len();
-            let good = read_segment(&path, &mut replay)?;
+            let good = read_segment(&path, *n, &mut replay)?;
             replay.segments += 1;
             let newest = replay.batches[before..]
                 .iter()
@@ -329,6 +343,13 @@ impl Wal {
         self.position += record.len() as u64;
         self.newest = self.newest.max(received_ms);
         Ok(self.position)
+    }
+
+    /// Where the last appended batch ends, as a position that stays the same
+    /// across restarts (segment number and offset; [`Replay::positions`]
+    /// gives the same for a replayed batch). Positions only grow.
+    pub fn log_position(&self) -> u64 {
+        log_position(self.segment, self.written)
     }
 
     /// Deletes the oldest closed segments whose every batch was received

@@ -1,0 +1,81 @@
+//! Prometheus remote_write 1.0 out of the collector, to distributed stores
+//! (VictoriaMetrics, Mimir, Thanos Receive, Cortex, Prometheus's receiver).
+//!
+//! Every sample the collector writes into its history (agents' batches,
+//! histogram windows as `_bucket`/`_sum`/`_count`, recording rules,
+//! `ALERTS`, stale markers) reaches [`QueueTap`] in the order written, and
+//! goes into a queue on disk ([`queue`]); each `[[remote_write]]`
+//! destination drains the queue with its own durable cursor ([`sender`]).
+//! What a store acknowledged is never sent again after a restart, but for
+//! the round in flight; an outage lasts as long as the queue's
+//! `max_bytes` holds.
+
+pub mod prompb;
+pub mod queue;
+pub mod relabel;
+pub mod sender;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prompb::{Label, Sample, TimeSeries, WriteRequest};
+use queue::Queue;
+
+/// Hands the history's samples to the queue.
+#[derive(Debug)]
+pub struct QueueTap {
+    queue: Arc<Queue>,
+    /// Batches replayed from the write-ahead log at or before this position
+    /// are in the queue already.
+    skip_through: u64,
+    /// The newest sample time handed on (ms).
+    pub highest_ms: Arc<AtomicI64>,
+    /// Records that could not be written (counted, logged).
+    pub failures: AtomicU64,
+}
+
+impl QueueTap {
+    /// A tap into `queue`; `highest_ms` follows the newest sample.
+    pub fn new(queue: Arc<Queue>, highest_ms: Arc<AtomicI64>) -> Self {
+        let skip_through = queue.last_log_position();
+        Self {
+            queue,
+            skip_through,
+            highest_ms,
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl vigil_store::Tap for QueueTap {
+    fn written(&self, wal_position: u64, samples: Vec<vigil_store::WrittenSample>) {
+        if wal_position > 0 && wal_position <= self.skip_through {
+            return;
+        }
+        let mut newest = i64::MIN;
+        let request = WriteRequest {
+            timeseries: samples
+                .into_iter()
+                .map(|(labels, t, v)| {
+                    newest = newest.max(t);
+                    TimeSeries {
+                        labels: labels
+                            .into_iter()
+                            .map(|(name, value)| Label { name, value })
+                            .collect(),
+                        samples: vec![Sample {
+                            value: v,
+                            timestamp: t,
+                        }],
+                    }
+                })
+                .collect(),
+        };
+        self.highest_ms.fetch_max(newest, Ordering::Relaxed);
+        if let Err(e) = self.queue.append(wal_position, &request) {
+            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::error!(error = %e, "remote_write: cannot write the queue; these samples will not be sent (counted in vigil_collector_remote_write_samples_dropped_total)");
+            }
+        }
+    }
+}
