@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-60}
 command -v prometheus-node-exporter >/dev/null || { echo "install Debian's prometheus-node-exporter"; exit 1; }
 cargo build --release --bins -q
+# The agent as packaged (Cargo.toml, profile release-agent).
+cargo build --profile release-agent -p vigil-agent --bin vigil-agent -q
 
 work=$(mktemp -d)
 pids=()
@@ -30,7 +32,7 @@ endpoint = "http://127.0.0.1:19471"
 TOML
 ./target/release/vigil-collector --config "$work/collector.toml" 2>"$work/collector.log" & pids+=($!); collector=$!
 sleep 0.5
-./target/release/vigil-agent --config "$work/agent.toml" 2>"$work/agent.log" & pids+=($!); agent=$!
+./target/release-agent/vigil-agent --config "$work/agent.toml" 2>"$work/agent.log" & pids+=($!); agent=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>"$work/node_exporter.log" & pids+=($!); node=$!
 ( while sleep 1; do curl -s -o /dev/null http://127.0.0.1:19100/metrics; done ) & pids+=($!)
 collectd=""
@@ -75,7 +77,7 @@ echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), ${duration}
 echo
 echo "| process | RSS at end | CPU seconds | share of one core | what it did |"
 echo "|---|---|---|---|---|"
-row "vigil-agent $(./target/release/vigil-agent --version | awk 'NR==1{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
+row "vigil-agent $(./target/release-agent/vigil-agent --version | awk 'NR==1{print $2}')" $agent "$a0" "$a1" "sampled every 1 s, shipped every 10 s; $vseries series"
 row "node_exporter $(prometheus-node-exporter --version 2>&1 | awk 'NR==1{print $3}')" $node "$n0" "$n1" "scraped every 1 s; $series series"
 if [ -n "$collectd" ]; then
   row "collectd $(dpkg-query -W -f '${Version}' collectd-core 2>/dev/null)" $collectd "$d0" "$d1" "cpu, memory, load, df, disk, interface plugins every 1 s, no writer"

@@ -35,6 +35,12 @@ pub struct RawConfig {
     /// `[query]`
     #[serde(default)]
     pub query: RawQuery,
+    /// `[[remote_write]]`
+    #[serde(default)]
+    pub remote_write: Vec<crate::remote_write_config::RawRemoteWrite>,
+    /// `[remote_write_queue]`
+    #[serde(default)]
+    pub remote_write_queue: crate::remote_write_config::RawRemoteWriteQueue,
 }
 
 /// `[query]`: limits of the query API (`/api/v1/query`, `/api/v1/query_range`).
@@ -625,6 +631,10 @@ pub struct CollectorConfig {
     pub query: QueryConfig,
     /// The HTTP port's web configuration (TLS, basic auth, headers).
     pub web: crate::http::web::WebConfig,
+    /// `[[remote_write]]` destinations.
+    pub remote_write: Vec<vigil_remote_write::sender::Destination>,
+    /// Most bytes of the remote_write queue on disk.
+    pub remote_write_max_bytes: u64,
 }
 
 /// Reads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -978,10 +988,19 @@ impl RawConfig {
         if self.store.data_dir.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("store.data_dir", "must not be empty"));
         }
+        let remote_write = crate::remote_write_config::validate(self.remote_write, &mut problems);
+        if self.remote_write_queue.max_bytes.0 < (64 << 20) {
+            problems.push(ConfigProblem::new(
+                "remote_write_queue.max_bytes",
+                "must be at least 64MiB (one segment)",
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(CollectorConfig {
+            remote_write,
+            remote_write_max_bytes: self.remote_write_queue.max_bytes.0,
             http_listen,
             ingest: IngestConfig {
                 listen: ingest_listen,

@@ -20,6 +20,7 @@ pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod remote_write_config;
 pub mod self_metrics;
 
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub enum CollectorError {
     /// The data folder is of a newer format, or another binary's.
     #[error(transparent)]
     Format(#[from] vigil_shared::format::FormatError),
+    /// The remote_write queue could not be opened.
+    #[error("{0}")]
+    RemoteWrite(String),
 }
 
 /// The format of what the collector keeps in its data folder (write-ahead
@@ -177,8 +181,8 @@ fn open_and_replay(
         tracing::warn!(%problem, "write-ahead log damaged; replayed up to the damage");
     }
     let mut applied = 0usize;
-    for (received, batch) in &replay.batches {
-        if !store.apply(batch, *received).duplicate {
+    for ((received, batch), position) in replay.batches.iter().zip(&replay.positions) {
+        if !store.apply_logged(batch, *received, *position).duplicate {
             applied += 1;
         }
     }
@@ -193,13 +197,55 @@ fn open_and_replay(
     Ok((wal, applied))
 }
 
+/// Opens the remote_write queue in `data_dir/remote_write` when there is a
+/// destination, and taps the store into it (before the log is replayed, so
+/// that what a crash cut off the queue is handed on again).
+fn open_remote_write(
+    config: &CollectorConfig,
+    store: &Store,
+) -> Result<Arc<vigil_remote_write::sender::RemoteWrite>, CollectorError> {
+    let mut remote_write = vigil_remote_write::sender::RemoteWrite::default();
+    if config.remote_write.is_empty() {
+        return Ok(Arc::new(remote_write));
+    }
+    let names: Vec<String> = config.remote_write.iter().map(|d| d.name.clone()).collect();
+    let dir = config.data_dir.join("remote_write");
+    let queue = vigil_remote_write::queue::Queue::open(&dir, config.remote_write_max_bytes, &names)
+        .map_err(|e| CollectorError::RemoteWrite(e.to_string()))?;
+    for problem in queue.problems() {
+        tracing::warn!(%problem, "remote_write queue damaged; read up to the damage");
+    }
+    let highest = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let tap = vigil_remote_write::QueueTap::new(
+        Arc::clone(&queue),
+        Arc::clone(&highest),
+        Arc::clone(&remote_write.queue_failures),
+    );
+    if store.set_tap(Arc::new(tap)).is_err() {
+        return Err(CollectorError::RemoteWrite(
+            "the store has a tap already".into(),
+        ));
+    }
+    remote_write.destinations = config
+        .remote_write
+        .iter()
+        .map(|d| (d.clone(), Arc::default()))
+        .collect();
+    remote_write.queue = Some(queue);
+    remote_write.highest_received = highest;
+    info!(destinations = names.len(), dir = %dir.display(), "remote_write queue opened");
+    Ok(Arc::new(remote_write))
+}
+
 /// Writes a checkpoint: under the log's lock (so no batch is applied in
-/// between) start a new segment and copy the store; then write the copy and
-/// delete the segments it covers.
+/// between) start a new segment and copy the store; then write the copy,
+/// sync the remote_write queue (what it holds of the covered segments must
+/// survive them), and delete the segments it covers.
 fn write_checkpoint(
     store: &Store,
     wal: &std::sync::Mutex<vigil_store::wal::Wal>,
     dir: &std::path::Path,
+    queue: Option<&vigil_remote_write::queue::Queue>,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let (segment, snapshot) = {
@@ -212,6 +258,9 @@ fn write_checkpoint(
     let copied = started.elapsed();
     let bytes = vigil_store::checkpoint::write(dir, &snapshot)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if let Some(queue) = queue {
+        queue.sync().map_err(|e| e.to_string())?;
+    }
     let removed = wal
         .lock()
         .map_err(|_| "write-ahead log lock poisoned".to_string())?
@@ -241,6 +290,7 @@ pub async fn serve(
     let found_format =
         vigil_shared::format::check(&config.data_dir, "vigil-collector", data_format)?;
     let store = Arc::new(Store::new(config.stale_after, config.retention));
+    let remote_write = open_remote_write(&config, &store)?;
     let (wal, replayed) = open_and_replay(&config, &store)?;
     let wal = Arc::new(std::sync::Mutex::new(wal));
     let metrics = Arc::new(IngestMetrics::default());
@@ -331,14 +381,26 @@ pub async fn serve(
             }
         }
     });
-    let state = Arc::new(http::HttpState::new(
+    let mut state = http::HttpState::new(
         Arc::clone(&store),
         Arc::clone(&metrics),
         Arc::clone(&agent_limits),
         Arc::clone(&rules),
         Arc::clone(&notify),
         &config,
-    ));
+    );
+    state.remote_write = Arc::clone(&remote_write);
+    let state = Arc::new(state);
+    if let Some(queue) = &remote_write.queue {
+        for (destination, stats) in &remote_write.destinations {
+            tasks.spawn(vigil_remote_write::sender::run(
+                Arc::clone(queue),
+                destination.clone(),
+                Arc::clone(stats),
+                shutdown.clone(),
+            ));
+        }
+    }
     if let Some(every) = config.self_metrics_interval {
         let state = Arc::clone(&state);
         let stop = shutdown.clone();
@@ -420,6 +482,7 @@ pub async fn serve(
     let checkpoint_wal = Arc::clone(&wal);
     let checkpoint_shutdown = shutdown.clone();
     let checkpoint_dir = config.data_dir.clone();
+    let checkpoint_queue = remote_write.queue.clone();
     let checkpoint_every = config.checkpoint_interval;
     tasks.spawn(async move {
         // After a replay, checkpoint at once: a collector that keeps being
@@ -437,7 +500,8 @@ pub async fn serve(
                 _ = every.tick() => false,
             };
             let (store, wal, dir) = (Arc::clone(&checkpoint_store), Arc::clone(&checkpoint_wal), checkpoint_dir.clone());
-            match tokio::task::spawn_blocking(move || write_checkpoint(&store, &wal, &dir)).await {
+            let queue = checkpoint_queue.clone();
+            match tokio::task::spawn_blocking(move || write_checkpoint(&store, &wal, &dir, queue.as_deref())).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything"),
                 Err(e) => tracing::error!(error = %e, "checkpoint task failed"),

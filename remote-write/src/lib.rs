@@ -30,19 +30,20 @@ pub struct QueueTap {
     skip_through: u64,
     /// The newest sample time handed on (ms).
     pub highest_ms: Arc<AtomicI64>,
-    /// Records that could not be written (counted, logged).
-    pub failures: AtomicU64,
+    /// Records that could not be written (counted, logged once).
+    pub failures: Arc<AtomicU64>,
 }
 
 impl QueueTap {
-    /// A tap into `queue`; `highest_ms` follows the newest sample.
-    pub fn new(queue: Arc<Queue>, highest_ms: Arc<AtomicI64>) -> Self {
+    /// A tap into `queue`; `highest_ms` follows the newest sample and
+    /// `failures` counts records that could not be written.
+    pub fn new(queue: Arc<Queue>, highest_ms: Arc<AtomicI64>, failures: Arc<AtomicU64>) -> Self {
         let skip_through = queue.last_log_position();
         Self {
             queue,
             skip_through,
             highest_ms,
-            failures: AtomicU64::new(0),
+            failures,
         }
     }
 }
@@ -72,10 +73,10 @@ impl vigil_store::Tap for QueueTap {
                 .collect(),
         };
         self.highest_ms.fetch_max(newest, Ordering::Relaxed);
-        if let Err(e) = self.queue.append(wal_position, &request) {
-            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::error!(error = %e, "remote_write: cannot write the queue; these samples will not be sent (counted in vigil_collector_remote_write_samples_dropped_total)");
-            }
+        if let Err(e) = self.queue.append(wal_position, &request)
+            && self.failures.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::error!(error = %e, "remote_write: cannot write the queue; these samples will not be sent (counted in vigil_collector_remote_write_queue_write_failures_total; logged once)");
         }
     }
 }

@@ -640,7 +640,10 @@ mod tests {
         }
         let mut a = q.reader("a");
         let got = a.read(7)?;
-        assert_eq!(got.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            got.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         q.acknowledge("a", 3)?;
         drop(q);
         let q = Queue::open(dir.path(), 1 << 30, &names)?;
@@ -671,7 +674,10 @@ mod tests {
         drop(q);
         let segment = segment_path(dir.path(), 1);
         let len = std::fs::metadata(&segment)?.len();
-        OpenOptions::new().write(true).open(&segment)?.set_len(len - 3)?;
+        OpenOptions::new()
+            .write(true)
+            .open(&segment)?
+            .set_len(len - 3)?;
         let q = Queue::open(dir.path(), 1 << 30, &names)?;
         assert_eq!(q.problems().len(), 1, "{:?}", q.problems());
         assert_eq!(q.last_log_position(), 5);
@@ -679,7 +685,10 @@ mod tests {
         q.append(7, &request(3, 2))?;
         // The first record, then the one appended after the cut.
         let got = q.reader("a").read(1000)?;
-        assert_eq!(got.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            got.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(got[0].request, request(1, 2));
         assert_eq!(got[1].request, request(3, 2));
         Ok(())
@@ -699,7 +708,11 @@ mod tests {
         }
         assert!(q.lock().segments.len() >= 2);
         q.acknowledge("a", needed - 1)?;
-        assert_eq!(q.lock().segments.len(), 1, "acknowledged segments are deleted");
+        assert_eq!(
+            q.lock().segments.len(),
+            1,
+            "acknowledged segments are deleted"
+        );
         drop(q);
         let q = Queue::open(dir.path(), SEGMENT_BYTES, &names)?;
         for _ in 0..needed {
@@ -709,7 +722,10 @@ mod tests {
         assert!(q.bytes() <= SEGMENT_BYTES + per + 64);
         let mut r = q.reader("a");
         let first = r.read(1)?.first().map(|r| r.sequence).unwrap_or(0);
-        assert!(first > needed, "the reader starts at the oldest kept record, {first}");
+        assert!(
+            first > needed,
+            "the reader starts at the oldest kept record, {first}"
+        );
         Ok(())
     }
 }

@@ -124,7 +124,9 @@ pub struct Stats {
 }
 
 fn add(map: &Mutex<BTreeMap<String, u64>>, reason: &str, n: u64) {
-    let mut m = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut m = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     *m.entry(reason.to_string()).or_default() += n;
 }
 
@@ -151,7 +153,9 @@ pub struct RemoteWrite {
     /// The queue, when there is a destination.
     pub queue: Option<Arc<Queue>>,
     /// The newest sample time written into the history (ms).
-    pub highest_received_ms: AtomicI64,
+    pub highest_received: Arc<AtomicI64>,
+    /// Records the queue could not take (disk full, I/O errors).
+    pub queue_failures: Arc<AtomicU64>,
 }
 
 impl RemoteWrite {
@@ -243,6 +247,19 @@ impl RemoteWrite {
                 w.sample(name, "", &label(d), None, get(s));
             }
         }
+        let name = "vigil_collector_remote_write_queue_write_failures_total";
+        w.header(
+            name,
+            "Records (a batch's or an evaluation's samples) the queue could not write; those samples are not sent.",
+            MetricKind::Counter,
+        );
+        w.sample(
+            name,
+            "",
+            "",
+            None,
+            self.queue_failures.load(Ordering::Relaxed) as f64,
+        );
         let name = "vigil_collector_remote_write_highest_received_timestamp_seconds";
         w.header(
             name,
@@ -254,7 +271,7 @@ impl RemoteWrite {
             "",
             "",
             None,
-            self.highest_received_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            self.highest_received.load(Ordering::Relaxed) as f64 / 1000.0,
         );
     }
 }
@@ -314,7 +331,11 @@ fn series_of(records: &[Record], rules: &[Rule]) -> (Vec<TimeSeries>, u64) {
 
 /// Splits series over `shards`, each shard's into requests of at most
 /// `max_samples` samples (a series is never split).
-fn shard_requests(series: Vec<TimeSeries>, shards: usize, max_samples: usize) -> Vec<Vec<WriteRequest>> {
+fn shard_requests(
+    series: Vec<TimeSeries>,
+    shards: usize,
+    max_samples: usize,
+) -> Vec<Vec<WriteRequest>> {
     let mut per_shard: Vec<Vec<TimeSeries>> = (0..shards.max(1)).map(|_| Vec::new()).collect();
     for ts in series {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -347,7 +368,11 @@ fn shard_requests(series: Vec<TimeSeries>, shards: usize, max_samples: usize) ->
 
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let wait = match text.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => httpdate::parse_http_date(text)
@@ -446,7 +471,12 @@ async fn send(
 }
 
 /// Runs one destination until `shutdown`.
-pub async fn run(queue: Arc<Queue>, dest: Destination, stats: Arc<Stats>, shutdown: CancellationToken) {
+pub async fn run(
+    queue: Arc<Queue>,
+    dest: Destination,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
     let client = match client(&dest) {
         Ok(c) => c,
         Err(e) => {
@@ -483,9 +513,10 @@ pub async fn run(queue: Arc<Queue>, dest: Destination, stats: Arc<Stats>, shutdo
             }
         };
         let acked_before = queue.acknowledged(&dest.name);
-        stats
-            .pending
-            .store(queue.next_sequence().saturating_sub(acked_before + 1), Ordering::Relaxed);
+        stats.pending.store(
+            queue.next_sequence().saturating_sub(acked_before + 1),
+            Ordering::Relaxed,
+        );
         let Some(last) = records.last().map(|r| r.sequence) else {
             tokio::select! {
                 () = queue.wait_appended(Duration::from_secs(1)) => {}
@@ -506,8 +537,12 @@ pub async fn run(queue: Arc<Queue>, dest: Destination, stats: Arc<Stats>, shutdo
             .sum();
         let mut tasks = tokio::task::JoinSet::new();
         for requests in shard_requests(series, shards, dest.queue.max_samples_per_send) {
-            let (client, dest, stats, shutdown) =
-                (client.clone(), dest.clone(), Arc::clone(&stats), shutdown.clone());
+            let (client, dest, stats, shutdown) = (
+                client.clone(),
+                dest.clone(),
+                Arc::clone(&stats),
+                shutdown.clone(),
+            );
             tasks.spawn(async move {
                 for request in requests {
                     send(&client, &dest, &stats, request, &shutdown).await?;
@@ -532,7 +567,9 @@ pub async fn run(queue: Arc<Queue>, dest: Destination, stats: Arc<Stats>, shutdo
             Ok(Err(e)) => {
                 tracing::error!(remote = %dest.name, error = %e, "remote_write: cannot write the cursor; a restart sends this round again")
             }
-            Err(e) => tracing::error!(remote = %dest.name, error = %e, "remote_write: cursor task failed"),
+            Err(e) => {
+                tracing::error!(remote = %dest.name, error = %e, "remote_write: cursor task failed")
+            }
         }
         let failed_after: u64 = stats
             .failed
@@ -592,9 +629,17 @@ mod tests {
             .collect();
         let (series, dropped) = series_of(&records, &[]);
         assert_eq!((series.len(), dropped), (50, 0));
-        assert!(series.iter().all(|s| s.samples.iter().map(|x| x.timestamp).eq(1..=3)));
+        assert!(
+            series
+                .iter()
+                .all(|s| s.samples.iter().map(|x| x.timestamp).eq(1..=3))
+        );
         let shards = shard_requests(series, 4, 20);
-        let total: usize = shards.iter().flatten().map(WriteRequest::sample_count).sum();
+        let total: usize = shards
+            .iter()
+            .flatten()
+            .map(WriteRequest::sample_count)
+            .sum();
         assert_eq!(total, 150);
         for requests in &shards {
             for r in requests {
@@ -608,11 +653,17 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "3".parse().expect("header"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(reqwest::header::RETRY_AFTER, "99999".parse().expect("header"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "99999".parse().expect("header"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(600)));
         let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         h.insert(reqwest::header::RETRY_AFTER, later.parse().expect("header"));
         let wait = retry_after(&h).unwrap_or_default();
-        assert!(wait > Duration::from_secs(27) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 }

@@ -417,7 +417,7 @@ impl History {
 
     /// What was appended since the last call (when kept), each sample with
     /// its series' labels, sorted by name.
-    pub fn take_appended(&mut self) -> Vec<(Vec<(String, String)>, i64, f64)> {
+    pub fn take_appended(&mut self) -> Vec<crate::WrittenSample> {
         let Some(appended) = self.appended.as_mut() else {
             return Vec::new();
         };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use vigil_shared::text_format::{self, TextFamily};
 
 /// Where the workspace's binaries are: beside the test executable's `deps/` folder.
@@ -112,6 +112,12 @@ impl Process {
         wait_for(&format!("{} to exit", self.name), timeout, || {
             child.try_wait().ok().flatten()
         })
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The process id.
@@ -786,6 +792,11 @@ impl Prometheus {
     /// waits until `/-/ready` answers. A missing `prometheus` fails the
     /// test and says how to install it.
     pub fn start(dir: &Path, name: &str, config: &str) -> Result<Self> {
+        Self::start_with(dir, name, config, &[])
+    }
+
+    /// [`Prometheus::start`] with extra command-line flags.
+    pub fn start_with(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Result<Self> {
         let program = require_peer("prometheus", "prometheus")?;
         let port = free_port()?;
         let path = dir.join(format!("{name}.yml"));
@@ -801,7 +812,10 @@ impl Prometheus {
                 ),
                 &format!("--web.listen-address=127.0.0.1:{port}"),
                 "--log.level=warn",
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<&str>>(),
             dir,
         )?;
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -812,6 +826,82 @@ impl Prometheus {
         })
         .with_context(|| format!("prometheus log:\n{}", process.log()))?;
         Ok(Self { process, http })
+    }
+}
+
+/// One series from VictoriaMetrics's `/api/v1/export`: its labels (JSON)
+/// and raw samples `(ms, value)`.
+pub type ExportedSeries = (serde_json::Value, Vec<(i64, f64)>);
+
+/// A running VictoriaMetrics single-node server (Debian's
+/// `victoria-metrics`), its data in `dir/NAME-data`; killed when dropped.
+pub struct VictoriaMetrics {
+    /// The process.
+    pub process: Process,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+}
+
+impl VictoriaMetrics {
+    /// Starts it on `port` (0: a free one) with samples visible at once
+    /// (`-search.latencyOffset=0s`) and no deduplication, and waits until
+    /// it answers. Starting again with the same `dir` and `name` reopens
+    /// its data.
+    pub fn start(dir: &Path, name: &str, port: u16) -> Result<Self> {
+        let program = require_peer("victoria-metrics", "victoria-metrics")?;
+        let port = if port == 0 { free_port()? } else { port };
+        let process = Process::start(
+            name,
+            &program,
+            &[
+                &format!("-httpListenAddr=127.0.0.1:{port}"),
+                &format!(
+                    "-storageDataPath={}",
+                    dir.join(format!("{name}-data")).display()
+                ),
+                "-search.latencyOffset=0s",
+                "-retentionPeriod=100y",
+                "-loggerLevel=WARN",
+            ],
+            dir,
+        )?;
+        let http: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for("VictoriaMetrics to answer", Duration::from_secs(30), || {
+            http_get(http, "/health", None)
+                .ok()
+                .filter(|(s, _, _)| *s == 200)
+        })
+        .with_context(|| format!("victoria-metrics log:\n{}", process.log()))?;
+        Ok(Self { process, http })
+    }
+
+    /// Every raw sample of the series `selector` selects, from
+    /// `/api/v1/export`: (labels without `__name__`… as JSON, samples).
+    pub fn export(&self, selector: &str) -> Result<Vec<ExportedSeries>> {
+        let (status, _, body) = http_get(
+            self.http,
+            &format!("/api/v1/export?match[]={}", url_encode(selector)),
+            None,
+        )?;
+        ensure!(status == 200, "export {selector}: {status} {body}");
+        let mut out = Vec::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let times = v["timestamps"].as_array().context("no timestamps")?;
+            let values = v["values"].as_array().context("no values")?;
+            let samples = times
+                .iter()
+                .zip(values)
+                .map(|(t, v)| {
+                    let value = v
+                        .as_f64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+                    (t.as_i64().unwrap_or(0), value.unwrap_or(f64::NAN))
+                })
+                .collect();
+            out.push((v["metric"].clone(), samples));
+        }
+        Ok(out)
     }
 }
 

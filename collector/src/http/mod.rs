@@ -54,6 +54,8 @@ pub struct HttpState {
     pub web: web::WebConfig,
     /// Remembered basic-auth logins and failures.
     pub basic_auth: web::BasicAuthState,
+    /// remote_write destinations and their counters.
+    pub remote_write: Arc<vigil_remote_write::sender::RemoteWrite>,
     /// Size of the last exposition, to size the next buffer.
     last_size: AtomicUsize,
 }
@@ -79,6 +81,7 @@ impl HttpState {
             query: api::QueryGate::new(config.query),
             web: config.web.clone(),
             basic_auth: web::BasicAuthState::default(),
+            remote_write: Arc::default(),
             last_size: AtomicUsize::new(64 * 1024),
         }
     }
@@ -153,6 +156,7 @@ pub fn render_own(state: &HttpState, w: &mut ExpositionWriter) {
     state.rules.write_metrics(w);
     state.notify.write_metrics(w);
     state.query.write_metrics(w);
+    state.remote_write.write_metrics(w);
     for (name, help, value) in [
         (
             "vigil_collector_http_auth_failures_total",

@@ -286,7 +286,7 @@ impl Ingest for IngestService {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let position = guard.append(&batch, received)?;
-            let applied = store.apply(&batch, received);
+            let applied = store.apply_logged(&batch, received, guard.log_position());
             drop(guard);
             let synced = always && commit.sync_through(&wal, position)?;
             Ok::<_, vigil_store::wal::WalError>((batch, applied, synced))
