@@ -9,7 +9,8 @@
 //!   `[body length u32 LE][crc32 of body u32 LE][body]`, the body being the
 //!   record's sequence number (u64 LE), the write-ahead log position of the
 //!   batch it came from (u64 LE, 0 when none), its sample count (u32 LE) and
-//!   a `prompb.WriteRequest` (protobuf, not compressed);
+//!   a `prompb.WriteRequest` (protobuf, snappy-compressed: each sample
+//!   carries its labels, which compress several times over);
 //! - `cursor-<destination>`: the highest sequence that destination's store
 //!   acknowledged (or that was dropped), as decimal text.
 //!
@@ -327,13 +328,14 @@ impl Queue {
         }
         let mut w = self.lock();
         let sequence = w.next_sequence;
-        let mut body = Vec::with_capacity(BODY_PREFIX + request.encoded_len());
+        let compressed = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .map_err(|e| io_error(&self.dir)(io::Error::other(e)))?;
+        let mut body = Vec::with_capacity(BODY_PREFIX + compressed.len());
         body.extend_from_slice(&sequence.to_le_bytes());
         body.extend_from_slice(&log_position.to_le_bytes());
         body.extend_from_slice(&(samples.min(u32::MAX as usize) as u32).to_le_bytes());
-        request
-            .encode(&mut body)
-            .map_err(|e| io_error(&self.dir)(io::Error::other(e)))?;
+        body.extend_from_slice(&compressed);
         let mut record = Vec::with_capacity(body.len() + HEADER_BYTES as usize);
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -566,7 +568,13 @@ impl Reader {
                     if sequence < self.next {
                         continue;
                     }
-                    match WriteRequest::decode(&body[BODY_PREFIX..]) {
+                    let decoded = snap::raw::Decoder::new()
+                        .decompress_vec(&body[BODY_PREFIX..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|raw| {
+                            WriteRequest::decode(raw.as_slice()).map_err(|e| e.to_string())
+                        });
+                    match decoded {
                         Ok(request) => {
                             samples += n as usize;
                             out.push(Record { sequence, request });
@@ -698,12 +706,17 @@ mod tests {
     fn acknowledged_segments_go_and_a_full_queue_drops_the_oldest_counted() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let names = vec!["a".to_string()];
-        // Segments roll at SEGMENT_BYTES; use big records to get several.
-        let big = request(1, 200_000);
+        // Segments roll at SEGMENT_BYTES; use big records (of random
+        // names, which do not compress) to get several.
+        let mut big = request(1, 200_000);
+        for ts in &mut big.timeseries {
+            ts.labels[0].value = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        }
         let q = Queue::open(dir.path(), 1 << 40, &names)?;
-        let per = big.encoded_len() as u64;
+        q.append(0, &big)?;
+        let per = q.bytes();
         let needed = SEGMENT_BYTES / per + 2;
-        for _ in 0..needed {
+        for _ in 1..needed {
             q.append(0, &big)?;
         }
         assert!(q.lock().segments.len() >= 2);

@@ -247,6 +247,14 @@ impl RemoteWrite {
                 w.sample(name, "", &label(d), None, get(s));
             }
         }
+        let name = "vigil_collector_remote_write_queue_bytes";
+        w.header(
+            name,
+            "Bytes of the remote_write queue on disk (at most remote_write_queue.max_bytes).",
+            MetricKind::Gauge,
+        );
+        let bytes = self.queue.as_ref().map_or(0, |q| q.bytes());
+        w.sample(name, "", "", None, bytes as f64);
         let name = "vigil_collector_remote_write_queue_write_failures_total";
         w.header(
             name,

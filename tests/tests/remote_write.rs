@@ -220,6 +220,19 @@ fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does()
         ensure!(sent > 0.0, "{name}: nothing counted as sent");
         eprintln!("{name}: {sent} samples sent");
     }
+    let bytes = scrape
+        .value("vigil_collector_remote_write_queue_bytes", &[])
+        .unwrap_or(0.0);
+    let sent = scrape
+        .value(
+            "vigil_collector_remote_write_samples_sent_total",
+            &[("remote_name", "vm")],
+        )
+        .unwrap_or(0.0);
+    eprintln!(
+        "queue: {bytes} bytes for {sent} samples ({:.1} bytes a sample)",
+        bytes / sent.max(1.0)
+    );
     Ok(())
 }
 
