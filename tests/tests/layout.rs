@@ -30,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("vigil-notify", &["vigil-shared", "vigil-template"]),
+    ("vigil-remote-write", &["vigil-shared", "vigil-store"]),
     ("vigil-agent", &["vigil-shared", "vigil-build-info"]),
     (
         "vigil-collector",
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vigil-template",
             "vigil-rules",
             "vigil-notify",
+            "vigil-remote-write",
             "vigil-build-info",
         ],
     ),

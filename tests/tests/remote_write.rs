@@ -15,11 +15,49 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
-use vigil_remote_write::prompb::WriteRequest;
 use vigil_tests::{
     Collector, Process, Prometheus, VictoriaMetrics, binary, free_port, get_json, start_agent,
     url_encode, wait_for,
 };
+
+/// `prometheus.WriteRequest` as Prometheus's `remote.proto` and
+/// `types.proto` define it (the fields checked here), written out on this
+/// side so that the collector's encoding is read by an independent one.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    timeseries: Vec<TimeSeries>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    labels: Vec<PromLabel>,
+    #[prost(message, repeated, tag = "2")]
+    samples: Vec<PromSample>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PromLabel {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PromSample {
+    #[prost(double, tag = "1")]
+    value: f64,
+    #[prost(int64, tag = "2")]
+    timestamp: i64,
+}
+
+impl WriteRequest {
+    fn sample_count(&self) -> usize {
+        self.timeseries.iter().map(|t| t.samples.len()).sum()
+    }
+}
 
 /// An agent sampling every 250 ms and shipping every second, without
 /// StatsD or OTLP listeners.
