@@ -23,6 +23,8 @@ cat > "$work/collector.toml" <<TOML
 listen = "127.0.0.1:19470"
 [ingest]
 listen = "127.0.0.1:19471"
+[store]
+data_dir = "$work/collector-data"
 TOML
 cat > "$work/agent.toml" <<TOML
 instance = "bench"
