@@ -129,7 +129,7 @@ fn two_collectors_one_store_one_alertmanager_and_vmalert_for_the_fleet() -> Resu
                         && collector.is_none_or(|c| a["labels"]["collector"] == c)
                 })
             };
-            want.iter().all(|(n, c)| has(n, *c)).then(|| alerts.len())
+            want.iter().all(|(n, c)| has(n, *c)).then_some(alerts.len())
         },
     );
     if seen.is_err() {
