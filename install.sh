@@ -4,8 +4,9 @@
 #   install.sh [--root DIR] agent|collector BINARY SHA256
 #   install.sh [--root DIR] --rollback agent|collector
 #
-# BINARY is a vigil-agent or vigil-collector built with
-# `cargo build --release --bins` (target/release/), and SHA256 its checksum
+# BINARY is a vigil-agent built with `cargo build --profile release-agent
+# -p vigil-agent` (target/release-agent/) or a vigil-collector built with
+# `cargo build --release -p vigil-collector`, and SHA256 its checksum
 # (`sha256sum BINARY`), which is checked before anything is replaced.
 #
 # It installs the binary as /usr/bin/vigil-NAME, keeping the one it

@@ -8,55 +8,18 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/push.rs"]
+mod push;
 #[path = "common/serve.rs"]
 mod serve;
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use vigil_shared::proto::PushRequest;
 use vigil_shared::proto::ingest_client::IngestClient;
-use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 
 use fleet::env;
-
-fn batch(agent: usize, sequence: u64, series: usize) -> PushRequest {
-    let instance = format!("bench-{agent:03}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let label = |name: &str, value: String| Label {
-        name: name.into(),
-        value,
-    };
-    PushRequest {
-        agent_id: instance.clone(),
-        epoch: 1,
-        sequence,
-        timestamp_ms: now,
-        flush_interval_ms: 10_000,
-        families: vec![Family {
-            name: "bench_value".into(),
-            help: "A benchmark gauge.".into(),
-            kind: Kind::Gauge as i32,
-            bucket_bounds: vec![],
-            series: (0..series)
-                .map(|i| Series {
-                    labels: vec![
-                        label("instance", instance.clone()),
-                        label("job", "bench".into()),
-                        label("n", i.to_string()),
-                    ],
-                    value: (sequence as f64) * (i as f64),
-                    timestamp_ms: now - 10_000 + sequence as i64 * 100,
-                    window: None,
-                })
-                .collect(),
-        }],
-        last: false,
-        ..Default::default()
-    }
-}
 
 async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64> {
     let body = reqwest::get(format!("http://{http}/metrics"))
@@ -74,7 +37,11 @@ async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result
     let bound = served.bound;
     // Encode nothing inside the timed part but the pushes themselves.
     let work: Vec<Vec<PushRequest>> = (0..agents)
-        .map(|a| (1..=batches).map(|s| batch(a, s, series)).collect())
+        .map(|a| {
+            (1..=batches)
+                .map(|s| push::batch(a, s, series, 10_000, 100))
+                .collect()
+        })
         .collect();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

@@ -833,6 +833,31 @@ impl Prometheus {
 /// and raw samples `(ms, value)`.
 pub type ExportedSeries = (serde_json::Value, Vec<(i64, f64)>);
 
+/// Starts Debian's Alertmanager with `config` (written to `dir/am.yml`),
+/// without clustering, and waits until it is ready: the process and its
+/// address.
+pub fn start_alertmanager(dir: &Path, config: &str) -> Result<(Process, SocketAddr)> {
+    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
+    std::fs::write(dir.join("am.yml"), config)?;
+    let port = free_port()?;
+    let process = Process::start(
+        "alertmanager",
+        &alertmanager,
+        &[
+            &format!("--config.file={}", dir.join("am.yml").display()),
+            &format!("--storage.path={}", dir.join("am-data").display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=",
+        ],
+        dir,
+    )?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for("alertmanager", Duration::from_secs(20), || {
+        http_get(addr, "/-/ready", None).ok().filter(|r| r.0 == 200)
+    })?;
+    Ok((process, addr))
+}
+
 /// A running VictoriaMetrics single-node server (Debian's
 /// `victoria-metrics`), its data in `dir/NAME-data`; killed when dropped.
 pub struct VictoriaMetrics {

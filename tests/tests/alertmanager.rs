@@ -5,41 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use vigil_tests::{
-    Collector, Process, WebhookReceiver, free_port, http_get, require_peer, wait_for,
-};
+use vigil_tests::{Collector, WebhookReceiver, start_alertmanager, wait_for};
 
 fn routing(url: &str) -> String {
     format!(
         "route:\n  receiver: team\n  group_by: [alertname, severity]\n  group_wait: 1s\n  group_interval: 5m\n  routes:\n    - matchers: ['severity=\"page\"']\n      receiver: pager\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: {url}\n  - name: pager\n    webhook_configs:\n      - url: {url}\n        max_alerts: 1\n"
     )
-}
-
-/// Starts Debian's Alertmanager with `config`, without clustering, and
-/// waits until it is ready.
-fn start_alertmanager(
-    dir: &std::path::Path,
-    config: &str,
-) -> Result<(Process, std::net::SocketAddr)> {
-    let alertmanager = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
-    std::fs::write(dir.join("am.yml"), config)?;
-    let port = free_port()?;
-    let process = Process::start(
-        "alertmanager",
-        &alertmanager,
-        &[
-            &format!("--config.file={}", dir.join("am.yml").display()),
-            &format!("--storage.path={}", dir.join("am-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{port}"),
-            "--cluster.listen-address=",
-        ],
-        dir,
-    )?;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for("alertmanager", Duration::from_secs(20), || {
-        http_get(addr, "/-/ready", None).ok().filter(|r| r.0 == 200)
-    })?;
-    Ok((process, addr))
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {

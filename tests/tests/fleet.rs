@@ -10,38 +10,16 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use vigil_tests::{
     Collector, Process, VictoriaMetrics, binary, free_port, http_get, require_peer, start_agent,
-    wait_for,
+    start_alertmanager, wait_for,
 };
-
-fn alertmanager(dir: &std::path::Path) -> Result<(Process, std::net::SocketAddr)> {
-    let program = require_peer("prometheus-alertmanager", "prometheus-alertmanager")?;
-    std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n",
-    )?;
-    let port = free_port()?;
-    let process = Process::start(
-        "alertmanager",
-        &program,
-        &[
-            &format!("--config.file={}", dir.join("am.yml").display()),
-            &format!("--storage.path={}", dir.join("am-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{port}"),
-            "--cluster.listen-address=",
-        ],
-        dir,
-    )?;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for("alertmanager", Duration::from_secs(20), || {
-        http_get(addr, "/-/ready", None).ok().filter(|r| r.0 == 200)
-    })?;
-    Ok((process, addr))
-}
 
 #[test]
 fn two_collectors_one_store_one_alertmanager_and_vmalert_for_the_fleet() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_am, am) = alertmanager(dir.path())?;
+    let (_am, am) = start_alertmanager(
+        dir.path(),
+        "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n",
+    )?;
     let vm = VictoriaMetrics::start(dir.path(), "vm", 0)?;
     let mut collectors = Vec::new();
     let mut agents = Vec::new();

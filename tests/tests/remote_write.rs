@@ -73,9 +73,12 @@ fn agent(dir: &std::path::Path, name: &str, ingest: SocketAddr) -> Result<Proces
     )
 }
 
+/// Raw samples by rendered label set.
+type SeriesSamples = BTreeMap<String, Vec<(i64, f64)>>;
+
 /// Raw samples of `selector` over the last hour, from a Prometheus-API
 /// server (the collector or Prometheus): labels rendered → samples.
-fn raw_samples(addr: SocketAddr, selector: &str) -> Result<BTreeMap<String, Vec<(i64, f64)>>> {
+fn raw_samples(addr: SocketAddr, selector: &str) -> Result<SeriesSamples> {
     let query = format!("{selector}[1h]");
     let (status, json) = get_json(
         addr,
@@ -119,7 +122,7 @@ fn render(metric: &serde_json::Value) -> String {
     pairs.join(",")
 }
 
-fn vm_samples(vm: &VictoriaMetrics, selector: &str) -> Result<BTreeMap<String, Vec<(i64, f64)>>> {
+fn vm_samples(vm: &VictoriaMetrics, selector: &str) -> Result<SeriesSamples> {
     Ok(vm
         .export(selector)?
         .into_iter()
@@ -209,38 +212,28 @@ fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does()
         reference.insert(selector, samples);
     }
     for (selector, want) in &reference {
-        let check_vm = || -> Option<()> {
-            let got = vm_samples(&vm, selector).ok()?;
-            (got.len() == 1 && same(got.values().next()?, want)).then_some(())
-        };
-        if wait_for(
-            &format!("{selector} in VictoriaMetrics"),
-            Duration::from_secs(60),
-            check_vm,
-        )
-        .is_err()
-        {
-            bail!(
-                "{selector}: VictoriaMetrics has {:?}\ncollector has {want:?}\ncollector log:\n{}",
-                vm_samples(&vm, selector)?,
-                collector.process.log()
-            );
-        }
-        let check_prom = || -> Option<()> {
-            let got = raw_samples(prom.http, selector).ok()?;
-            (got.len() == 1 && same(got.values().next()?, want)).then_some(())
-        };
-        if wait_for(
-            &format!("{selector} in Prometheus"),
-            Duration::from_secs(60),
-            check_prom,
-        )
-        .is_err()
-        {
-            bail!(
-                "{selector}: Prometheus has {:?}\ncollector has {want:?}",
-                raw_samples(prom.http, selector)?
-            );
+        let stores: [(&str, &dyn Fn() -> Result<SeriesSamples>); 2] = [
+            ("VictoriaMetrics", &|| vm_samples(&vm, selector)),
+            ("Prometheus", &|| raw_samples(prom.http, selector)),
+        ];
+        for (store, samples) in stores {
+            let check = || -> Option<()> {
+                let got = samples().ok()?;
+                (got.len() == 1 && same(got.values().next()?, want)).then_some(())
+            };
+            if wait_for(
+                &format!("{selector} in {store}"),
+                Duration::from_secs(60),
+                check,
+            )
+            .is_err()
+            {
+                bail!(
+                    "{selector}: {store} has {:?}\ncollector has {want:?}\ncollector log:\n{}",
+                    samples()?,
+                    collector.process.log()
+                );
+            }
         }
         eprintln!(
             "{selector}: {} samples, the same in both stores",
