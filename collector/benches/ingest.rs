@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use vigil_shared::proto::PushRequest;
-use vigil_shared::proto::ingest_client::IngestClient;
 
 use fleet::env;
 
@@ -44,20 +43,7 @@ async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result
         })
         .collect();
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for pushes in work {
-        let url = format!("http://{}", bound.ingest);
-        tasks.spawn(async move {
-            let mut client = IngestClient::connect(url).await?;
-            for p in pushes {
-                client.push(p).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
+    push::push_all(bound.ingest, work).await?;
     let took = started.elapsed();
     let appends = metric(bound.http, "vigil_collector_wal_appends_total").await?;
     let syncs = metric(bound.http, "vigil_collector_wal_syncs_total").await?;

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vigil_shared::proto::PushRequest;
-use vigil_shared::proto::ingest_client::IngestClient;
 
 use fleet::env;
 
@@ -93,20 +92,7 @@ fn main() -> Result<()> {
             .collect();
         let me = std::process::id();
         let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for pushes in work {
-            let url = format!("http://{}", bound.ingest);
-            tasks.spawn(async move {
-                let mut client = IngestClient::connect(url).await?;
-                for p in pushes {
-                    client.push(p).await?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done??;
-        }
+    push::push_all(bound.ingest, work).await?;
         let took = started.elapsed();
         let total = (agents as u64 * batches * series as u64) as f64;
         println!(

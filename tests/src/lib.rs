@@ -819,12 +819,7 @@ impl Prometheus {
             dir,
         )?;
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_for("Prometheus to be ready", Duration::from_secs(30), || {
-            http_get(http, "/-/ready", None)
-                .ok()
-                .filter(|(s, _, _)| *s == 200)
-        })
-        .with_context(|| format!("prometheus log:\n{}", process.log()))?;
+        wait_until_ok(http, "/-/ready", &process)?;
         Ok(Self { process, http })
     }
 }
@@ -832,6 +827,22 @@ impl Prometheus {
 /// One series from VictoriaMetrics's `/api/v1/export`: its labels (JSON)
 /// and raw samples `(ms, value)`.
 pub type ExportedSeries = (serde_json::Value, Vec<(i64, f64)>);
+
+/// Waits up to 30 s until `GET path` on `http` answers 200; the error
+/// carries `process`'s log.
+fn wait_until_ok(http: SocketAddr, path: &str, process: &Process) -> Result<()> {
+    wait_for(
+        &format!("{} to answer {path}", process.name),
+        Duration::from_secs(30),
+        || {
+            http_get(http, path, None)
+                .ok()
+                .filter(|(s, _, _)| *s == 200)
+        },
+    )
+    .with_context(|| format!("log of {}:\n{}", process.name, process.log()))?;
+    Ok(())
+}
 
 /// Starts Debian's Alertmanager with `config` (written to `dir/am.yml`),
 /// without clustering, and waits until it is ready: the process and its
@@ -852,9 +863,7 @@ pub fn start_alertmanager(dir: &Path, config: &str) -> Result<(Process, SocketAd
         dir,
     )?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for("alertmanager", Duration::from_secs(20), || {
-        http_get(addr, "/-/ready", None).ok().filter(|r| r.0 == 200)
-    })?;
+    wait_until_ok(addr, "/-/ready", &process)?;
     Ok((process, addr))
 }
 
@@ -891,12 +900,7 @@ impl VictoriaMetrics {
             dir,
         )?;
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_for("VictoriaMetrics to answer", Duration::from_secs(30), || {
-            http_get(http, "/health", None)
-                .ok()
-                .filter(|(s, _, _)| *s == 200)
-        })
-        .with_context(|| format!("victoria-metrics log:\n{}", process.log()))?;
+        wait_until_ok(http, "/health", &process)?;
         Ok(Self { process, http })
     }
 

@@ -1,6 +1,31 @@
 //! Agents' batches of gauges, as the push benchmarks send them.
 
+use vigil_shared::proto::ingest_client::IngestClient;
 use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
+
+/// Pushes each agent's batches in order, all agents at once, to the
+/// collector's gRPC ingest at `ingest`; returns when every push is
+/// acknowledged.
+pub async fn push_all(
+    ingest: std::net::SocketAddr,
+    work: Vec<Vec<PushRequest>>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for pushes in work {
+        let url = format!("http://{ingest}");
+        tasks.spawn(async move {
+            let mut client = IngestClient::connect(url).await?;
+            for p in pushes {
+                client.push(p).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
 
 /// Batch `sequence` of agent `agent`: `series` gauges `bench_value{n}`,
 /// stamped `back_ms` before now plus `step_ms` per sequence number.
