@@ -354,8 +354,10 @@ impl Queue {
                 first
             }
             _ => {
-                if let Some(f) = w.file.take() {
-                    let _ = f.sync_data();
+                if let Some(f) = w.file.take()
+                    && let Err(e) = f.sync_data()
+                {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "remote_write queue: cannot sync a full segment; the write-ahead log still holds its batches until the next checkpoint");
                 }
                 let path = segment_path(&self.dir, sequence);
                 w.file = Some(
@@ -435,11 +437,16 @@ impl Queue {
         };
         let path = segment_path(&self.dir, first);
         let mut per_record = Vec::new();
-        if let Ok(file) = File::open(&path) {
-            let mut reader = BufReader::new(file);
-            while let Ok(Some(body)) = read_record(&mut reader) {
-                let (sequence, _, samples) = body_fields(&body);
-                per_record.push((sequence, u64::from(samples)));
+        match File::open(&path) {
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "remote_write queue: cannot read the segment being dropped; its samples are not counted")
+            }
+            Ok(file) => {
+                let mut reader = BufReader::new(file);
+                while let Ok(Some(body)) = read_record(&mut reader) {
+                    let (sequence, _, samples) = body_fields(&body);
+                    per_record.push((sequence, u64::from(samples)));
+                }
             }
         }
         std::fs::remove_file(&path).map_err(io_error(&path))?;

@@ -198,9 +198,9 @@ impl Collector {
         Self::launch(dir, "collector", http_port, ingest_port, &text)
     }
 
-    /// Writes `dir/NAME.toml`, starts the collector on it and waits until
-    /// `/-/ready` answers.
-    fn launch(
+    /// Writes `dir/NAME.toml`, starts the workspace's collector on it and
+    /// waits until `/-/ready` answers.
+    pub fn launch(
         dir: &Path,
         name: &str,
         http_port: u16,
@@ -233,12 +233,7 @@ impl Collector {
         let process = Process::start(name, program, &["--config", &config.to_string_lossy()], dir)?;
         let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let ingest: SocketAddr = ([127, 0, 0, 1], ingest_port).into();
-        wait_for("the collector to be ready", Duration::from_secs(20), || {
-            http_get(http, "/-/ready", None)
-                .ok()
-                .filter(|(s, _, _)| *s == 200)
-        })
-        .with_context(|| format!("collector log:\n{}", process.log()))?;
+        wait_until_ok(http, "/-/ready", &process)?;
         Ok(Self {
             process,
             http,

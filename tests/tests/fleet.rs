@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use vigil_tests::{
-    Collector, Process, VictoriaMetrics, binary, free_port, http_get, require_peer, start_agent,
+    Collector, Process, VictoriaMetrics, free_port, http_get, require_peer, start_agent,
     start_alertmanager, wait_for,
 };
 
@@ -34,8 +34,7 @@ fn two_collectors_one_store_one_alertmanager_and_vmalert_for_the_fleet() -> Resu
             ),
         )?;
         let (http, ingest) = (free_port()?, free_port()?);
-        let collector = Collector::launch_binary(
-            &binary("vigil-collector")?,
+        let collector = Collector::launch(
             dir.path(),
             name,
             http,

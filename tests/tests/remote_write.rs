@@ -173,8 +173,7 @@ fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does()
         "groups:\n  - name: rw\n    interval: 1s\n    rules:\n      - record: rw:load1:doubled\n        expr: node_load1 * 2\n",
     )?;
     let (http, ingest) = (free_port()?, free_port()?);
-    let collector = Collector::launch_binary(
-        &binary("vigil-collector")?,
+    let collector = Collector::launch(
         dir.path(),
         "collector",
         http,
@@ -289,16 +288,7 @@ fn a_store_outage_with_a_collector_kill_loses_and_doubles_nothing() -> Result<()
          [remote_write.queue_config]\nmax_backoff = \"1s\"\n",
         dir.path().join("collector-data").display(),
     );
-    let start_collector = || {
-        Collector::launch_binary(
-            &binary("vigil-collector")?,
-            dir.path(),
-            "collector",
-            http,
-            ingest,
-            &config,
-        )
-    };
+    let start_collector = || Collector::launch(dir.path(), "collector", http, ingest, &config);
     let mut collector = start_collector()?;
     let mut agent = agent(dir.path(), "outage", collector.ingest)?;
     std::thread::sleep(Duration::from_secs(5));
@@ -484,8 +474,7 @@ fn retries_follow_backoff_and_retry_after_and_a_400_batch_is_dropped_and_counted
     })?;
     let dir = tempfile::tempdir()?;
     let (http, ingest) = (free_port()?, free_port()?);
-    let collector = Collector::launch_binary(
-        &binary("vigil-collector")?,
+    let collector = Collector::launch(
         dir.path(),
         "collector",
         http,
