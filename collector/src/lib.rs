@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{error, info};
-use vigil_shared::proto::ingest_server::IngestServer;
+use vigil_shared::raw_ingest::ingest_server::IngestServer;
 
 use config::CollectorConfig;
 use ingest::IngestMetrics;

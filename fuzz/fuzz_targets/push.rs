@@ -1,5 +1,7 @@
-//! A push as the collector receives it: protobuf decode, the batch's
-//! validation, the per-agent limits, then applying it to a store.
+//! A push as the collector receives it: read in place (and checked against
+//! prost's reading of the same bytes), the batch's validation, the
+//! per-agent limits, then applying it to a store twice, the second time
+//! through the agent's series cache.
 #![no_main]
 
 use std::time::Duration;
@@ -8,12 +10,18 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use vigil_collector::ingest::grpc::validate_batch;
 use vigil_collector::ingest::limits::{AgentLimits, LimitsConfig};
+use vigil_shared::batch::Batch;
 use vigil_shared::labels::SeriesLimits;
 use vigil_shared::proto::PushRequest;
 use vigil_store::Store;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(batch) = PushRequest::decode(data) else {
+    let view = Batch::decode(data);
+    if let (Ok(view), Ok(owned)) = (&view, PushRequest::decode(data)) {
+        // Compared as bytes: NaN values are not equal to themselves.
+        assert_eq!(view.to_request().encode_to_vec(), owned.encode_to_vec());
+    }
+    let Ok(batch) = view else {
         return;
     };
     if validate_batch(&batch, &SeriesLimits::default(), 50_000).is_err() {
@@ -29,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
     });
     let now = 1_800_000_000_000;
     if limits.check_batch(&batch, || store.new_series(&batch), now).is_ok() {
-        store.apply(&batch, now);
+        store.apply_batch(&batch, now, 0);
+        let mut again = batch.clone();
+        again.sequence = again.sequence.wrapping_add(1);
+        store.apply_batch(&again, now + 1_000, 0);
     }
 });

@@ -200,6 +200,9 @@ pub struct History {
     /// Label name symbol → the value symbols it takes.
     values: HashMap<u32, BTreeSet<u32>>,
     samples: u64,
+    /// Series removed so far (their ids are never reused, but a holder of
+    /// an id learns from this that it may be gone).
+    removals: u64,
     /// Samples appended since the last [`History::take_appended`], kept
     /// only while a tap is on (remote_write): series id, time as stored,
     /// value.
@@ -331,6 +334,7 @@ impl History {
         let Some(series) = self.series.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        self.removals += 1;
         let hash = self.hash(
             series
                 .labels
@@ -747,6 +751,11 @@ impl History {
         }
         self.samples -= dropped.min(self.samples);
         dropped
+    }
+
+    /// Series removed so far.
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// Memory the history takes.

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use chunk::stale_marker;
 use history::{History, HistoryStats, Matcher, SeriesSamples};
+use vigil_shared::batch::Batch;
 use vigil_shared::exposition::MetricKind;
 use vigil_shared::labels::escape_label_value_into;
 use vigil_shared::proto;
@@ -52,8 +53,6 @@ pub struct Cumulative {
 /// One series' latest state.
 #[derive(Debug, Clone)]
 pub struct StoredSeries {
-    /// The label set rendered as `a="1",b="2"`.
-    pub labels_text: String,
     /// The last value.
     pub value: f64,
     /// For histograms.
@@ -73,8 +72,9 @@ pub struct StoredFamily {
     pub kind: MetricKind,
     /// Bucket bounds, for histograms.
     pub bounds: Vec<f64>,
-    /// Series by rendered label set.
-    pub series: BTreeMap<String, StoredSeries>,
+    /// Series by rendered label set (`a="1",b="2"`): where each one's latest
+    /// state is in the store's slots.
+    pub series: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +97,55 @@ struct AgentState {
     /// (not kept in checkpoints: the next batch, or the log, brings it).
     version: String,
     revision: String,
+    /// Where each position of its last batch went (not kept in checkpoints).
+    cache: SeriesCache,
+}
+
+/// Agents send the same series in the same order batch after batch. For
+/// each position of an agent's last batch this remembers a hash of the
+/// series (family name, kind and label bytes as sent) and where it went: its
+/// latest-state slot and history id. A batch whose series hash the same at
+/// the same positions is applied without rendering, sorting or looking up
+/// labels. The hash is seeded per process; a series that does not match
+/// takes the full path, which refreshes the entry.
+#[derive(Debug, Clone, Default)]
+struct SeriesCache {
+    /// The store's removal count when the entries were made: any removal
+    /// (a sweep, a family changing type, history past retention) may free
+    /// what an entry points to, so a different count voids them all.
+    stamp: u64,
+    entries: Vec<CacheEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CacheEntry {
+    key: u64,
+    slot: u32,
+    id: u32,
+}
+
+/// A position the cache knows nothing of (histograms, labels not in one run).
+const NO_ENTRY: CacheEntry = CacheEntry {
+    key: 0,
+    slot: u32::MAX,
+    id: u32::MAX,
+};
+
+impl SeriesCache {
+    fn hit(&self, position: usize, key: Option<u64>) -> Option<CacheEntry> {
+        let key = key?;
+        self.entries
+            .get(position)
+            .copied()
+            .filter(|e| e.key == key && e.id != u32::MAX)
+    }
+
+    fn set(&mut self, position: usize, entry: CacheEntry) {
+        if self.entries.len() <= position {
+            self.entries.resize(position + 1, NO_ENTRY);
+        }
+        self.entries[position] = entry;
+    }
 }
 
 /// One agent as the collector's own metrics show it.
@@ -129,9 +178,76 @@ pub struct Applied {
 #[derive(Debug, Default)]
 struct Inner {
     families: BTreeMap<String, StoredFamily>,
+    /// Every series' latest state, by slot; families map labels to slots.
+    latest: Vec<Option<StoredSeries>>,
+    /// Slots free for reuse.
+    free: Vec<u32>,
+    /// Latest-state series removed so far (see [`SeriesCache::stamp`]).
+    removals: u64,
     agents: HashMap<String, AgentState>,
     history: History,
     windows: WindowStore,
+    /// Seeds the series cache's hashes.
+    keys: foldhash::fast::RandomState,
+}
+
+impl Inner {
+    fn stamp(&self) -> u64 {
+        self.removals.wrapping_add(self.history.removals())
+    }
+}
+
+/// Applies one sample whose series the agent's cache knew.
+#[allow(clippy::too_many_arguments)]
+fn apply_hit(
+    latest: &mut [Option<StoredSeries>],
+    history: &mut History,
+    written: &mut Vec<u32>,
+    applied: &mut Applied,
+    hit: CacheEntry,
+    series: &vigil_shared::batch::SeriesView<'_>,
+    now: i64,
+    agent: u32,
+) {
+    if let Some(Some(s)) = latest.get_mut(hit.slot as usize) {
+        s.value = series.value;
+        s.updated = now;
+        s.agent = agent;
+    }
+    applied.series += 1;
+    written.push(hit.id);
+    if history
+        .append(hit.id, series.timestamp_ms, series.value)
+        .is_err()
+    {
+        applied.out_of_order += 1;
+    }
+}
+
+/// Puts a series' latest state in a free slot; its number.
+fn take_slot(latest: &mut Vec<Option<StoredSeries>>, free: &mut Vec<u32>, s: StoredSeries) -> u32 {
+    match free.pop() {
+        Some(slot) => {
+            latest[slot as usize] = Some(s);
+            slot
+        }
+        None => {
+            latest.push(Some(s));
+            (latest.len() - 1) as u32
+        }
+    }
+}
+
+/// The cache key of a series: its family's name and kind, and its label
+/// bytes as sent.
+fn series_key(keys: &foldhash::fast::RandomState, family: &str, kind: i32, labels: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = keys.build_hasher();
+    h.write(family.as_bytes());
+    h.write_u8(0xff);
+    h.write_i32(kind);
+    h.write(labels);
+    h.finish()
 }
 
 /// The latest state of every series, and their history.
@@ -148,6 +264,9 @@ pub struct Store {
     pushes: (std::sync::Mutex<u64>, std::sync::Condvar),
     /// Where written samples go besides the history (remote_write).
     tap: std::sync::OnceLock<Arc<dyn Tap>>,
+    /// Tests turn the agents' series caches off to compare.
+    #[cfg(test)]
+    cache_off: bool,
 }
 
 /// One sample as the history stored it: labels sorted by name, time (ms;
@@ -181,14 +300,19 @@ pub fn format_bound(v: f64) -> String {
 
 /// Renders labels as they appear between braces in the exposition.
 pub fn render_labels(labels: &[proto::Label]) -> String {
-    let mut out = String::with_capacity(labels.len() * 24);
-    for (i, l) in labels.iter().enumerate() {
+    render_label_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+/// [`render_labels`] for `(name, value)` pairs.
+pub fn render_label_pairs<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::with_capacity(64);
+    for (i, (name, value)) in labels.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&l.name);
+        out.push_str(name);
         out.push_str("=\"");
-        escape_label_value_into(&mut out, &l.value);
+        escape_label_value_into(&mut out, value);
         out.push('"');
     }
     out
@@ -205,7 +329,17 @@ impl Store {
             started_ms: now_ms(),
             pushes: (std::sync::Mutex::new(0), std::sync::Condvar::new()),
             tap: std::sync::OnceLock::new(),
+            #[cfg(test)]
+            cache_off: false,
         }
+    }
+
+    /// False only in tests that compare with the cache off.
+    fn cache_on(&self) -> bool {
+        #[cfg(test)]
+        return !self.cache_off;
+        #[cfg(not(test))]
+        true
     }
 
     /// Sends every sample written from now on to `tap` too (once; a second
@@ -273,31 +407,46 @@ impl Store {
     }
 
     /// True when this (agent, epoch, sequence) was applied before.
-    pub fn is_duplicate(&self, batch: &proto::PushRequest) -> bool {
+    pub fn is_duplicate(&self, batch: &Batch<'_>) -> bool {
         self.read()
             .agents
-            .get(&batch.agent_id)
+            .get(batch.agent_id)
             .is_some_and(|a| a.epoch == batch.epoch && batch.sequence <= a.last_sequence)
     }
 
     /// How many of the batch's series the store does not hold yet: what
     /// applying it would add, for the collector's new-series limit.
-    pub fn new_series(&self, batch: &proto::PushRequest) -> usize {
+    pub fn new_series(&self, batch: &Batch<'_>) -> usize {
         let inner = self.read();
-        batch
-            .families
-            .iter()
-            .map(|family| {
-                let known = inner.families.get(&family.name);
-                family
-                    .series
-                    .iter()
-                    .filter(|series| {
-                        known.is_none_or(|f| !f.series.contains_key(&render_labels(&series.labels)))
-                    })
-                    .count()
-            })
-            .sum()
+        let stamp = inner.stamp();
+        let cache = inner
+            .agents
+            .get(batch.agent_id)
+            .map(|a| &a.cache)
+            .filter(|c| c.stamp == stamp);
+        let mut position = 0;
+        let mut fresh = 0;
+        for family in &batch.families {
+            let mut known: Option<Option<&StoredFamily>> = None;
+            for series in &family.series {
+                let at = position;
+                position += 1;
+                let key = series
+                    .label_bytes()
+                    .filter(|_| self.cache_on())
+                    .map(|b| series_key(&inner.keys, family.name, family.kind, b));
+                if cache.is_some_and(|c| c.hit(at, key).is_some()) {
+                    continue;
+                }
+                let stored = *known.get_or_insert_with(|| inner.families.get(family.name));
+                if stored
+                    .is_none_or(|f| !f.series.contains_key(&render_label_pairs(series.labels())))
+                {
+                    fresh += 1;
+                }
+            }
+        }
+        fresh
     }
 
     /// Applies a validated batch received at `received_ms` once: a batch whose
@@ -316,10 +465,35 @@ impl Store {
         received_ms: i64,
         wal_position: u64,
     ) -> Applied {
+        use prost::Message;
+        let bytes = batch.encode_to_vec();
+        match Batch::decode(&bytes) {
+            Ok(view) => self.apply_batch(&view, received_ms, wal_position),
+            // Bytes prost just wrote always decode.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read back an encoded batch");
+                Applied::default()
+            }
+        }
+    }
+
+    /// [`Store::apply_logged`] for a batch read in place from the bytes an
+    /// agent sent (the ingest path).
+    pub fn apply_batch(&self, batch: &Batch<'_>, received_ms: i64, wal_position: u64) -> Applied {
         let now = received_ms;
         let mut guard = self.write();
-        let inner = &mut *guard;
-        match inner.agents.get_mut(&batch.agent_id) {
+        let stamp = guard.stamp();
+        let Inner {
+            families,
+            latest,
+            free,
+            removals,
+            agents,
+            history,
+            windows,
+            keys,
+        } = &mut *guard;
+        let mut cache = match agents.get_mut(batch.agent_id) {
             Some(agent) if agent.epoch == batch.epoch && batch.sequence <= agent.last_sequence => {
                 agent.last_push = now;
                 return Applied {
@@ -337,13 +511,18 @@ impl Store {
                 agent.last_batch_ms = batch.timestamp_ms;
                 // Empty from an agent rolled back past the field: shown
                 // as unknown, not as the build it replaced.
-                agent.version.clone_from(&batch.agent_version);
-                agent.revision.clone_from(&batch.agent_revision);
+                if agent.version != batch.agent_version {
+                    agent.version = batch.agent_version.to_string();
+                }
+                if agent.revision != batch.agent_revision {
+                    agent.revision = batch.agent_revision.to_string();
+                }
+                std::mem::take(&mut agent.cache)
             }
             None => {
-                let index = inner.agents.len() as u32;
-                inner.agents.insert(
-                    batch.agent_id.clone(),
+                let index = agents.len() as u32;
+                agents.insert(
+                    batch.agent_id.to_string(),
                     AgentState {
                         index,
                         epoch: batch.epoch,
@@ -354,79 +533,179 @@ impl Store {
                         silenced: false,
                         deregistered: batch.last,
                         last_batch_ms: batch.timestamp_ms,
-                        version: batch.agent_version.clone(),
-                        revision: batch.agent_revision.clone(),
+                        version: batch.agent_version.to_string(),
+                        revision: batch.agent_revision.to_string(),
+                        cache: SeriesCache::default(),
                     },
                 );
+                SeriesCache::default()
             }
+        };
+        if cache.stamp != stamp {
+            cache = SeriesCache {
+                stamp,
+                entries: Vec::new(),
+            };
         }
-        let agent = inner
-            .agents
-            .get(&batch.agent_id)
+        let agent = agents
+            .get(batch.agent_id)
             .map(|a| a.index)
             .unwrap_or(u32::MAX);
         let stale_after = self.stale_after_ms;
+        let previous_len = cache.entries.len();
+        // True while every series went where the cache said: then the batch
+        // wrote exactly the series the last one did.
+        let mut all_hit = true;
+        let mut retyped = false;
+        let mut position = 0usize;
+        let mut keys_buf: Vec<Option<u64>> = Vec::new();
         let mut history_labels: Vec<(String, String)> = Vec::with_capacity(16);
-        let mut written: Vec<u32> = Vec::new();
+        let mut written: Vec<u32> = Vec::with_capacity(batch.series_count());
         let mut applied = Applied::default();
         for family in &batch.families {
             let Some(kind) = MetricKind::from_wire(family.kind) else {
                 applied.conflicts += family.series.len() as u64;
+                // Every position is set, so that the cache describes this
+                // batch and no older one.
+                for at in position..position + family.series.len() {
+                    cache.set(at, NO_ENTRY);
+                }
+                position += family.series.len();
+                all_hit = false;
                 continue;
             };
-            let stored = inner
-                .families
-                .entry(family.name.clone())
-                .or_insert_with(|| StoredFamily {
-                    help: family.help.clone(),
-                    kind,
-                    bounds: family.bucket_bounds.clone(),
-                    series: BTreeMap::new(),
-                });
-            if stored.kind != kind || stored.bounds != family.bucket_bounds {
+            // Each series' cache key; when every one hits, the family's
+            // state is not even looked up.
+            keys_buf.clear();
+            keys_buf.extend(family.series.iter().map(|series| {
+                series
+                    .label_bytes()
+                    .filter(|_| kind != MetricKind::Histogram && !retyped && self.cache_on())
+                    .map(|b| series_key(keys, family.name, family.kind, b))
+            }));
+            let family_hits = keys_buf
+                .iter()
+                .enumerate()
+                .all(|(i, key)| cache.hit(position + i, *key).is_some());
+            let first = position;
+            position += family.series.len();
+            if family_hits {
+                for (i, series) in family.series.iter().enumerate() {
+                    if let Some(hit) = cache.hit(first + i, keys_buf[i]) {
+                        apply_hit(
+                            latest,
+                            history,
+                            &mut written,
+                            &mut applied,
+                            hit,
+                            series,
+                            now,
+                            agent,
+                        );
+                    }
+                }
+                continue;
+            }
+            all_hit = false;
+            let family_state =
+                families
+                    .entry(family.name.to_string())
+                    .or_insert_with(|| StoredFamily {
+                        help: family.help.to_string(),
+                        kind,
+                        bounds: family.bucket_bounds.clone(),
+                        series: BTreeMap::new(),
+                    });
+            if family_state.kind != kind || family_state.bounds != family.bucket_bounds {
                 // The family changed type. If only this agent (or nobody
                 // lately) has series in it, the new definition replaces the
-                // old one; otherwise agents disagree and the newcomer is skipped.
-                let others = stored
-                    .series
-                    .values()
-                    .any(|s| s.agent != agent && now - s.updated < stale_after);
+                // old one; otherwise agents disagree and the newcomer is
+                // skipped.
+                let others = family_state.series.values().any(|slot| {
+                    latest
+                        .get(*slot as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| s.agent != agent && now - s.updated < stale_after)
+                });
                 if others {
                     applied.conflicts += family.series.len() as u64;
+                    for at in first..position {
+                        cache.set(at, NO_ENTRY);
+                    }
                     continue;
                 }
-                stored.kind = kind;
-                stored.help = family.help.clone();
-                stored.bounds = family.bucket_bounds.clone();
-                stored.series.clear();
+                family_state.kind = kind;
+                family_state.help = family.help.to_string();
+                family_state.bounds = family.bucket_bounds.clone();
+                for slot in std::mem::take(&mut family_state.series).into_values() {
+                    if let Some(s) = latest.get_mut(slot as usize) {
+                        *s = None;
+                        free.push(slot);
+                    }
+                }
+                *removals += 1;
+                // Entries may point at the slots just freed: none is used
+                // for the rest of the batch, and the cache starts anew.
+                retyped = true;
+                keys_buf.iter_mut().for_each(|k| *k = None);
             }
-            for series in &family.series {
-                let labels_text = render_labels(&series.labels);
-                let entry = stored
-                    .series
-                    .entry(labels_text)
-                    .or_insert_with_key(|k| StoredSeries {
-                        labels_text: k.clone(),
-                        value: 0.0,
-                        cumulative: None,
-                        updated: now,
+            for (i, series) in family.series.iter().enumerate() {
+                let at = first + i;
+                let key = keys_buf[i];
+                if let Some(hit) = cache.hit(at, key) {
+                    apply_hit(
+                        latest,
+                        history,
+                        &mut written,
+                        &mut applied,
+                        hit,
+                        series,
+                        now,
                         agent,
-                    });
+                    );
+                    continue;
+                }
+                let labels_text = render_label_pairs(series.labels());
+                let slot = match family_state.series.get(&labels_text) {
+                    Some(slot) => *slot,
+                    None => {
+                        let slot = take_slot(
+                            latest,
+                            free,
+                            StoredSeries {
+                                value: 0.0,
+                                cumulative: None,
+                                updated: now,
+                                agent,
+                            },
+                        );
+                        family_state.series.insert(labels_text, slot);
+                        slot
+                    }
+                };
+                let Some(Some(entry)) = latest.get_mut(slot as usize) else {
+                    cache.set(at, NO_ENTRY);
+                    continue;
+                };
                 entry.value = series.value;
                 entry.updated = now;
                 entry.agent = agent;
+                let full_labels =
+                    |history_labels: &mut Vec<(String, String)>,
+                     name: String,
+                     extra: Option<(&str, String)>| {
+                        history_labels.clear();
+                        history_labels.push(("__name__".to_string(), name));
+                        history_labels
+                            .extend(series.labels().map(|(n, v)| (n.to_string(), v.to_string())));
+                        if let Some((k, val)) = extra {
+                            history_labels.push((k.to_string(), val));
+                        }
+                        history_labels.sort();
+                    };
                 if let Some(window) = &series.window {
-                    let mut labels: Vec<(String, String)> =
-                        Vec::with_capacity(series.labels.len() + 1);
-                    labels.push(("__name__".to_string(), family.name.clone()));
-                    labels.extend(
-                        series
-                            .labels
-                            .iter()
-                            .map(|l| (l.name.clone(), l.value.clone())),
-                    );
-                    labels.sort();
-                    if let Err(e) = inner.windows.add(&labels.into(), window) {
+                    full_labels(&mut history_labels, family.name.to_string(), None);
+                    if let Err(e) = windows.add(&history_labels.clone().into(), window) {
                         tracing::error!(family = %family.name, error = %e, "cannot keep a window's histogram");
                     }
                     let c = entry.cumulative.get_or_insert_with(|| Cumulative {
@@ -446,25 +725,14 @@ impl Store {
                 }
                 applied.series += 1;
                 let t = series.timestamp_ms;
-                let history = &mut inner.history;
                 let mut append = |name: String, extra: Option<(&str, String)>, v: f64| {
-                    history_labels.clear();
-                    history_labels.push(("__name__".to_string(), name));
-                    history_labels.extend(
-                        series
-                            .labels
-                            .iter()
-                            .map(|l| (l.name.clone(), l.value.clone())),
-                    );
-                    if let Some((k, val)) = extra {
-                        history_labels.push((k.to_string(), val));
-                    }
-                    history_labels.sort();
+                    full_labels(&mut history_labels, name, extra);
                     let id = history.series_id(&history_labels);
                     written.push(id);
                     if history.append(id, t, v).is_err() {
                         applied.out_of_order += 1;
                     }
+                    id
                 };
                 match &entry.cumulative {
                     Some(c) => {
@@ -482,29 +750,47 @@ impl Store {
                         }
                         append(format!("{}_sum", family.name), None, c.sum);
                         append(format!("{}_count", family.name), None, c.count as f64);
+                        cache.set(at, NO_ENTRY);
                     }
-                    None => append(family.name.clone(), None, series.value),
+                    None => {
+                        let id = append(family.name.to_string(), None, series.value);
+                        match key {
+                            Some(key) => cache.set(at, CacheEntry { key, slot, id }),
+                            None => cache.set(at, NO_ENTRY),
+                        }
+                    }
                 }
             }
         }
         // Series the agent sent last time and not this time are gone:
         // a stale marker ends them now, as Prometheus does after a scrape.
-        let batch_time = if batch.timestamp_ms > 0 {
-            batch.timestamp_ms
-        } else {
-            now
-        };
-        written.sort_unstable();
-        written.dedup();
-        if let Some(agent) = inner.agents.get_mut(&batch.agent_id) {
-            let previous = std::mem::replace(&mut agent.last_series, written);
-            for id in previous {
-                if agent.last_series.binary_search(&id).is_err() {
-                    let _ = inner.history.append(id, batch_time, stale_marker());
+        // When every position hit the cache and the batch is as long as
+        // the last one, it wrote the same series: nothing ended.
+        let same_series = all_hit && position == previous_len;
+        cache.entries.truncate(position);
+        if retyped {
+            cache = SeriesCache::default();
+        }
+        cache.stamp = (*removals).wrapping_add(history.removals());
+        if let Some(state) = agents.get_mut(batch.agent_id) {
+            state.cache = cache;
+            if !same_series {
+                let batch_time = if batch.timestamp_ms > 0 {
+                    batch.timestamp_ms
+                } else {
+                    now
+                };
+                written.sort_unstable();
+                written.dedup();
+                let previous = std::mem::replace(&mut state.last_series, written);
+                for id in previous {
+                    if state.last_series.binary_search(&id).is_err() {
+                        let _ = history.append(id, batch_time, stale_marker());
+                    }
                 }
             }
         }
-        self.tap_written(inner, wal_position);
+        self.tap_written(&mut guard, wal_position);
         drop(guard);
         let mut pushes = self
             .pushes
@@ -536,9 +822,12 @@ impl Store {
                 bounds: f.bounds.clone(),
                 series: f
                     .series
-                    .values()
-                    .map(|s| CpSeries {
-                        labels_text: s.labels_text.clone(),
+                    .iter()
+                    .filter_map(|(text, slot)| {
+                        Some((text, inner.latest.get(*slot as usize)?.as_ref()?))
+                    })
+                    .map(|(text, s)| CpSeries {
+                        labels_text: text.clone(),
                         value: s.value,
                         buckets: s
                             .cumulative
@@ -584,6 +873,9 @@ impl Store {
         let mut guard = self.write();
         let inner = &mut *guard;
         inner.families.clear();
+        inner.latest.clear();
+        inner.free.clear();
+        inner.removals += 1;
         for f in cp.families {
             let kind = match f.kind {
                 0 => MetricKind::Counter,
@@ -596,7 +888,6 @@ impl Store {
                 .into_iter()
                 .map(|s| {
                     let stored = StoredSeries {
-                        labels_text: s.labels_text.clone(),
                         value: s.value,
                         cumulative: s.cumulative.then_some(Cumulative {
                             buckets: s.buckets,
@@ -606,7 +897,8 @@ impl Store {
                         updated: s.updated,
                         agent: s.agent,
                     };
-                    (s.labels_text, stored)
+                    let slot = take_slot(&mut inner.latest, &mut inner.free, stored);
+                    (s.labels_text, slot)
                 })
                 .collect();
             inner.families.insert(
@@ -637,6 +929,7 @@ impl Store {
                         last_batch_ms: a.last_push,
                         version: String::new(),
                         revision: String::new(),
+                        cache: SeriesCache::default(),
                     },
                 )
             })
@@ -729,18 +1022,22 @@ impl Store {
         skipped
     }
 
-    /// Calls `visit` with every family and its fresh series, in name order.
+    /// Calls `visit` with every family and its fresh series (rendered
+    /// labels, latest state), in name order.
     pub fn visit(
         &self,
-        mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = &StoredSeries>),
+        mut visit: impl FnMut(&str, &StoredFamily, &mut dyn Iterator<Item = (&str, &StoredSeries)>),
     ) {
         let inner = self.read();
         let now = now_ms();
         for (name, family) in &inner.families {
             let mut fresh = family
                 .series
-                .values()
-                .filter(|s| now - s.updated < self.stale_after_ms)
+                .iter()
+                .filter_map(|(text, slot)| {
+                    Some((text.as_str(), inner.latest.get(*slot as usize)?.as_ref()?))
+                })
+                .filter(|(_, s)| now - s.updated < self.stale_after_ms)
                 .peekable();
             if fresh.peek().is_none() {
                 continue;
@@ -847,14 +1144,28 @@ impl Store {
     /// dropped). Agents' sequence state is kept, so a late replay is still
     /// recognised.
     pub fn sweep(&self, now: i64) -> (usize, u64) {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let mut dropped = 0;
         for family in inner.families.values_mut() {
-            let before = family.series.len();
-            family
-                .series
-                .retain(|_, s| now - s.updated < self.stale_after_ms);
-            dropped += before - family.series.len();
+            family.series.retain(|_, slot| {
+                let fresh = inner
+                    .latest
+                    .get(*slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| now - s.updated < self.stale_after_ms);
+                if !fresh {
+                    if let Some(s) = inner.latest.get_mut(*slot as usize) {
+                        *s = None;
+                    }
+                    inner.free.push(*slot);
+                    dropped += 1;
+                }
+                fresh
+            });
+        }
+        if dropped > 0 {
+            inner.removals += 1;
         }
         inner.families.retain(|_, f| !f.series.is_empty());
         let samples = inner.history.drop_before(now - self.retention_ms);
@@ -927,13 +1238,171 @@ mod tests {
         }
     }
 
+    /// One step of an agent's life for the cache property test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Agent (0 or 1) pushes: for each pool series, whether it is in
+        /// the batch; the order is reversed when `reverse`; family `k`
+        /// is a counter instead of a gauge when `retype`.
+        Push {
+            agent: usize,
+            present: Vec<bool>,
+            reverse: bool,
+            retype: bool,
+            value: f64,
+        },
+        /// Time passes by this much (ms), then the store sweeps.
+        Sweep(i64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0..2usize, proptest::collection::vec(any::<bool>(), 6), any::<bool>(),
+                  proptest::bool::weighted(0.1), -1e3..1e3f64)
+                .prop_map(|(agent, present, reverse, retype, value)| Step::Push {
+                    agent, present, reverse, retype, value
+                }),
+            1 => (1_000..400_000i64).prop_map(Step::Sweep),
+        ]
+    }
+
+    fn pool_batch(agent: usize, sequence: u64, t: i64, step: &Step) -> Option<PushRequest> {
+        let Step::Push {
+            present,
+            reverse,
+            retype,
+            value,
+            ..
+        } = step
+        else {
+            return None;
+        };
+        let instance = format!("host-{agent}");
+        let mut families: Vec<Family> = Vec::new();
+        for (i, on) in present.iter().enumerate() {
+            if !on {
+                continue;
+            }
+            let (name, kind) = match i % 3 {
+                0 => ("g", Kind::Gauge),
+                1 => ("k", if *retype { Kind::Counter } else { Kind::Gauge }),
+                _ => ("shared", Kind::Gauge),
+            };
+            let series = Series {
+                labels: vec![
+                    Label {
+                        name: "instance".into(),
+                        value: if name == "shared" {
+                            "same".into()
+                        } else {
+                            instance.clone()
+                        },
+                    },
+                    Label {
+                        name: "job".into(),
+                        value: format!("j{}", i / 3),
+                    },
+                ],
+                value: value + i as f64,
+                timestamp_ms: t,
+                window: None,
+            };
+            match families.iter_mut().find(|f| f.name == name) {
+                Some(f) => f.series.push(series),
+                None => families.push(Family {
+                    name: name.into(),
+                    kind: kind as i32,
+                    series: vec![series],
+                    ..Default::default()
+                }),
+            }
+        }
+        if *reverse {
+            families.reverse();
+            for f in &mut families {
+                f.series.reverse();
+            }
+        }
+        Some(PushRequest {
+            agent_id: instance,
+            epoch: 1,
+            sequence,
+            timestamp_ms: t,
+            flush_interval_ms: 1_000,
+            families,
+            ..Default::default()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Whatever agents send, in whatever order, with sweeps, retention
+        /// and type changes in between, the store holds the same with the
+        /// series caches on as with them off.
+        #[test]
+        fn series_cache_changes_nothing(steps in proptest::collection::vec(step(), 1..40)) {
+            let start = now_ms();
+            let stores: Vec<Store> = (0..2)
+                .map(|i| {
+                    let mut s = Store::new(Duration::from_secs(60), Duration::from_secs(300))
+                        .started_at(start);
+                    s.cache_off = i == 1;
+                    s
+                })
+                .collect();
+            let mut now = start;
+            let mut sequence = [0u64; 2];
+            for step in &steps {
+                now += 1_000;
+                match step {
+                    Step::Sweep(ms) => {
+                        now += ms;
+                        for s in &stores {
+                            s.sweep(now);
+                        }
+                    }
+                    Step::Push { agent, .. } => {
+                        sequence[*agent] += 1;
+                        if let Some(b) = pool_batch(*agent, sequence[*agent], now, step) {
+                            let applied: Vec<Applied> =
+                                stores.iter().map(|s| s.apply(&b, now)).collect();
+                            proptest::prop_assert_eq!(applied[0], applied[1]);
+                        }
+                    }
+                }
+            }
+            let everything = [Matcher::regex("__name__", ".+", false).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(e.to_string())
+            })?];
+            let history: Vec<Vec<SeriesSamples>> = stores
+                .iter()
+                .map(|s| {
+                    let mut all = s.select(&everything, 0, i64::MAX);
+                    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+                    // NaN (stale markers) compared by bits.
+                    all.iter_mut().for_each(|x| {
+                        x.samples.iter_mut().for_each(|p| p.1 = f64::from_bits(p.1.to_bits()))
+                    });
+                    all
+                })
+                .collect();
+            let render = |h: &Vec<SeriesSamples>| format!("{h:?}");
+            proptest::prop_assert_eq!(render(&history[0]), render(&history[1]));
+            proptest::prop_assert_eq!(
+                format!("{:?}", snapshot(&stores[0])),
+                format!("{:?}", snapshot(&stores[1]))
+            );
+        }
+    }
+
     fn snapshot(store: &Store) -> Vec<(String, String, f64, Option<Cumulative>)> {
         let mut out = Vec::new();
         store.visit(|name, _, series| {
-            for s in series {
+            for (text, s) in series {
                 out.push((
                     name.to_string(),
-                    s.labels_text.clone(),
+                    text.to_string(),
                     s.value,
                     s.cumulative.clone(),
                 ));

@@ -324,19 +324,27 @@ impl Wal {
     /// batch survives a process kill, and once [`GroupCommit::sync_through`]
     /// has passed the returned position, a power cut too.
     pub fn append(&mut self, batch: &PushRequest, received_ms: i64) -> Result<u64, WalError> {
+        self.append_encoded(&batch.encode_to_vec(), received_ms)
+    }
+
+    /// [`Wal::append`] for a batch already encoded (`PushRequest` bytes,
+    /// as an agent sent them).
+    pub fn append_encoded(&mut self, batch: &[u8], received_ms: i64) -> Result<u64, WalError> {
         if self.written >= SEGMENT_BYTES {
             self.roll()?;
         }
-        let mut payload = Vec::with_capacity(batch.encoded_len() + 8);
-        payload.extend_from_slice(&received_ms.to_le_bytes());
-        batch.encode(&mut payload).map_err(|e| WalError::Io {
+        let payload_len = batch.len() + 8;
+        let length = u32::try_from(payload_len).map_err(|_| WalError::Io {
             path: self.dir.clone(),
-            source: io::Error::other(e),
+            source: io::Error::other("batch larger than 4 GiB"),
         })?;
-        let mut record = Vec::with_capacity(payload.len() + 8);
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
+        let mut record = Vec::with_capacity(payload_len + 8);
+        record.extend_from_slice(&length.to_le_bytes());
+        record.extend_from_slice(&[0; 4]);
+        record.extend_from_slice(&received_ms.to_le_bytes());
+        record.extend_from_slice(batch);
+        let crc = crc32fast::hash(&record[8..]);
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
         let path = segment_path(&self.dir, self.segment);
         (&*self.file).write_all(&record).map_err(io_error(&path))?;
         self.written += record.len() as u64;

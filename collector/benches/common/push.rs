@@ -27,6 +27,31 @@ pub async fn push_all(
     Ok(())
 }
 
+/// [`push_all`] with each push gzip-compressed, as agents send them.
+#[allow(dead_code)]
+pub async fn push_all_gzip(
+    ingest: std::net::SocketAddr,
+    work: Vec<Vec<PushRequest>>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for pushes in work {
+        let url = format!("http://{ingest}");
+        tasks.spawn(async move {
+            let mut client = IngestClient::connect(url)
+                .await?
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+            for p in pushes {
+                client.push(p).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 /// Batch `sequence` of agent `agent`: `series` gauges `bench_value{n}`,
 /// stamped `back_ms` before now plus `step_ms` per sequence number.
 pub fn batch(

@@ -15,32 +15,26 @@ pub fn write_family(
     help: &str,
     kind: MetricKind,
     bounds: &[f64],
-    series: &mut dyn Iterator<Item = &StoredSeries>,
+    series: &mut dyn Iterator<Item = (&str, &StoredSeries)>,
 ) {
     w.header(name, help, kind);
-    for s in series {
+    for (labels, s) in series {
         match (&s.cumulative, kind) {
             (Some(c), MetricKind::Histogram) => {
                 for (bound, count) in bounds.iter().zip(&c.buckets) {
-                    w.sample(
-                        name,
-                        "_bucket",
-                        &s.labels_text,
-                        Some(("le", *bound)),
-                        *count as f64,
-                    );
+                    w.sample(name, "_bucket", labels, Some(("le", *bound)), *count as f64);
                 }
                 w.sample(
                     name,
                     "_bucket",
-                    &s.labels_text,
+                    labels,
                     Some(("le", f64::INFINITY)),
                     c.count as f64,
                 );
-                w.sample(name, "_sum", &s.labels_text, None, c.sum);
-                w.sample(name, "_count", &s.labels_text, None, c.count as f64);
+                w.sample(name, "_sum", labels, None, c.sum);
+                w.sample(name, "_count", labels, None, c.count as f64);
             }
-            _ => w.sample(name, "", &s.labels_text, None, s.value),
+            _ => w.sample(name, "", labels, None, s.value),
         }
     }
 }
@@ -51,14 +45,14 @@ mod tests {
     use vigil_shared::exposition::Format;
     use vigil_store::Cumulative;
 
-    fn series(labels: &str, value: f64, cumulative: Option<Cumulative>) -> StoredSeries {
-        StoredSeries {
-            labels_text: labels.into(),
+    fn series(labels: &str, value: f64, cumulative: Option<Cumulative>) -> (&str, StoredSeries) {
+        let s = StoredSeries {
             value,
             cumulative,
             updated: 0,
             agent: 0,
-        }
+        };
+        (labels, s)
     }
 
     #[test]
@@ -76,7 +70,7 @@ mod tests {
             "X.\nline",
             MetricKind::Histogram,
             &[0.5, 1.0],
-            &mut h.iter(),
+            &mut h.iter().map(|(l, s)| (*l, s)),
         );
         let t = [series("", f64::NAN, None)];
         write_family(
@@ -85,7 +79,7 @@ mod tests {
             "",
             MetricKind::Counter,
             &[],
-            &mut t.iter(),
+            &mut t.iter().map(|(l, s)| (*l, s)),
         );
         let text = w.finish();
         assert_eq!(
@@ -107,7 +101,7 @@ mod tests {
             "Jobs \"done\".",
             MetricKind::Counter,
             &[],
-            &mut s.iter(),
+            &mut s.iter().map(|(l, s)| (*l, s)),
         );
         write_family(
             &mut w,
@@ -115,9 +109,16 @@ mod tests {
             "",
             MetricKind::Counter,
             &[],
-            &mut s.iter(),
+            &mut s.iter().map(|(l, s)| (*l, s)),
         );
-        write_family(&mut w, "thing", "", MetricKind::Untyped, &[], &mut s.iter());
+        write_family(
+            &mut w,
+            "thing",
+            "",
+            MetricKind::Untyped,
+            &[],
+            &mut s.iter().map(|(l, s)| (*l, s)),
+        );
         let text = w.finish();
         assert!(
             text.contains(

@@ -31,26 +31,17 @@ pub enum Binding {
 impl Binding {
     /// The first series of `batch` this binding may not write, described
     /// for the refusal; `None` when every series is allowed.
-    pub fn foreign_series(&self, batch: &vigil_shared::proto::PushRequest) -> Option<String> {
+    pub fn foreign_series(&self, batch: &vigil_shared::batch::Batch<'_>) -> Option<String> {
         let Binding::Instance(instance) = self else {
             return None;
         };
         batch.families.iter().find_map(|family| {
             family.series.iter().find_map(|series| {
                 let own = series
-                    .labels
-                    .iter()
-                    .find(|l| l.name == "instance")
-                    .is_some_and(|l| l.value == *instance);
-                (!own).then(|| {
-                    vigil_shared::labels::describe_series(
-                        &family.name,
-                        series
-                            .labels
-                            .iter()
-                            .map(|l| (l.name.as_str(), l.value.as_str())),
-                    )
-                })
+                    .labels()
+                    .find(|(name, _)| *name == "instance")
+                    .is_some_and(|(_, value)| value == instance);
+                (!own).then(|| vigil_shared::labels::describe_series(family.name, series.labels()))
             })
         })
     }

@@ -4,15 +4,23 @@
 //! A batch is applied whole or not at all: an invalid series refuses the
 //! batch with INVALID_ARGUMENT naming the series and the rule, so the agent
 //! drops it (its own validation makes this rare) rather than retrying forever.
+//!
+//! The push arrives as bytes ([`RawPush`]) and is read in place
+//! ([`Batch`]): no string of it is copied on the way to the store, and the
+//! same bytes go to the write-ahead log. The whole push is handled on one
+//! blocking-pool thread, since logging it may wait for a sync.
 
 use std::sync::{Arc, Mutex};
 
+use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
+use vigil_shared::batch::Batch;
 use vigil_shared::histogram::decode_window;
 use vigil_shared::labels::{self, SeriesLimits};
-use vigil_shared::proto::ingest_server::Ingest;
-use vigil_shared::proto::{Kind, PushRequest, PushResponse};
+use vigil_shared::proto::{Kind, PushResponse};
+use vigil_shared::raw_ingest::RawPush;
+use vigil_shared::raw_ingest::ingest_server::Ingest;
 
 use super::auth::Authenticator;
 use super::limits::{AgentLimits, Refused};
@@ -25,6 +33,10 @@ pub const RESERVED_PREFIX: &str = "vigil_collector_";
 
 /// The gRPC service.
 pub struct IngestService {
+    state: Arc<ServiceState>,
+}
+
+struct ServiceState {
     store: Arc<Store>,
     wal: Arc<Mutex<Wal>>,
     commit: Arc<GroupCommit>,
@@ -50,7 +62,7 @@ impl IngestService {
         max_series_per_push: usize,
         agent_limits: Arc<AgentLimits>,
     ) -> Self {
-        Self {
+        let state = ServiceState {
             store,
             wal,
             commit,
@@ -60,9 +72,14 @@ impl IngestService {
             limits,
             max_series_per_push,
             agent_limits,
+        };
+        Self {
+            state: Arc::new(state),
         }
     }
+}
 
+impl ServiceState {
     /// The status for a push a per-agent limit refused: RESOURCE_EXHAUSTED
     /// with the retry delay for rates, INVALID_ARGUMENT otherwise.
     fn limited(&self, agent: &str, refused: Refused) -> Status {
@@ -99,7 +116,7 @@ impl IngestService {
 
 /// Checks a whole batch; the error names the first bad series.
 pub fn validate_batch(
-    batch: &PushRequest,
+    batch: &Batch<'_>,
     limits: &SeriesLimits,
     max_series: usize,
 ) -> Result<(), String> {
@@ -109,14 +126,14 @@ pub fn validate_batch(
     if batch.agent_id.len() > limits.max_label_value_bytes {
         return Err("agent_id is longer than max_label_value_bytes".into());
     }
-    let total: usize = batch.families.iter().map(|f| f.series.len()).sum();
+    let total = batch.series_count();
     if total > max_series {
         return Err(format!(
             "{total} series in one push, more than ingest.max_series_per_push ({max_series})"
         ));
     }
     for family in &batch.families {
-        labels::validate_metric_name(&family.name, limits)
+        labels::validate_metric_name(family.name, limits)
             .map_err(|e| format!("family {:?}: {e}", family.name))?;
         let kind = Kind::try_from(family.kind).unwrap_or(Kind::Unspecified);
         if kind == Kind::Unspecified {
@@ -143,22 +160,17 @@ pub fn validate_batch(
             ));
         }
         for series in &family.series {
-            let pairs = || {
-                series
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str()))
-            };
+            let pairs = || series.labels();
             labels::validate_labels(pairs(), limits).map_err(|e| {
                 format!(
                     "series {}: {e}",
-                    labels::describe_series(&family.name, pairs())
+                    labels::describe_series(family.name, pairs())
                 )
             })?;
-            if histogram && series.labels.iter().any(|l| l.name == "le") {
+            if histogram && series.labels().any(|(name, _)| name == "le") {
                 return Err(format!(
                     "series {}: a histogram series may not carry an `le` label",
-                    labels::describe_series(&family.name, pairs())
+                    labels::describe_series(family.name, pairs())
                 ));
             }
             match (&series.window, histogram) {
@@ -166,20 +178,20 @@ pub fn validate_batch(
                     decode_window(window, family.bucket_bounds.len()).map_err(|e| {
                         format!(
                             "series {}: {e}",
-                            labels::describe_series(&family.name, pairs())
+                            labels::describe_series(family.name, pairs())
                         )
                     })?;
                 }
                 (None, true) => {
                     return Err(format!(
                         "series {}: histogram series without a window",
-                        labels::describe_series(&family.name, pairs())
+                        labels::describe_series(family.name, pairs())
                     ));
                 }
                 (Some(_), false) => {
                     return Err(format!(
                         "series {}: a window on a series that is not a histogram",
-                        labels::describe_series(&family.name, pairs())
+                        labels::describe_series(family.name, pairs())
                     ));
                 }
                 (None, false) => {}
@@ -202,58 +214,74 @@ fn log_unavailable(message: &str) -> Status {
     status
 }
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        let peer = request.remote_addr();
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut batch = request.into_inner();
-        let binding = match self
-            .auth
-            .check(&batch.agent_id, peer, authorization.as_deref())
-        {
+impl ServiceState {
+    /// Everything a push goes through, in order; on a blocking-pool thread.
+    fn handle(
+        &self,
+        bytes: Vec<u8>,
+        peer: Option<std::net::SocketAddr>,
+        authorization: Option<&str>,
+    ) -> Result<PushResponse, Status> {
+        let batch = match Batch::decode(&bytes) {
+            Ok(batch) => batch,
+            Err(e) => return Err(self.refuse(RejectReason::InvalidArgument, "", e.to_string())),
+        };
+        let binding = match self.auth.check(batch.agent_id, peer, authorization) {
             Ok(binding) => binding,
             Err(refusal) => {
-                return Err(self.refuse(refusal.reason, &batch.agent_id, refusal.message));
+                return Err(self.refuse(refusal.reason, batch.agent_id, refusal.message));
             }
         };
-        if let Err(refused) = self.agent_limits.check_rate(&batch.agent_id) {
-            return Err(self.limited(&batch.agent_id, refused));
+        if let Err(refused) = self.agent_limits.check_rate(batch.agent_id) {
+            return Err(self.limited(batch.agent_id, refused));
         }
         if let Err(message) = validate_batch(&batch, &self.limits, self.max_series_per_push) {
-            return Err(self.refuse(RejectReason::InvalidArgument, &batch.agent_id, message));
+            return Err(self.refuse(RejectReason::InvalidArgument, batch.agent_id, message));
         }
         if let Some(series) = binding.foreign_series(&batch) {
             let message = format!(
                 "series {series}: the token of agent {:?} may only write series whose instance is {:?}",
                 batch.agent_id, batch.agent_id
             );
-            return Err(self.refuse(RejectReason::PermissionDenied, &batch.agent_id, message));
+            return Err(self.refuse(RejectReason::PermissionDenied, batch.agent_id, message));
         }
         if !self.store.is_duplicate(&batch)
             && let Err(refused) =
                 self.agent_limits
                     .check_batch(&batch, || self.store.new_series(&batch), now_ms())
         {
-            return Err(self.limited(&batch.agent_id, refused));
+            return Err(self.limited(batch.agent_id, refused));
         }
-        let before = batch.families.len();
         let reserved: u64 = batch
             .families
             .iter()
             .filter(|f| f.name.starts_with(RESERVED_PREFIX))
             .map(|f| f.series.len() as u64)
             .sum();
-        batch
-            .families
-            .retain(|f| !f.name.starts_with(RESERVED_PREFIX));
-        if batch.families.len() != before {
-            debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
+        if reserved == 0 {
+            return self.log_and_apply(&bytes, &batch, 0);
         }
+        debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
+        let mut kept = batch.to_request();
+        kept.families
+            .retain(|f| !f.name.starts_with(RESERVED_PREFIX));
+        let kept = kept.encode_to_vec();
+        match Batch::decode(&kept) {
+            Ok(batch) => self.log_and_apply(&kept, &batch, reserved),
+            Err(e) => Err(Status::internal(format!(
+                "cannot read back a filtered batch: {e}"
+            ))),
+        }
+    }
+
+    /// Logs the batch (as `bytes`), applies it, and waits for the sync that
+    /// the policy asks for before the acknowledgement.
+    fn log_and_apply(
+        &self,
+        bytes: &[u8],
+        batch: &Batch<'_>,
+        reserved: u64,
+    ) -> Result<PushResponse, Status> {
         // Before the duplicate check: after a failed sync, a batch the store
         // holds may not be on disk, so nothing may be acknowledged.
         if self.commit.is_broken() {
@@ -262,46 +290,43 @@ impl Ingest for IngestService {
                 "the collector could not sync its write-ahead log and acknowledges nothing until it is restarted",
             ));
         }
-        if self.store.is_duplicate(&batch) {
+        if self.store.is_duplicate(batch) {
             self.metrics.duplicate();
             debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");
-            return Ok(Response::new(PushResponse {
+            return Ok(PushResponse {
                 acknowledged_sequence: batch.sequence,
                 accepted_series: 0,
                 duplicate: true,
-            }));
+            });
         }
         // Log first, then apply, then acknowledge; the log's lock keeps the
         // log's order and the store's order the same. With `always`, the
         // acknowledgement waits for a sync that covers this batch, shared
         // with the pushes that arrived meanwhile.
-        let store = Arc::clone(&self.store);
-        let wal = Arc::clone(&self.wal);
-        let commit = Arc::clone(&self.commit);
-        let always = self.fsync == FsyncPolicy::Always;
-        let durable = tokio::task::spawn_blocking(move || {
+        let logged = (|| {
             let received = now_ms();
-            let mut guard = match wal.lock() {
+            let mut guard = match self.wal.lock() {
                 Ok(w) => w,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            let position = guard.append(&batch, received)?;
-            let applied = store.apply_logged(&batch, received, guard.log_position());
+            let position = guard.append_encoded(bytes, received)?;
+            let applied = self
+                .store
+                .apply_batch(batch, received, guard.log_position());
             drop(guard);
-            let synced = always && commit.sync_through(&wal, position)?;
-            Ok::<_, vigil_store::wal::WalError>((batch, applied, synced))
-        })
-        .await;
-        let (batch, applied, synced) = match durable {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
+            let synced = self.fsync == FsyncPolicy::Always
+                && self.commit.sync_through(&self.wal, position)?;
+            Ok::<_, vigil_store::wal::WalError>((applied, synced))
+        })();
+        let (applied, synced) = match logged {
+            Ok(done) => done,
+            Err(e) => {
                 self.metrics.wal_failed();
                 tracing::error!(error = %e, "cannot write the write-ahead log; push refused, the agent will retry");
                 return Err(log_unavailable(&format!(
                     "the collector cannot write its log: {e}"
                 )));
             }
-            Err(join) => return Err(Status::internal(format!("ingest task failed: {join}"))),
         };
         self.metrics.wal_appended(synced);
         self.metrics.skipped(applied.conflicts, reserved);
@@ -313,18 +338,50 @@ impl Ingest for IngestService {
             self.metrics.accepted(applied.series);
             debug!(agent = %batch.agent_id, sequence = batch.sequence, series = applied.series, "batch applied");
         }
-        Ok(Response::new(PushResponse {
+        Ok(PushResponse {
             acknowledged_sequence: batch.sequence,
             accepted_series: applied.series,
             duplicate: applied.duplicate,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn push(&self, request: Request<RawPush>) -> Result<Response<PushResponse>, Status> {
+        let peer = request.remote_addr();
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let RawPush(bytes) = request.into_inner();
+        let state = Arc::clone(&self.state);
+        match tokio::task::spawn_blocking(move || {
+            state.handle(bytes, peer, authorization.as_deref())
+        })
+        .await
+        {
+            Ok(answer) => answer.map(Response::new),
+            Err(join) => Err(Status::internal(format!("ingest task failed: {join}"))),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_shared::proto::{Family, Label, Series, Window};
+    use vigil_shared::proto::{Family, Label, PushRequest, Series, Window};
+
+    fn validate_batch(
+        batch: &PushRequest,
+        limits: &SeriesLimits,
+        max: usize,
+    ) -> Result<(), String> {
+        let bytes = batch.encode_to_vec();
+        let view = Batch::decode(&bytes).map_err(|e| e.to_string())?;
+        super::validate_batch(&view, limits, max)
+    }
 
     fn batch(labels: Vec<Label>) -> PushRequest {
         PushRequest {

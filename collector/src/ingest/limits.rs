@@ -15,7 +15,6 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use vigil_shared::exposition::{ExpositionWriter, MetricKind};
-use vigil_shared::proto::PushRequest;
 
 /// Longest flush interval a batch may claim: a day (the agent allows an hour).
 pub const MAX_FLUSH_INTERVAL_MS: u64 = 86_400_000;
@@ -150,11 +149,11 @@ impl AgentLimits {
     /// the new series it would create (`new_series`, from the store).
     pub fn check_batch(
         &self,
-        batch: &PushRequest,
+        batch: &vigil_shared::batch::Batch<'_>,
         new_series: impl FnOnce() -> usize,
         now_ms: i64,
     ) -> Result<(), Refused> {
-        let agent = batch.agent_id.as_str();
+        let agent = batch.agent_id;
         if batch.flush_interval_ms > MAX_FLUSH_INTERVAL_MS {
             return Err(self.refuse(
                 agent,
@@ -166,7 +165,7 @@ impl AgentLimits {
                 None,
             ));
         }
-        let series: usize = batch.families.iter().map(|f| f.series.len()).sum();
+        let series = batch.series_count();
         if series > self.config.max_series_per_agent {
             return Err(self.refuse(
                 agent,
@@ -267,7 +266,7 @@ impl AgentLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_shared::proto::{Family, Kind, Label, Series};
+    use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 
     fn config() -> LimitsConfig {
         LimitsConfig {
@@ -316,7 +315,13 @@ mod tests {
         assert!(limits.check_rate("b").is_ok(), "another agent is untouched");
 
         let err = |b: &PushRequest, fresh: usize| {
-            limits.check_batch(b, || fresh, now).err().map(|r| r.limit)
+            use prost::Message;
+            let bytes = b.encode_to_vec();
+            let view = vigil_shared::batch::Batch::decode(&bytes).ok()?;
+            limits
+                .check_batch(&view, || fresh, now)
+                .err()
+                .map(|r| r.limit)
         };
         assert_eq!(err(&batch(4, now), 0), Some(Limit::SeriesPerAgent));
         assert_eq!(err(&batch(1, now + 3_600_000), 0), Some(Limit::Timestamp));
