@@ -251,7 +251,9 @@ fn main() -> Result<()> {
         "{agents} agents x {batches} batches of {series} gauges ({total:.0} samples){}",
         if gzip { ", gzip" } else { "" }
     );
-    println!("| receiver | samples/s (wall) | CPU-s of its process | samples per CPU-second | RSS after, MiB |");
+    println!(
+        "| receiver | samples/s (wall) | CPU-s of its process | samples per CPU-second | RSS after, MiB |"
+    );
     println!("|---|---|---|---|---|");
     runtime.block_on(async {
         let work = || -> Vec<Vec<PushRequest>> {
@@ -268,6 +270,7 @@ fn main() -> Result<()> {
             let (peer, ingest) = collector(dir.path(), policy).await?;
             let pid = peer.child.id();
             let pushes = work();
+            let rss_before = rss_kib(pid);
             let cpu = cpu_ns(pid);
             let started = Instant::now();
             if gzip {
@@ -281,12 +284,18 @@ fn main() -> Result<()> {
             if applied != total {
                 bail!("the collector applied {applied} samples of {total}");
             }
+            let rss_after = rss_kib(pid);
             report(
                 &format!("Vigil collector, wal_fsync = {policy}"),
                 total,
                 took,
                 cpu_s,
-                rss_kib(pid),
+                rss_after,
+            );
+            let active = (agents * series) as f64;
+            eprintln!(
+                "  collector RSS {rss_before} kB before, {rss_after} kB after: {:.0} bytes per active series ({active:.0} series, {batches} samples each)",
+                (rss_after.saturating_sub(rss_before) * 1024) as f64 / active
             );
         }
 
@@ -296,7 +305,10 @@ fn main() -> Result<()> {
         let vm = Peer {
             child: Command::new("victoria-metrics")
                 .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!("-storageDataPath={}", dir.path().join("vm").display()))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("vm").display()
+                ))
                 .arg("-search.latencyOffset=0s")
                 .arg("-retentionPeriod=100y")
                 .arg("-loggerLevel=ERROR")

@@ -87,9 +87,17 @@ pub struct SeriesView<'a> {
 }
 
 impl<'a> SeriesView<'a> {
-    /// The labels, `(name, value)`, in the order sent.
+    /// The labels, `(name, value)`, in the order sent. For a series that
+    /// passed [`SeriesView::try_labels`] in full (every batch the collector
+    /// accepted); on a malformed label the walk ends early.
     pub fn labels(&self) -> Labels<'a> {
         Labels { rest: self.labels }
+    }
+
+    /// The labels, each read and checked: a label that is not a well-formed
+    /// `Label` message with UTF-8 strings is an error, and the walk ends.
+    pub fn try_labels(&self) -> TryLabels<'a> {
+        TryLabels { rest: self.labels }
     }
 
     /// How many labels.
@@ -115,22 +123,55 @@ impl<'a> Iterator for Labels<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The bytes were read once by `decode`, so this cannot fail; a
-        // failure ends the walk rather than panicking.
+        let mut walk = TryLabels { rest: self.rest };
+        let next = walk.next().and_then(Result::ok);
+        self.rest = if next.is_some() { walk.rest } else { &[] };
+        next
+    }
+}
+
+/// The labels of a [`SeriesView`], each checked.
+#[derive(Debug, Clone)]
+pub struct TryLabels<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for TryLabels<'a> {
+    type Item = Result<(&'a str, &'a str), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The framing was checked by `decode`; the label itself is read here.
+        // The usual case first: a label field shorter than 128 bytes.
+        if let [0x0a, n, rest @ ..] = self.rest
+            && *n < 0x80
+            && let Some((body, rest)) = rest.split_at_checked(usize::from(*n))
+        {
+            self.rest = rest;
+            let read = read_label(body);
+            if read.is_err() {
+                self.rest = &[];
+            }
+            return Some(read);
+        }
         let mut r = Reader::new(self.rest);
-        loop {
+        let read = loop {
             if r.done() {
                 self.rest = &[];
                 return None;
             }
-            let (field, wire) = r.key().ok()?;
+            let (field, wire) = match r.key() {
+                Ok(k) => k,
+                Err(e) => break Err(e),
+            };
             if field == 1 && wire == LEN {
-                let body = r.bytes().ok()?;
-                self.rest = r.rest();
-                return read_label(body).ok();
+                break r.bytes().and_then(read_label);
             }
-            r.skip(wire).ok()?;
-        }
+            if let Err(e) = r.skip(wire) {
+                break Err(e);
+            }
+        };
+        self.rest = if read.is_ok() { r.rest() } else { &[] };
+        Some(read)
     }
 }
 
@@ -243,6 +284,18 @@ impl<'a> Reader<'a> {
 }
 
 fn read_label(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+    // As every encoder writes a label: name (field 1) then value (field 2),
+    // each shorter than 128 bytes.
+    if let [0x0a, n, rest @ ..] = body
+        && let Some((name, rest)) = rest.split_at_checked(usize::from(*n))
+        && *n < 0x80
+        && let [0x12, m, value @ ..] = rest
+        && *m < 0x80
+        && value.len() == usize::from(*m)
+        && let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
+    {
+        return Ok((name, value));
+    }
     let mut r = Reader::new(body);
     let (mut name, mut value) = ("", "");
     while !r.done() {
@@ -273,12 +326,10 @@ fn read_series(body: &[u8]) -> Result<SeriesView<'_>, DecodeError> {
         let (field, wire) = r.key()?;
         match field {
             1 => {
+                // Only framed here: the labels are read (and checked to be
+                // UTF-8) by the one walk that validates them.
                 r.expect(wire, LEN, "series labels")?;
-                let at = r.at;
-                read_label(r.bytes()?).map_err(|mut e| {
-                    e.at += at;
-                    e
-                })?;
+                r.bytes()?;
                 series.label_count += 1;
                 run = match run {
                     None => Some((start, r.at)),
@@ -600,6 +651,26 @@ mod tests {
         assert_eq!(err.what, "field runs past the end");
         // Groups are not taken.
         assert!(Batch::decode(&[0x1b]).is_err());
+        // A label value that is not UTF-8 is framed by decode and refused
+        // by the walk that reads the labels.
+        let mut request = sample();
+        request.families[0].series[0].labels[1].value = "qqqq".into();
+        let mut bytes = request.encode_to_vec();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"qqqq")
+            .expect("the value is in the bytes");
+        bytes[at] = 0xff;
+        let batch = Batch::decode(&bytes).expect("framing is fine");
+        let series = &batch.families[0].series[0];
+        let walked: Vec<_> = series.try_labels().collect();
+        assert_eq!(walked.len(), 2);
+        assert!(walked[0].is_ok());
+        assert_eq!(
+            walked[1].as_ref().err().map(|e| e.what.as_str()),
+            Some("label value is not UTF-8")
+        );
+        assert_eq!(series.labels().count(), 1, "the plain walk stops there");
     }
 
     proptest! {

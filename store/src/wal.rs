@@ -119,6 +119,14 @@ impl GroupCommit {
         Ok(true)
     }
 
+    /// How far the log is known to be on disk.
+    pub fn synced_position(&self) -> u64 {
+        *self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// True after a sync failed.
     pub fn is_broken(&self) -> bool {
         self.broken.load(std::sync::atomic::Ordering::Relaxed)

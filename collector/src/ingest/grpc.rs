@@ -7,8 +7,10 @@
 //!
 //! The push arrives as bytes ([`RawPush`]) and is read in place
 //! ([`Batch`]): no string of it is copied on the way to the store, and the
-//! same bytes go to the write-ahead log. The whole push is handled on one
-//! blocking-pool thread, since logging it may wait for a sync.
+//! same bytes go to the write-ahead log. A push is handled where it
+//! arrives, on the runtime's thread (a few hundred microseconds for an
+//! agent's batch); with `wal_fsync = "always"` it then awaits the shared
+//! sync ([`super::commit::Syncer`]) without holding a thread.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +25,7 @@ use vigil_shared::raw_ingest::RawPush;
 use vigil_shared::raw_ingest::ingest_server::Ingest;
 
 use super::auth::Authenticator;
+use super::commit::Syncer;
 use super::limits::{AgentLimits, Refused};
 use super::{IngestMetrics, RejectReason};
 use vigil_store::wal::{FsyncPolicy, GroupCommit, Wal};
@@ -40,6 +43,8 @@ struct ServiceState {
     store: Arc<Store>,
     wal: Arc<Mutex<Wal>>,
     commit: Arc<GroupCommit>,
+    /// Present with `wal_fsync = "always"`.
+    syncer: Option<Syncer>,
     fsync: FsyncPolicy,
     metrics: Arc<IngestMetrics>,
     auth: Authenticator,
@@ -62,10 +67,24 @@ impl IngestService {
         max_series_per_push: usize,
         agent_limits: Arc<AgentLimits>,
     ) -> Self {
+        let syncer = match fsync {
+            FsyncPolicy::Always => {
+                match Syncer::start(Arc::clone(&wal), Arc::clone(&commit), Arc::clone(&metrics)) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        // Pushes then wait for their sync on the blocking pool.
+                        tracing::error!(error = %e, "cannot start the log sync thread");
+                        None
+                    }
+                }
+            }
+            FsyncPolicy::Interval(_) => None,
+        };
         let state = ServiceState {
             store,
             wal,
             commit,
+            syncer,
             fsync,
             metrics,
             auth,
@@ -161,7 +180,22 @@ pub fn validate_batch(
         }
         for series in &family.series {
             let pairs = || series.labels();
-            labels::validate_labels(pairs(), limits).map_err(|e| {
+            // The one walk that reads each label and checks it is UTF-8.
+            let mut malformed = None;
+            let checked = labels::validate_labels(
+                series
+                    .try_labels()
+                    .map_while(|label| label.map_err(|e| malformed = Some(e)).ok()),
+                limits,
+            );
+            if let Some(e) = malformed {
+                return Err(format!(
+                    "family {}: series {}: {e}",
+                    family.name,
+                    labels::describe_series(family.name, pairs())
+                ));
+            }
+            checked.map_err(|e| {
                 format!(
                     "series {}: {e}",
                     labels::describe_series(family.name, pairs())
@@ -221,7 +255,7 @@ impl ServiceState {
         bytes: Vec<u8>,
         peer: Option<std::net::SocketAddr>,
         authorization: Option<&str>,
-    ) -> Result<PushResponse, Status> {
+    ) -> Result<Logged, Status> {
         let batch = match Batch::decode(&bytes) {
             Ok(batch) => batch,
             Err(e) => return Err(self.refuse(RejectReason::InvalidArgument, "", e.to_string())),
@@ -281,7 +315,7 @@ impl ServiceState {
         bytes: &[u8],
         batch: &Batch<'_>,
         reserved: u64,
-    ) -> Result<PushResponse, Status> {
+    ) -> Result<Logged, Status> {
         // Before the duplicate check: after a failed sync, a batch the store
         // holds may not be on disk, so nothing may be acknowledged.
         if self.commit.is_broken() {
@@ -293,34 +327,28 @@ impl ServiceState {
         if self.store.is_duplicate(batch) {
             self.metrics.duplicate();
             debug!(agent = %batch.agent_id, sequence = batch.sequence, "duplicate batch acknowledged, not applied");
-            return Ok(PushResponse {
-                acknowledged_sequence: batch.sequence,
-                accepted_series: 0,
-                duplicate: true,
+            return Ok(Logged {
+                response: PushResponse {
+                    acknowledged_sequence: batch.sequence,
+                    accepted_series: 0,
+                    duplicate: true,
+                },
+                sync_through: None,
             });
         }
         // Log first, then apply, then acknowledge; the log's lock keeps the
         // log's order and the store's order the same. With `always`, the
         // acknowledgement waits for a sync that covers this batch, shared
         // with the pushes that arrived meanwhile.
-        let logged = (|| {
-            let received = now_ms();
-            let mut guard = match self.wal.lock() {
-                Ok(w) => w,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let position = guard.append_encoded(bytes, received)?;
-            let applied = self
-                .store
-                .apply_batch(batch, received, guard.log_position());
-            drop(guard);
-            let synced = self.fsync == FsyncPolicy::Always
-                && self.commit.sync_through(&self.wal, position)?;
-            Ok::<_, vigil_store::wal::WalError>((applied, synced))
-        })();
-        let (applied, synced) = match logged {
-            Ok(done) => done,
+        let received = now_ms();
+        let mut guard = match self.wal.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let position = match guard.append_encoded(bytes, received) {
+            Ok(p) => p,
             Err(e) => {
+                drop(guard);
                 self.metrics.wal_failed();
                 tracing::error!(error = %e, "cannot write the write-ahead log; push refused, the agent will retry");
                 return Err(log_unavailable(&format!(
@@ -328,7 +356,11 @@ impl ServiceState {
                 )));
             }
         };
-        self.metrics.wal_appended(synced);
+        let applied = self
+            .store
+            .apply_batch(batch, received, guard.log_position());
+        drop(guard);
+        self.metrics.wal_appended(false);
         self.metrics.skipped(applied.conflicts, reserved);
         self.metrics.out_of_order(applied.out_of_order);
         if applied.duplicate {
@@ -338,12 +370,47 @@ impl ServiceState {
             self.metrics.accepted(applied.series);
             debug!(agent = %batch.agent_id, sequence = batch.sequence, series = applied.series, "batch applied");
         }
-        Ok(PushResponse {
-            acknowledged_sequence: batch.sequence,
-            accepted_series: applied.series,
-            duplicate: applied.duplicate,
+        Ok(Logged {
+            response: PushResponse {
+                acknowledged_sequence: batch.sequence,
+                accepted_series: applied.series,
+                duplicate: applied.duplicate,
+            },
+            sync_through: (self.fsync == FsyncPolicy::Always).then_some(position),
         })
     }
+
+    /// Waits until the log is on disk up to `position`.
+    async fn synced(&self, position: u64) -> Result<(), Status> {
+        let result = match &self.syncer {
+            Some(syncer) => syncer.wait(position).await.map_err(|_| None),
+            None => {
+                let (wal, commit) = (Arc::clone(&self.wal), Arc::clone(&self.commit));
+                match tokio::task::spawn_blocking(move || commit.sync_through(&wal, position)).await
+                {
+                    Ok(Ok(did)) => {
+                        self.metrics.wal_appended_sync_only(did);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(Some(e.to_string())),
+                    Err(join) => Err(Some(join.to_string())),
+                }
+            }
+        };
+        result.map_err(|e| {
+            self.metrics.wal_failed();
+            let e = e.unwrap_or_else(|| "a sync of the log failed".into());
+            tracing::error!(error = %e, "cannot sync the write-ahead log; push refused, the agent will retry");
+            log_unavailable(&format!("the collector cannot sync its log: {e}"))
+        })
+    }
+}
+
+/// A push logged and applied, and the log position its acknowledgement
+/// waits for (with `wal_fsync = "always"`).
+struct Logged {
+    response: PushResponse,
+    sync_through: Option<u64>,
 }
 
 #[tonic::async_trait]
@@ -356,15 +423,11 @@ impl Ingest for IngestService {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let RawPush(bytes) = request.into_inner();
-        let state = Arc::clone(&self.state);
-        match tokio::task::spawn_blocking(move || {
-            state.handle(bytes, peer, authorization.as_deref())
-        })
-        .await
-        {
-            Ok(answer) => answer.map(Response::new),
-            Err(join) => Err(Status::internal(format!("ingest task failed: {join}"))),
+        let logged = self.state.handle(bytes, peer, authorization.as_deref())?;
+        if let Some(position) = logged.sync_through {
+            self.state.synced(position).await?;
         }
+        Ok(Response::new(logged.response))
     }
 }
 

@@ -3,6 +3,7 @@
 //! code the agent can act on (retry or drop) and a counter.
 
 pub mod auth;
+pub mod commit;
 pub mod grpc;
 pub mod limits;
 
