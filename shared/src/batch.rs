@@ -255,8 +255,9 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self, field: &str) -> Result<&'a str, DecodeError> {
-        let at = self.at;
         let b = self.bytes()?;
+        // Where the string's own bytes start.
+        let at = self.at - b.len();
         std::str::from_utf8(b).map_err(|_| DecodeError {
             what: format!("{field} is not UTF-8"),
             at,
@@ -642,7 +643,10 @@ mod tests {
         }
         // agent_id with invalid UTF-8.
         let err = Batch::decode(&[0x0a, 1, 0xff]).expect_err("not UTF-8");
-        assert_eq!(err.what, "agent_id is not UTF-8");
+        assert_eq!(
+            err.to_string(),
+            "cannot decode the push: agent_id is not UTF-8 at byte 2"
+        );
         // A known field with the wrong wire type.
         let err = Batch::decode(&[0x10, 0x01, 0x0d, 0, 0, 0, 0]).expect_err("wire type");
         assert!(err.what.contains("wire type"), "{err}");

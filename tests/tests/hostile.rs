@@ -462,6 +462,160 @@ fn a_token_writes_only_its_own_instance_and_per_agent_limits_hold() -> Result<()
     Ok(())
 }
 
+/// Sends any bytes as a push, as a client that is not a Vigil agent could.
+#[derive(Debug, Clone, Copy, Default)]
+struct AnyBytes;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct AnyBytesEncoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ResponseDecoder;
+
+impl tonic::codec::Encoder for AnyBytesEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = vigil_shared::proto::PushResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, tonic::Status> {
+        use prost::Message;
+        vigil_shared::proto::PushResponse::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for AnyBytes {
+    type Encode = Vec<u8>;
+    type Decode = vigil_shared::proto::PushResponse;
+    type Encoder = AnyBytesEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AnyBytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ResponseDecoder
+    }
+}
+
+async fn push_bytes(
+    channel: &tonic::transport::Channel,
+    bytes: Vec<u8>,
+) -> Result<vigil_shared::proto::PushResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Push");
+    grpc.unary(tonic::Request::new(bytes), path, AnyBytes)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[test]
+fn bytes_that_are_not_a_push_are_refused_naming_the_field_and_byte() -> Result<()> {
+    use prost::Message;
+    let dir = tempfile::tempdir()?;
+    let collector = Collector::start_default(dir.path())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let good = push_request("web-1", 1, &["web-1"], 0).encode_to_vec();
+    // The same push with its label value "node" made invalid UTF-8.
+    let mut bad_label = good.clone();
+    let at = bad_label
+        .windows(5)
+        .position(|w| w == b"\x04node")
+        .context("the job label is in the bytes")?;
+    bad_label[at + 1] = 0xff;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "agent_id not UTF-8",
+            vec![0x0a, 0x02, 0xc3, 0x28],
+            "agent_id is not UTF-8 at byte 2",
+        ),
+        (
+            "a length past the end",
+            vec![0x32, 0x7f, 0x0a],
+            "field runs past the end",
+        ),
+        (
+            "a length of 2^62",
+            vec![0x32, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40],
+            "field runs past the end",
+        ),
+        ("a wire type 3 group", vec![0x7b], "unsupported wire type 3"),
+        (
+            "epoch sent as a string",
+            vec![0x12, 0x01, 0x41],
+            "epoch has wire type 2",
+        ),
+        (
+            "a label value not UTF-8",
+            bad_label,
+            "label value is not UTF-8",
+        ),
+        (
+            "the push cut short",
+            good[..good.len() - 3].to_vec(),
+            "past the end",
+        ),
+    ];
+    runtime.block_on(async {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{}", collector.ingest))?
+                .connect()
+                .await?;
+        for (what, bytes, expected) in &cases {
+            let err = push_bytes(&channel, bytes.clone())
+                .await
+                .err()
+                .with_context(|| format!("{what}: accepted"))?;
+            ensure!(
+                err.code() == tonic::Code::InvalidArgument && err.message().contains(expected),
+                "{what}: {err:?}"
+            );
+        }
+        // The same connection still takes a good push.
+        let answer = push_bytes(&channel, good.clone()).await?;
+        ensure!(answer.accepted_series == 1, "{answer:?}");
+        anyhow::Ok(())
+    })?;
+    healthy(&collector)?;
+    let scrape = collector.scrape()?;
+    ensure!(
+        scrape.value(
+            "vigil_collector_pushes_rejected_total",
+            &[("reason", "invalid_argument")]
+        ) == Some(cases.len() as f64),
+        "every refusal counted"
+    );
+    ensure!(
+        scrape.value("node_load1", &[("instance", "web-1")]) == Some(1.0),
+        "the good push is stored"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_second_collector_or_agent_on_one_data_folder_refuses_to_start() -> Result<()> {
     let dir = tempfile::tempdir()?;

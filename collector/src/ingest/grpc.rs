@@ -515,6 +515,25 @@ mod tests {
     }
 
     #[test]
+    fn a_label_that_is_not_utf8_is_named() {
+        let good = batch(vec![label("instance", "a"), label("job", "qqqq")]);
+        let mut bytes = good.encode_to_vec();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"qqqq")
+            .expect("the value is in the bytes");
+        bytes[at] = 0xff;
+        let view = Batch::decode(&bytes).expect("the framing is whole");
+        let err = super::validate_batch(&view, &SeriesLimits::default(), 10)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("family node_load1") && err.contains("label value is not UTF-8"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn log_failures_ask_agents_to_wait() {
         let status = log_unavailable("disk full");
         assert_eq!(status.code(), tonic::Code::Unavailable);
