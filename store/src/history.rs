@@ -203,6 +203,15 @@ pub struct History {
     /// Series removed so far (their ids are never reused, but a holder of
     /// an id learns from this that it may be gone).
     removals: u64,
+    /// Bumped whenever the index or the retained data changes in a way
+    /// that voids [`History::value_lists`] (a series added or removed,
+    /// chunks dropped for retention).
+    index_generation: u64,
+    /// Per label name, its values sorted as text, each with one series that
+    /// carries it and that series' last sample time when last looked at:
+    /// `label/<name>/values` without selectors (Grafana's variables) reads
+    /// this list instead of four scattered memory reads per value.
+    value_lists: std::sync::Mutex<HashMap<u32, ValueList>>,
     /// Samples appended since the last [`History::take_appended`], kept
     /// only while a tap is on (remote_write): series id, time as stored,
     /// value.
@@ -210,6 +219,15 @@ pub struct History {
     /// Tests set it to make every label set hash alike.
     #[cfg(test)]
     constant_hash: bool,
+}
+
+/// The values of one label name, for [`History::label_index`].
+#[derive(Debug, Default)]
+struct ValueList {
+    generation: u64,
+    /// `(value symbol, a series carrying it, that series' last time)`,
+    /// sorted by the value's text.
+    entries: Vec<(u32, u32, i64)>,
 }
 
 /// One series' samples in a time range.
@@ -295,6 +313,7 @@ impl History {
         sealed: Vec<SealedChunk>,
         head: Chunk,
     ) {
+        self.index_generation += 1;
         let symbols: Box<[(u32, u32)]> = labels
             .iter()
             .map(|(name, value)| (self.symbols.intern(name), self.symbols.intern(value)))
@@ -335,6 +354,7 @@ impl History {
             return;
         };
         self.removals += 1;
+        self.index_generation += 1;
         let hash = self.hash(
             series
                 .labels
@@ -652,6 +672,11 @@ impl History {
             },
             None => None,
         };
+        if selectors.is_empty()
+            && let Some(n) = name
+        {
+            return self.label_values(n, mint, maxt, limit);
+        }
         let mut symbols: std::collections::HashSet<u32, foldhash::fast::RandomState> =
             Default::default();
         if selectors.is_empty() {
@@ -722,6 +747,66 @@ impl History {
         (texts.into_iter().map(str::to_string).collect(), truncated)
     }
 
+    /// The values of label `name` that a series with a sample in
+    /// `[mint, maxt]` carries, sorted, at most `limit` (and whether more
+    /// were left out). A value whose remembered series' last sample falls
+    /// in the range is in without looking further (that sample exists:
+    /// removals and retention void the list); any other is checked against
+    /// every series carrying it, and the list remembers what it found.
+    fn label_values(&self, name: u32, mint: i64, maxt: i64, limit: usize) -> (Vec<String>, bool) {
+        let mut lists = self
+            .value_lists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = lists.entry(name).or_default();
+        if list.generation != self.index_generation || list.entries.is_empty() {
+            list.entries = self
+                .values
+                .get(&name)
+                .into_iter()
+                .flatten()
+                .filter(|v| !self.symbols.str(**v).is_empty())
+                .map(|v| (*v, u32::MAX, i64::MIN))
+                .collect();
+            list.entries
+                .sort_unstable_by(|a, b| self.symbols.str(a.0).cmp(self.symbols.str(b.0)));
+            list.generation = self.index_generation;
+        }
+        let mut out = Vec::new();
+        let mut truncated = false;
+        for entry in list.entries.iter_mut() {
+            let (value, _, last) = *entry;
+            let live = (mint..=maxt).contains(&last)
+                || self
+                    .postings
+                    .get(&(name, value))
+                    .into_iter()
+                    .flatten()
+                    .find_map(|id| {
+                        let series = self.series.get(*id as usize)?.as_ref()?;
+                        Self::overlaps(series, mint, maxt).then(|| {
+                            let last = series
+                                .head
+                                .max_time()
+                                .or_else(|| series.sealed.last().map(SealedChunk::max_time))
+                                .unwrap_or(i64::MIN);
+                            (*id, last)
+                        })
+                    })
+                    .map(|(id, last)| *entry = (value, id, last))
+                    .is_some();
+            if !live {
+                continue;
+            }
+            if out.len() == limit {
+                truncated = true;
+                break;
+            }
+            out.push(self.symbols.str(value).to_string());
+        }
+        (out, truncated)
+    }
+
     /// Drops sealed chunks whose last sample is before `cutoff`, and series
     /// left with no sample at all. Returns the samples dropped.
     pub fn drop_before(&mut self, cutoff: i64) -> u64 {
@@ -748,6 +833,9 @@ impl History {
         }
         for id in emptied {
             self.remove(id);
+        }
+        if dropped > 0 {
+            self.index_generation += 1;
         }
         self.samples -= dropped.min(self.samples);
         dropped
@@ -916,6 +1004,90 @@ mod tests {
             ["__name__", "x", "y"]
         );
         assert!(h.label_index(Some("e"), &[], 0, 200_000, 100).0.is_empty());
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// The remembered value lists answer as a walk of every series
+        /// does, across appends after a first answer, new series and
+        /// retention, for any range and limit.
+        #[test]
+        fn label_values_agree_with_a_walk_of_every_series(
+            rounds in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0..5u8, 0..3u8, 0..20i64), 1..6),
+                    proptest::collection::vec((0..31i64, 0..31i64, 1..4usize), 1..4),
+                    proptest::option::of(0..400i64),
+                    proptest::option::of((0..5u8, 0..3u8)),
+                ),
+                1..5,
+            )
+        ) {
+            let mut h = History::new();
+            let all = vec![vec![Matcher::regex("__name__", ".+", false)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?]];
+            let mut clock = 0i64;
+            for (appends, queries, cutoff, burst) in rounds {
+                // Enough samples to seal a chunk, which retention can drop
+                // while the series lives on.
+                if let Some((x, y)) = burst {
+                    let id = h.series_id(&labels(&[
+                        ("__name__", "m"),
+                        ("x", &x.to_string()),
+                        ("y", &y.to_string()),
+                    ]));
+                    for _ in 0..(SAMPLES_PER_CHUNK + 10) {
+                        clock += 1;
+                        let _ = h.append(id, clock * 1000, 1.0);
+                    }
+                }
+                for (x, y, gap) in appends {
+                    let id = h.series_id(&labels(&[
+                        ("__name__", "m"),
+                        ("x", &x.to_string()),
+                        ("y", &y.to_string()),
+                    ]));
+                    clock += 1 + gap;
+                    let _ = h.append(id, clock * 1000, 1.0);
+                }
+                if let Some(c) = cutoff {
+                    h.drop_before(c * 1000);
+                }
+                for (a, b, limit) in queries {
+                    let (a, b) = (a * clock / 30, b * clock / 30);
+                    let (mint, maxt) = (a.min(b) * 1000, a.max(b) * 1000 + 500);
+                    for name in ["x", "y"] {
+                        proptest::prop_assert_eq!(
+                            h.label_index(Some(name), &[], mint, maxt, limit),
+                            h.label_index(Some(name), &all, mint, maxt, limit),
+                            "{} {} {} {}", name, mint, maxt, limit
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_remembered_sample_dropped_for_retention_is_not_counted() -> Result<(), AppendError> {
+        let mut h = History::new();
+        let id = h.series_id(&labels(&[("__name__", "m"), ("x", "1")]));
+        for t in 1..=130 {
+            h.append(id, t * 1000, 1.0)?;
+        }
+        // Remembers sample 130 s as the series' last.
+        assert_eq!(h.label_index(Some("x"), &[], 125_000, 130_000, 10).0, ["1"]);
+        for t in 131..=250 {
+            h.append(id, t * 1000, 1.0)?;
+        }
+        h.drop_before(241_000);
+        assert!(
+            h.label_index(Some("x"), &[], 125_000, 135_000, 10)
+                .0
+                .is_empty(),
+            "the samples of that range are gone"
+        );
+        assert_eq!(h.label_index(Some("x"), &[], 245_000, 250_000, 10).0, ["1"]);
         Ok(())
     }
 
