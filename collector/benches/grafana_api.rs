@@ -17,11 +17,15 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vigil_store::Store;
+
+#[path = "common/proc.rs"]
+mod proc;
+use proc::{Peer, free_port};
 
 const STEP_MS: i64 = 15_000;
 
@@ -183,24 +187,6 @@ fn write_openmetrics(path: &Path, data: &[SeriesData]) -> Result<()> {
     Ok(())
 }
 
-struct Peer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn wait_ready(addr: SocketAddr, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
@@ -280,17 +266,7 @@ fn collector(dir: &Path, data: Vec<SeriesData>) -> Result<Peer> {
             data_dir.display()
         ),
     )?;
-    let binary = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/release/vigil-collector"
-    );
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("{binary}: run cargo build --release first"))?;
+    let child = proc::spawn_collector(&config)?;
     let peer = Peer {
         child,
         addr: ([127, 0, 0, 1], http).into(),

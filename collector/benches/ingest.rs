@@ -8,6 +8,8 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/push.rs"]
 mod push;
 #[path = "common/serve.rs"]
@@ -15,20 +17,11 @@ mod serve;
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use vigil_shared::proto::PushRequest;
 
 use fleet::env;
-
-async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64> {
-    let body = reqwest::get(format!("http://{http}/metrics"))
-        .await?
-        .text()
-        .await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("no {name}"))
-}
+use proc::metric;
 
 async fn run(policy: &str, agents: usize, batches: u64, series: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;

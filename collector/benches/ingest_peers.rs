@@ -15,12 +15,14 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/push.rs"]
 mod push;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,48 +31,7 @@ use vigil_remote_write::prompb;
 use vigil_shared::proto::PushRequest;
 
 use fleet::env;
-
-/// CPU nanoseconds of process `pid` so far (every thread).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A peer process, killed when dropped.
-struct Peer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use proc::{Peer, cpu_ns, free_port, metric, rss_kib};
 
 async fn wait_ready(url: &str, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -84,16 +45,6 @@ async fn wait_ready(url: &str, what: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("{what} not ready at {url}")
-}
-
-async fn metric(http: SocketAddr, name: &str) -> Result<f64> {
-    let body = reqwest::get(format!("http://{http}/metrics"))
-        .await?
-        .text()
-        .await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("no {name}"))
 }
 
 /// One instant query's single value (a `sum(...)`).
@@ -123,17 +74,7 @@ async fn collector(dir: &Path, policy: &str) -> Result<(Peer, SocketAddr)> {
             dir.join("data").display()
         ),
     )?;
-    let binary = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/release/vigil-collector"
-    );
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("{binary}: run cargo build --release --bins first"))?;
+    let child = proc::spawn_collector(&config)?;
     let peer = Peer {
         child,
         addr: ([127, 0, 0, 1], http).into(),
@@ -273,11 +214,7 @@ fn main() -> Result<()> {
             let rss_before = rss_kib(pid);
             let cpu = cpu_ns(pid);
             let started = Instant::now();
-            if gzip {
-                push::push_all_gzip(ingest, pushes).await?;
-            } else {
-                push::push_all(ingest, pushes).await?;
-            }
+            push::push_all_with(ingest, pushes, gzip).await?;
             let took = started.elapsed();
             let cpu_s = (cpu_ns(pid) - cpu) as f64 / 1e9;
             let applied = metric(peer.addr, "vigil_collector_series_applied_total").await?;
@@ -303,19 +240,7 @@ fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let vm = Peer {
-            child: Command::new("victoria-metrics")
-                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!(
-                    "-storageDataPath={}",
-                    dir.path().join("vm").display()
-                ))
-                .arg("-search.latencyOffset=0s")
-                .arg("-retentionPeriod=100y")
-                .arg("-loggerLevel=ERROR")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("victoria-metrics")?,
+            child: proc::spawn_victoria_metrics(&dir.path().join("vm"), port)?,
             addr: ([127, 0, 0, 1], port).into(),
         };
         wait_ready(&format!("http://{}/health", vm.addr), "victoria-metrics").await?;

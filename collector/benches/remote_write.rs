@@ -12,53 +12,21 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/push.rs"]
 mod push;
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use vigil_shared::proto::PushRequest;
 
 use fleet::env;
-
-/// CPU nanoseconds of process `pid` so far (every thread).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64> {
-    let body = reqwest::get(format!("http://{http}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
+use proc::{cpu_ns, metric, rss_kib};
 
 fn main() -> Result<()> {
     let agents = env("AGENTS", 50);
@@ -106,16 +74,7 @@ fn main() -> Result<()> {
         );
         let rss_before = rss_kib(me);
         let vm_data = dir.path().join("vm-data");
-        let mut vm = Command::new(program)
-            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
-            .arg(format!("-storageDataPath={}", vm_data.display()))
-            .arg("-search.latencyOffset=0s")
-            .arg("-retentionPeriod=100y")
-            .arg("-loggerLevel=ERROR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting victoria-metrics")?;
+        let mut vm = proc::spawn_victoria_metrics(&vm_data, vm_port)?;
         let drain_start = Instant::now();
         let cpu_before = cpu_ns(me);
         let mut rss_peak = rss_before;

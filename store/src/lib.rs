@@ -589,65 +589,54 @@ impl Store {
                 .all(|(i, key)| cache.hit(position + i, *key).is_some());
             let first = position;
             position += family.series.len();
-            if family_hits {
-                for (i, series) in family.series.iter().enumerate() {
-                    if let Some(hit) = cache.hit(first + i, keys_buf[i]) {
-                        apply_hit(
-                            latest,
-                            history,
-                            &mut written,
-                            &mut applied,
-                            hit,
-                            series,
-                            now,
-                            agent,
-                        );
-                    }
-                }
-                continue;
-            }
-            all_hit = false;
-            let family_state =
-                families
-                    .entry(family.name.to_string())
-                    .or_insert_with(|| StoredFamily {
-                        help: family.help.to_string(),
-                        kind,
-                        bounds: family.bucket_bounds.clone(),
-                        series: BTreeMap::new(),
+            // Looked up only when some series of the family is not known.
+            let mut family_state: Option<&mut StoredFamily> = None;
+            if !family_hits {
+                all_hit = false;
+                let state =
+                    families
+                        .entry(family.name.to_string())
+                        .or_insert_with(|| StoredFamily {
+                            help: family.help.to_string(),
+                            kind,
+                            bounds: family.bucket_bounds.clone(),
+                            series: BTreeMap::new(),
+                        });
+                if state.kind != kind || state.bounds != family.bucket_bounds {
+                    // The family changed type. If only this agent (or nobody
+                    // lately) has series in it, the new definition replaces
+                    // the old one; otherwise agents disagree and the
+                    // newcomer is skipped.
+                    let others = state.series.values().any(|slot| {
+                        latest
+                            .get(*slot as usize)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|s| s.agent != agent && now - s.updated < stale_after)
                     });
-            if family_state.kind != kind || family_state.bounds != family.bucket_bounds {
-                // The family changed type. If only this agent (or nobody
-                // lately) has series in it, the new definition replaces the
-                // old one; otherwise agents disagree and the newcomer is
-                // skipped.
-                let others = family_state.series.values().any(|slot| {
-                    latest
-                        .get(*slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|s| s.agent != agent && now - s.updated < stale_after)
-                });
-                if others {
-                    applied.conflicts += family.series.len() as u64;
-                    for at in first..position {
-                        cache.set(at, NO_ENTRY);
+                    if others {
+                        applied.conflicts += family.series.len() as u64;
+                        for at in first..position {
+                            cache.set(at, NO_ENTRY);
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                family_state.kind = kind;
-                family_state.help = family.help.to_string();
-                family_state.bounds = family.bucket_bounds.clone();
-                for slot in std::mem::take(&mut family_state.series).into_values() {
-                    if let Some(s) = latest.get_mut(slot as usize) {
-                        *s = None;
-                        free.push(slot);
+                    state.kind = kind;
+                    state.help = family.help.to_string();
+                    state.bounds = family.bucket_bounds.clone();
+                    for slot in std::mem::take(&mut state.series).into_values() {
+                        if let Some(s) = latest.get_mut(slot as usize) {
+                            *s = None;
+                            free.push(slot);
+                        }
                     }
+                    *removals += 1;
+                    // Entries may point at the slots just freed: none is
+                    // used for the rest of the batch, and the cache starts
+                    // anew.
+                    retyped = true;
+                    keys_buf.iter_mut().for_each(|k| *k = None);
                 }
-                *removals += 1;
-                // Entries may point at the slots just freed: none is used
-                // for the rest of the batch, and the cache starts anew.
-                retyped = true;
-                keys_buf.iter_mut().for_each(|k| *k = None);
+                family_state = Some(state);
             }
             for (i, series) in family.series.iter().enumerate() {
                 let at = first + i;
@@ -665,6 +654,10 @@ impl Store {
                     );
                     continue;
                 }
+                // Every series hit when the family was not looked up.
+                let Some(family_state) = family_state.as_deref_mut() else {
+                    continue;
+                };
                 let labels_text = render_label_pairs(series.labels());
                 let slot = match family_state.series.get(&labels_text) {
                     Some(slot) => *slot,

@@ -6,40 +6,29 @@ use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 /// Pushes each agent's batches in order, all agents at once, to the
 /// collector's gRPC ingest at `ingest`; returns when every push is
 /// acknowledged.
+#[allow(dead_code)]
 pub async fn push_all(
     ingest: std::net::SocketAddr,
     work: Vec<Vec<PushRequest>>,
+) -> anyhow::Result<()> {
+    push_all_with(ingest, work, false).await
+}
+
+/// [`push_all`], each push gzip-compressed (as agents send them) when `gzip`.
+#[allow(dead_code)]
+pub async fn push_all_with(
+    ingest: std::net::SocketAddr,
+    work: Vec<Vec<PushRequest>>,
+    gzip: bool,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for pushes in work {
         let url = format!("http://{ingest}");
         tasks.spawn(async move {
             let mut client = IngestClient::connect(url).await?;
-            for p in pushes {
-                client.push(p).await?;
+            if gzip {
+                client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
             }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
-}
-
-/// [`push_all`] with each push gzip-compressed, as agents send them.
-#[allow(dead_code)]
-pub async fn push_all_gzip(
-    ingest: std::net::SocketAddr,
-    work: Vec<Vec<PushRequest>>,
-) -> anyhow::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for pushes in work {
-        let url = format!("http://{ingest}");
-        tasks.spawn(async move {
-            let mut client = IngestClient::connect(url)
-                .await?
-                .send_compressed(tonic::codec::CompressionEncoding::Gzip);
             for p in pushes {
                 client.push(p).await?;
             }
