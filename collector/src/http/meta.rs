@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use super::HttpState;
-use super::api::{Refusal, bad_data, error_response, format_float, run_blocking};
+use super::api::{Refusal, bad_data, error_response, format_float, run_blocking, write_json_str};
 use vigil_promql::Limits;
 use vigil_rules::AlertState;
 use vigil_shared::exposition::Format;
@@ -115,20 +115,40 @@ fn success(data: Json, warnings: Vec<String>) -> Response {
     super::json_response(StatusCode::OK, body)
 }
 
+/// [`success`] with `data` already written as JSON (long lists: no
+/// `serde_json::Value` tree is built for them).
+fn success_raw(data: &[u8], warnings: Vec<String>) -> Response {
+    let mut body = Vec::with_capacity(data.len() + 64);
+    body.extend_from_slice(b"{\"status\":\"success\",\"data\":");
+    body.extend_from_slice(data);
+    if !warnings.is_empty() {
+        body.extend_from_slice(b",\"warnings\":");
+        body.extend_from_slice(json!(warnings).to_string().as_bytes());
+    }
+    body.push(b'}');
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// Answers a list call: `limit` truncates with a warning, as Prometheus;
-/// without it, more than `query.max_series` entries is refused.
+/// without it, more than `query.max_series` entries is refused. `render`
+/// writes the list as JSON.
 fn bounded<T>(
     state: &HttpState,
     what: &str,
     requested: Option<usize>,
     fetch: impl FnOnce(usize) -> (Vec<T>, bool),
-    render: impl FnOnce(Vec<T>) -> Json,
+    render: impl FnOnce(Vec<T>) -> Vec<u8>,
 ) -> Response {
     let cap = state.query.config.max_series;
     let (items, truncated) = fetch(requested.map_or(cap, |l| l.min(cap)));
     match requested {
-        Some(l) if truncated && l <= cap => success(
-            render(items),
+        Some(l) if truncated && l <= cap => success_raw(
+            &render(items),
             vec!["results truncated due to limit".to_string()],
         ),
         _ if truncated => {
@@ -141,7 +161,7 @@ fn bounded<T>(
                 ),
             )
         }
-        _ => success(render(items), Vec::new()),
+        _ => success_raw(&render(items), Vec::new()),
     }
 }
 
@@ -159,7 +179,27 @@ fn series(state: &HttpState, params: Params, _limits: Limits) -> Response {
         "series",
         requested,
         |cap| state.store.series_labels(&selectors, start, end, cap),
-        |items| Json::Array(items.iter().map(|l| pairs_json(l)).collect()),
+        |items| {
+            let mut out = Vec::with_capacity(items.len() * 96 + 2);
+            out.push(b'[');
+            for (i, labels) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'{');
+                for (j, (name, value)) in labels.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(&mut out, name);
+                    out.push(b':');
+                    write_json_str(&mut out, value);
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+            out
+        },
     )
 }
 
@@ -179,7 +219,7 @@ fn label_index(state: &HttpState, name: Option<&str>, params: &Params) -> Respon
         what,
         requested,
         |cap| state.store.label_index(name, &selectors, start, end, cap),
-        |items| json!(items),
+        |items| json!(items).to_string().into_bytes(),
     )
 }
 
