@@ -258,7 +258,11 @@ impl ServiceState {
     ) -> Result<Logged, Status> {
         let batch = match Batch::decode(&bytes) {
             Ok(batch) => batch,
-            Err(e) => return Err(self.refuse(RejectReason::InvalidArgument, "", e.to_string())),
+            Err(e) => {
+                // No agent name can be trusted yet: the log names the sender.
+                let from = peer.map_or_else(|| "unknown peer".to_string(), |p| p.to_string());
+                return Err(self.refuse(RejectReason::InvalidArgument, &from, e.to_string()));
+            }
         };
         let binding = match self.auth.check(batch.agent_id, peer, authorization) {
             Ok(binding) => binding,
