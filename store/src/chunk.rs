@@ -40,23 +40,35 @@ impl BitWriter {
         self.used = (self.used + 1) % 8;
     }
 
-    /// The low `count` (at most 64) bits of `value`, highest first, a
-    /// byte's worth at a time.
+    /// The low `count` (at most 64) bits of `value`, highest first. The bits
+    /// are placed in a 128-bit window that starts at the last byte's first
+    /// free bit, and the window's bytes are copied at once: this is the
+    /// store's hottest loop (a push's values), and a byte at a time cost
+    /// an eighth of the collector's ingest CPU.
     fn bits(&mut self, value: u64, count: u8) {
-        let mut left = u32::from(count.min(64));
-        while left > 0 {
-            if self.used == 0 {
-                self.bytes.push(0);
-            }
-            let free = 8 - u32::from(self.used);
-            let take = free.min(left);
-            let part = ((value >> (left - take)) & ((1 << take) - 1)) as u8;
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= part << (free - take);
-            }
-            self.used = ((u32::from(self.used) + take) % 8) as u8;
-            left -= take;
+        let count = u32::from(count.min(64));
+        if count == 0 {
+            return;
         }
+        let value = if count == 64 {
+            value
+        } else {
+            value & ((1u64 << count) - 1)
+        };
+        let used = u32::from(self.used);
+        // used <= 7 and count <= 64, so the shift is at least 57.
+        let window = (u128::from(value) << (128 - used - count)).to_be_bytes();
+        let span = (used + count).div_ceil(8) as usize;
+        let fresh = if used == 0 {
+            &window[..span]
+        } else {
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= window[0];
+            }
+            &window[1..span]
+        };
+        self.bytes.extend_from_slice(fresh);
+        self.used = ((used + count) % 8) as u8;
     }
 
     /// LEB128: seven bits a byte, low groups first, high bit set on all but
@@ -823,6 +835,33 @@ mod tests {
         let mut with_nan = samples.clone();
         with_nan[5].1 = stale_marker();
         assert_eq!(sealed(&with_nan).compact().raw().2, 0);
+    }
+
+    /// One bit at a time, the plainest way to write the same stream.
+    fn bits_one_by_one(w: &mut BitWriter, value: u64, count: u8) {
+        for i in (0..u32::from(count.min(64))).rev() {
+            w.bit((value >> i) & 1 == 1);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn bits_match_writing_one_bit_at_a_time(
+            writes in proptest::collection::vec((any::<u64>(), 0u8..=70, any::<bool>()), 0..200),
+        ) {
+            let (mut fast, mut plain) = (BitWriter::default(), BitWriter::default());
+            for (value, count, single) in writes {
+                if single {
+                    fast.bit(value & 1 == 1);
+                    plain.bit(value & 1 == 1);
+                } else {
+                    fast.bits(value, count);
+                    bits_one_by_one(&mut plain, value, count);
+                }
+                prop_assert_eq!(&fast.bytes, &plain.bytes);
+                prop_assert_eq!(fast.used, plain.used);
+            }
+        }
     }
 
     proptest! {
