@@ -9,7 +9,7 @@
 //! from /proc/PID/task/*/schedstat), so the load generator, which shares
 //! the machine, is not counted; each store's count of what it holds is
 //! checked against what was sent. `GZIP=1` compresses the pushes as agents
-//! do.
+//! do; `PEERS=0` measures the collector alone.
 //!
 //!     cargo build --release --bins && cargo bench -p vigil-collector --bench ingest_peers
 
@@ -115,6 +115,7 @@ fn remote_write_bodies(work: &[Vec<PushRequest>]) -> Vec<Vec<Vec<u8>>> {
                                             value: s.value,
                                             timestamp: s.timestamp_ms,
                                         }],
+                                        histograms: Vec::new(),
                                     }
                                 })
                             })
@@ -222,6 +223,11 @@ fn main() -> Result<()> {
                 bail!("the collector applied {applied} samples of {total}");
             }
             let rss_after = rss_kib(pid);
+            let syncs = metric(peer.addr, "vigil_collector_wal_syncs_total").await?;
+            eprintln!(
+                "  {syncs:.0} log syncs for {} pushes",
+                agents as u64 * batches
+            );
             report(
                 &format!("Vigil collector, wal_fsync = {policy}"),
                 total,
@@ -236,6 +242,9 @@ fn main() -> Result<()> {
             );
         }
 
+        if env("PEERS", 1) == 0 {
+            return Ok(());
+        }
         let bodies = remote_write_bodies(&work());
         let dir = tempfile::tempdir()?;
         let port = free_port()?;

@@ -186,6 +186,9 @@ fn open_and_replay(
             applied += 1;
         }
     }
+    // Replayed batches were validated under the limits of the run that
+    // logged them: each agent's next push is validated in full.
+    store.forget_series_caches();
     info!(
         dir = %dir.display(),
         segments = replay.segments,
@@ -216,11 +219,14 @@ fn open_remote_write(
         tracing::warn!(%problem, "remote_write queue damaged; read up to the damage");
     }
     let highest = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let tap = vigil_remote_write::QueueTap::new(
+    let mut tap = vigil_remote_write::QueueTap::new(
         Arc::clone(&queue),
         Arc::clone(&highest),
         Arc::clone(&remote_write.queue_failures),
     );
+    if config.remote_write.iter().any(|d| d.native_histograms) {
+        tap = tap.with_native_histograms();
+    }
     if store.set_tap(Arc::new(tap)).is_err() {
         return Err(CollectorError::RemoteWrite(
             "the store has a tap already".into(),

@@ -38,6 +38,10 @@ pub struct RawRemoteWrite {
     /// Sending and retries.
     #[serde(default)]
     pub queue_config: RawQueue,
+    /// Histogram windows go as native histograms too (as Prometheus's own
+    /// `send_native_histograms`).
+    #[serde(default)]
+    pub send_native_histograms: bool,
 }
 
 /// `basic_auth`.
@@ -311,6 +315,7 @@ pub fn validate(raw: Vec<RawRemoteWrite>, problems: &mut Vec<ConfigProblem>) -> 
             insecure_skip_verify: r.tls_config.insecure_skip_verify,
             timeout: r.remote_timeout.0,
             relabel,
+            native_histograms: r.send_native_histograms,
             queue: QueueSettings {
                 max_samples_per_send: q.max_samples_per_send,
                 min_shards: q.min_shards,

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(batch) = view else {
         return;
     };
-    if validate_batch(&batch, &SeriesLimits::default(), 50_000).is_err() {
+    if validate_batch(&batch, &SeriesLimits::default(), 50_000, &[]).is_err() {
         return;
     }
     let store = Store::new(Duration::from_secs(300), Duration::from_secs(3600));
@@ -40,6 +40,10 @@ fuzz_target!(|data: &[u8]| {
         store.apply_batch(&batch, now, 0);
         let mut again = batch.clone();
         again.sequence = again.sequence.wrapping_add(1);
-        store.apply_batch(&again, now + 1_000, 0);
+        // The second time through the keys and the agent's cache, as pushes go.
+        let keys = store.batch_keys(&again);
+        let known = store.known(&again, &keys);
+        assert!(validate_batch(&again, &SeriesLimits::default(), 50_000, &known.positions).is_ok());
+        store.apply_keyed(&again, &keys, now + 1_000, 0);
     }
 });

@@ -640,6 +640,7 @@ mod tests {
                         value: i as f64,
                         timestamp: t,
                     }],
+                    histograms: Vec::new(),
                 })
                 .collect(),
         }

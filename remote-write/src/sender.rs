@@ -28,7 +28,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use vigil_shared::exposition::{ExpositionWriter, MetricKind};
 
-use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::prompb::{Label, TimeSeries, WriteRequest};
 use crate::queue::{Queue, Record};
 use crate::relabel::{self, Rule};
 
@@ -106,6 +106,10 @@ pub struct Destination {
     pub timeout: Duration,
     /// Which series to send.
     pub relabel: Vec<Rule>,
+    /// Send histogram windows as native histograms too (the store must
+    /// take them: Prometheus 2.40+ with `--enable-feature=native-histograms`,
+    /// Mimir with native histogram ingestion on).
+    pub native_histograms: bool,
     /// Queue and retries.
     pub queue: QueueSettings,
 }
@@ -307,32 +311,44 @@ pub fn client(dest: &Destination) -> Result<reqwest::Client, String> {
     builder.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
-/// Records turned into series, relabelled: (series, samples dropped by relabelling).
-fn series_of(records: &[Record], rules: &[Rule]) -> (Vec<TimeSeries>, u64) {
-    let mut by_labels: HashMap<Vec<Label>, Vec<Sample>> = HashMap::new();
+/// Records turned into series, relabelled: (series, samples dropped by
+/// relabelling). Native histograms are left out unless `native`.
+fn series_of(records: &[Record], rules: &[Rule], native: bool) -> (Vec<TimeSeries>, u64) {
+    let mut by_labels: HashMap<Vec<Label>, TimeSeries> = HashMap::new();
     let mut order: Vec<Vec<Label>> = Vec::new();
     let mut dropped = 0u64;
     for record in records {
         for ts in &record.request.timeseries {
+            let histograms: &[crate::prompb::Histogram] = if native { &ts.histograms } else { &[] };
+            if ts.samples.is_empty() && histograms.is_empty() {
+                continue;
+            }
             if !relabel::keep(rules, &ts.labels) {
-                dropped += ts.samples.len() as u64;
+                dropped += (ts.samples.len() + histograms.len()) as u64;
                 continue;
             }
             match by_labels.get_mut(&ts.labels) {
-                Some(samples) => samples.extend_from_slice(&ts.samples),
+                Some(series) => {
+                    series.samples.extend_from_slice(&ts.samples);
+                    series.histograms.extend_from_slice(histograms);
+                }
                 None => {
                     order.push(ts.labels.clone());
-                    by_labels.insert(ts.labels.clone(), ts.samples.clone());
+                    by_labels.insert(
+                        ts.labels.clone(),
+                        TimeSeries {
+                            labels: ts.labels.clone(),
+                            samples: ts.samples.clone(),
+                            histograms: histograms.to_vec(),
+                        },
+                    );
                 }
             }
         }
     }
     let series = order
         .into_iter()
-        .map(|labels| {
-            let samples = by_labels.remove(&labels).unwrap_or_default();
-            TimeSeries { labels, samples }
-        })
+        .filter_map(|labels| by_labels.remove(&labels))
         .collect();
     (series, dropped)
 }
@@ -359,11 +375,12 @@ fn shard_requests(
             let mut current = WriteRequest::default();
             let mut n = 0usize;
             for ts in series {
-                if n > 0 && n + ts.samples.len() > max_samples {
+                let size = ts.samples.len() + ts.histograms.len();
+                if n > 0 && n + size > max_samples {
                     requests.push(std::mem::take(&mut current));
                     n = 0;
                 }
-                n += ts.samples.len();
+                n += size;
                 current.timeseries.push(ts);
             }
             if n > 0 {
@@ -408,7 +425,12 @@ async fn send(
     let newest = request
         .timeseries
         .iter()
-        .flat_map(|t| t.samples.iter().map(|s| s.timestamp))
+        .flat_map(|t| {
+            t.samples
+                .iter()
+                .map(|s| s.timestamp)
+                .chain(t.histograms.iter().map(|h| h.timestamp))
+        })
         .max()
         .unwrap_or(0);
     let body = match snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()) {
@@ -532,7 +554,7 @@ pub async fn run(
             }
             continue;
         };
-        let (series, relabelled) = series_of(&records, &dest.relabel);
+        let (series, relabelled) = series_of(&records, &dest.relabel, dest.native_histograms);
         if relabelled > 0 {
             add(&stats.dropped, "relabel", relabelled);
         }
@@ -611,6 +633,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompb::Sample;
 
     fn ts(name: &str, t: i64) -> TimeSeries {
         TimeSeries {
@@ -622,6 +645,7 @@ mod tests {
                 value: 1.0,
                 timestamp: t,
             }],
+            histograms: Vec::new(),
         }
     }
 
@@ -635,7 +659,7 @@ mod tests {
                 },
             })
             .collect();
-        let (series, dropped) = series_of(&records, &[]);
+        let (series, dropped) = series_of(&records, &[], false);
         assert_eq!((series.len(), dropped), (50, 0));
         assert!(
             series
@@ -654,6 +678,47 @@ mod tests {
                 assert!(r.sample_count() <= 21);
             }
         }
+    }
+
+    #[test]
+    fn native_histograms_go_only_where_asked_and_count_as_samples() {
+        let histogram = |t: i64| crate::prompb::Histogram {
+            count_int: 1,
+            timestamp: t,
+            ..Default::default()
+        };
+        let records: Vec<Record> = (1..=2)
+            .map(|t| Record {
+                sequence: t as u64,
+                request: WriteRequest {
+                    timeseries: vec![
+                        ts("h_count", t),
+                        TimeSeries {
+                            labels: ts("h", t).labels,
+                            samples: Vec::new(),
+                            histograms: vec![histogram(t)],
+                        },
+                    ],
+                },
+            })
+            .collect();
+        let (series, _) = series_of(&records, &[], false);
+        assert_eq!(series.len(), 1);
+        assert!(series.iter().all(|s| s.histograms.is_empty()));
+        let (series, _) = series_of(&records, &[], true);
+        assert_eq!(series.len(), 2);
+        let shards = shard_requests(series, 1, 3);
+        let sizes: Vec<usize> = shards
+            .iter()
+            .flatten()
+            .map(WriteRequest::sample_count)
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 4, "{sizes:?}");
+        // Relabelling drops histograms as it drops samples, and counts them.
+        let drop_h = crate::relabel::Rule::new("drop", vec!["__name__".into()], None, Some("h"))
+            .expect("a rule");
+        let (series, dropped) = series_of(&records, &[drop_h], true);
+        assert_eq!((series.len(), dropped), (1, 2));
     }
 
     #[test]

@@ -175,6 +175,19 @@ pub struct Applied {
     pub out_of_order: u64,
 }
 
+/// Each series' cache key in a batch, by position ([`Store::batch_keys`]).
+#[derive(Debug, Default, Clone)]
+pub struct BatchKeys(Vec<Option<u64>>);
+
+/// What the store knows of a batch before it is applied ([`Store::known`]).
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    /// By position: the agent's last batch had exactly these bytes here.
+    pub positions: Vec<bool>,
+    /// Series the store does not hold yet.
+    pub fresh: usize,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     families: BTreeMap<String, StoredFamily>,
@@ -187,8 +200,9 @@ struct Inner {
     agents: HashMap<String, AgentState>,
     history: History,
     windows: WindowStore,
-    /// Seeds the series cache's hashes.
-    keys: foldhash::fast::RandomState,
+    /// Histogram windows applied since the tap last took them (only when
+    /// the tap wants them).
+    tapped_windows: Vec<WrittenWindow>,
 }
 
 impl Inner {
@@ -264,6 +278,9 @@ pub struct Store {
     pushes: (std::sync::Mutex<u64>, std::sync::Condvar),
     /// Where written samples go besides the history (remote_write).
     tap: std::sync::OnceLock<Arc<dyn Tap>>,
+    /// Seeds the series cache's hashes (random per process, so that a
+    /// sender cannot make two label sets share a key).
+    keys: foldhash::fast::RandomState,
     /// Tests turn the agents' series caches off to compare.
     #[cfg(test)]
     cache_off: bool,
@@ -277,11 +294,23 @@ pub type WrittenSample = (Vec<(String, String)>, i64, f64);
 /// while the store's lock is held (so it must not block: hand the samples
 /// on). Used by remote_write.
 pub trait Tap: Send + Sync + std::fmt::Debug {
-    /// Samples just written. `wal_position` is the write-ahead log position
-    /// of the batch they came from ([`wal::Wal::append`]), 0 when they did
-    /// not come from the log (rules, stale markers of silent agents).
-    fn written(&self, wal_position: u64, samples: Vec<WrittenSample>);
+    /// Samples just written, and the histogram windows applied with them
+    /// when [`Tap::wants_windows`]. `wal_position` is the write-ahead log
+    /// position of the batch they came from ([`wal::Wal::append`]), 0 when
+    /// they did not come from the log (rules, stale markers of silent
+    /// agents).
+    fn written(&self, wal_position: u64, samples: Vec<WrittenSample>, windows: Vec<WrittenWindow>);
+
+    /// True when [`Tap::written`] should get each histogram window as well
+    /// (copied while the store's lock is held, so only when needed).
+    fn wants_windows(&self) -> bool {
+        false
+    }
 }
+
+/// A histogram window as applied: the series' labels (sorted by name,
+/// `__name__` being the family's name), its sample time (ms), the window.
+pub type WrittenWindow = (Vec<(String, String)>, i64, proto::Window);
 
 pub use vigil_shared::clock::now_ms;
 
@@ -329,6 +358,7 @@ impl Store {
             started_ms: now_ms(),
             pushes: (std::sync::Mutex::new(0), std::sync::Condvar::new()),
             tap: std::sync::OnceLock::new(),
+            keys: foldhash::fast::RandomState::default(),
             #[cfg(test)]
             cache_off: false,
         }
@@ -355,8 +385,9 @@ impl Store {
     fn tap_written(&self, inner: &mut Inner, wal_position: u64) {
         if let Some(tap) = self.tap.get() {
             let samples = inner.history.take_appended();
-            if !samples.is_empty() {
-                tap.written(wal_position, samples);
+            let windows = std::mem::take(&mut inner.tapped_windows);
+            if !samples.is_empty() || !windows.is_empty() {
+                tap.written(wal_position, samples, windows);
             }
         }
     }
@@ -414,9 +445,29 @@ impl Store {
             .is_some_and(|a| a.epoch == batch.epoch && batch.sequence <= a.last_sequence)
     }
 
-    /// How many of the batch's series the store does not hold yet: what
-    /// applying it would add, for the collector's new-series limit.
-    pub fn new_series(&self, batch: &Batch<'_>) -> usize {
+    /// Each series' cache key in `batch`, by position: computed once per
+    /// push, outside the store's lock, and used by [`Store::known`] and
+    /// [`Store::apply_keyed`]. Histogram series have none (their
+    /// cumulative buckets are written anew each time).
+    pub fn batch_keys(&self, batch: &Batch<'_>) -> BatchKeys {
+        let mut keys = Vec::with_capacity(batch.series_count());
+        for family in &batch.families {
+            let keyed = family.kind != proto::Kind::Histogram as i32 && self.cache_on();
+            keys.extend(family.series.iter().map(|series| {
+                series
+                    .label_bytes()
+                    .filter(|_| keyed)
+                    .map(|b| series_key(&self.keys, family.name, family.kind, b))
+            }));
+        }
+        BatchKeys(keys)
+    }
+
+    /// What the store knows of `batch` before it is applied: the positions
+    /// whose family, kind and label bytes are exactly those the agent's
+    /// last batch had there (so they passed validation then), and how many
+    /// series would be new.
+    pub fn known(&self, batch: &Batch<'_>, keys: &BatchKeys) -> Known {
         let inner = self.read();
         let stamp = inner.stamp();
         let cache = inner
@@ -424,29 +475,43 @@ impl Store {
             .get(batch.agent_id)
             .map(|a| &a.cache)
             .filter(|c| c.stamp == stamp);
+        let mut known = Known {
+            positions: Vec::with_capacity(keys.0.len()),
+            fresh: 0,
+        };
         let mut position = 0;
-        let mut fresh = 0;
         for family in &batch.families {
-            let mut known: Option<Option<&StoredFamily>> = None;
+            let mut stored: Option<Option<&StoredFamily>> = None;
             for series in &family.series {
-                let at = position;
+                let key = keys.0.get(position).copied().flatten();
+                let hit = cache.is_some_and(|c| c.hit(position, key).is_some());
+                known.positions.push(hit);
                 position += 1;
-                let key = series
-                    .label_bytes()
-                    .filter(|_| self.cache_on())
-                    .map(|b| series_key(&inner.keys, family.name, family.kind, b));
-                if cache.is_some_and(|c| c.hit(at, key).is_some()) {
+                if hit {
                     continue;
                 }
-                let stored = *known.get_or_insert_with(|| inner.families.get(family.name));
+                let stored = *stored.get_or_insert_with(|| inner.families.get(family.name));
                 if stored
                     .is_none_or(|f| !f.series.contains_key(&render_label_pairs(series.labels())))
                 {
-                    fresh += 1;
+                    known.fresh += 1;
                 }
             }
         }
-        fresh
+        known
+    }
+
+    /// How many series of `batch` the store does not hold yet.
+    pub fn new_series(&self, batch: &Batch<'_>) -> usize {
+        self.known(batch, &self.batch_keys(batch)).fresh
+    }
+
+    /// Forgets every agent's series cache, so that each agent's next batch
+    /// is validated in full: after a replay of the log, whose batches were
+    /// validated under the limits of an earlier run.
+    pub fn forget_series_caches(&self) {
+        let mut inner = self.write();
+        inner.removals = inner.removals.wrapping_add(1);
     }
 
     /// Applies a validated batch received at `received_ms` once: a batch whose
@@ -480,6 +545,18 @@ impl Store {
     /// [`Store::apply_logged`] for a batch read in place from the bytes an
     /// agent sent (the ingest path).
     pub fn apply_batch(&self, batch: &Batch<'_>, received_ms: i64, wal_position: u64) -> Applied {
+        self.apply_keyed(batch, &self.batch_keys(batch), received_ms, wal_position)
+    }
+
+    /// [`Store::apply_batch`] with the keys [`Store::batch_keys`] gave for
+    /// this batch.
+    pub fn apply_keyed(
+        &self,
+        batch: &Batch<'_>,
+        batch_keys: &BatchKeys,
+        received_ms: i64,
+        wal_position: u64,
+    ) -> Applied {
         let now = received_ms;
         let mut guard = self.write();
         let stamp = guard.stamp();
@@ -491,8 +568,9 @@ impl Store {
             agents,
             history,
             windows,
-            keys,
+            tapped_windows,
         } = &mut *guard;
+        let tap_windows = self.tap.get().is_some_and(|t| t.wants_windows());
         let mut cache = match agents.get_mut(batch.agent_id) {
             Some(agent) if agent.epoch == batch.epoch && batch.sequence <= agent.last_sequence => {
                 agent.last_push = now;
@@ -577,11 +655,13 @@ impl Store {
             // Each series' cache key; when every one hits, the family's
             // state is not even looked up.
             keys_buf.clear();
-            keys_buf.extend(family.series.iter().map(|series| {
-                series
-                    .label_bytes()
-                    .filter(|_| kind != MetricKind::Histogram && !retyped && self.cache_on())
-                    .map(|b| series_key(keys, family.name, family.kind, b))
+            keys_buf.extend((position..position + family.series.len()).map(|at| {
+                batch_keys
+                    .0
+                    .get(at)
+                    .copied()
+                    .flatten()
+                    .filter(|_| kind != MetricKind::Histogram && !retyped)
             }));
             let family_hits = keys_buf
                 .iter()
@@ -700,6 +780,13 @@ impl Store {
                     full_labels(&mut history_labels, family.name.to_string(), None);
                     if let Err(e) = windows.add(&history_labels.clone().into(), window) {
                         tracing::error!(family = %family.name, error = %e, "cannot keep a window's histogram");
+                    }
+                    if tap_windows {
+                        tapped_windows.push((
+                            history_labels.clone(),
+                            series.timestamp_ms,
+                            window.clone(),
+                        ));
                     }
                     let c = entry.cumulative.get_or_insert_with(|| Cumulative {
                         buckets: vec![0; family.bucket_bounds.len() + 1],

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
+use vigil_shared::histogram::{RATIO, WindowEncoder};
+use vigil_shared::proto::ingest_client::IngestClient;
+use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
 use vigil_tests::{
     Collector, Process, Prometheus, VictoriaMetrics, binary, free_port, get_json, start_agent,
     url_encode, wait_for,
@@ -271,6 +274,217 @@ fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does()
     eprintln!(
         "queue: {bytes} bytes for {sent} samples ({:.1} bytes a sample)",
         bytes / sent.max(1.0)
+    );
+    Ok(())
+}
+
+/// One pushed histogram window of `door_busy_ratio` (the ratio ladder,
+/// scale 10^6) at `t`.
+fn window_batch(sequence: u64, t: i64, samples: &[f64]) -> Result<PushRequest> {
+    let mut encoder = WindowEncoder::new()?;
+    let window = encoder.encode(samples, &RATIO, t - 1_000, t)?;
+    let labels = [("instance", "door"), ("job", "node")]
+        .iter()
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect();
+    Ok(PushRequest {
+        agent_id: "door".into(),
+        epoch: 7,
+        sequence,
+        timestamp_ms: t,
+        flush_interval_ms: 1_000,
+        families: vec![Family {
+            name: "door_busy_ratio".into(),
+            help: "A window.".into(),
+            kind: Kind::Histogram as i32,
+            bucket_bounds: RATIO.bounds.to_vec(),
+            series: vec![Series {
+                labels,
+                value: samples.last().copied().unwrap_or_default(),
+                timestamp_ms: t,
+                window: Some(window),
+            }],
+        }],
+        ..Default::default()
+    })
+}
+
+/// A native histogram as Prometheus's API shows it: count, sum, and its
+/// buckets as (upper bound, count).
+type NativeHistogram = (f64, f64, Vec<(f64, f64)>);
+
+/// The native histogram `selector` holds now at Prometheus.
+fn prometheus_native(addr: SocketAddr, selector: &str) -> Result<NativeHistogram> {
+    let (status, json) = get_json(
+        addr,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            url_encode(selector),
+            vigil_tests::unix_now()
+        ),
+    )?;
+    ensure!(status == 200, "{selector}: {status} {json}");
+    let h = &json["data"]["result"][0]["histogram"][1];
+    let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    let count = number(&h["count"]).with_context(|| format!("no native histogram: {json}"))?;
+    let sum = number(&h["sum"]).context("no sum")?;
+    let buckets = h["buckets"]
+        .as_array()
+        .context("no buckets")?
+        .iter()
+        .filter_map(|b| Some((number(&b[2])?, number(&b[3])?)))
+        .collect();
+    Ok((count, sum, buckets))
+}
+
+#[test]
+fn histogram_windows_go_as_native_histograms_where_asked() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let vm = VictoriaMetrics::start(dir.path(), "vm", 0)?;
+    let prom = Prometheus::start_with(
+        dir.path(),
+        "prom",
+        "global:\n  scrape_interval: 1m\n",
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=native-histograms",
+        ],
+    )?;
+    let (http, ingest) = (free_port()?, free_port()?);
+    let collector = Collector::launch(
+        dir.path(),
+        "collector",
+        http,
+        ingest,
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n\
+             [store]\ndata_dir = \"{}\"\n[rules]\nhost_down = false\n\
+             [[remote_write]]\nname = \"vm\"\nurl = \"http://{}/api/v1/write\"\nsend_native_histograms = true\n\
+             [[remote_write]]\nname = \"prom\"\nurl = \"http://{}/api/v1/write\"\nsend_native_histograms = true\n",
+            dir.path().join("collector-data").display(),
+            vm.http,
+            prom.http
+        ),
+    )?;
+    let now = vigil_tests::unix_now() as i64 * 1000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = IngestClient::connect(format!("http://{}", collector.ingest)).await?;
+        // 0 goes to the zero bucket; 0.25, 0.5 and 1 are bucket bounds of
+        // schema 3 (upper bounds are inclusive); 0.75 is in (2^-0.5, 2^-0.375].
+        client
+            .push(window_batch(
+                1,
+                now - 2_000,
+                &[0.25, 0.5, 0.5, 0.75, 1.0, 0.0],
+            )?)
+            .await?;
+        client
+            .push(window_batch(2, now - 1_000, &[0.25, 1.0])?)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    let selector = "door_busy_ratio{instance=\"door\"}";
+    let native = wait_for(
+        "the native histogram at Prometheus",
+        Duration::from_secs(60),
+        || {
+            prometheus_native(prom.http, selector)
+                .ok()
+                .filter(|(count, _, _)| *count == 8.0)
+        },
+    )
+    .with_context(|| format!("collector log:\n{}", collector.process.log()))?;
+    let (count, sum, buckets) = native;
+    eprintln!("Prometheus holds count {count}, sum {sum}, buckets {buckets:?}");
+    ensure!((sum - 4.25).abs() < 1e-9, "sum {sum}");
+    let bound = |i: i32| 2f64.powf(f64::from(i) / 8.0);
+    let want = [
+        (0.0, 1.0),
+        (bound(-16), 2.0),
+        (bound(-8), 2.0),
+        (bound(-3), 1.0),
+        (bound(0), 2.0),
+    ];
+    ensure!(
+        buckets.len() == want.len()
+            && buckets
+                .iter()
+                .zip(&want)
+                .all(|((u, n), (wu, wn))| (u - wu).abs() < 1e-9 && n == wn),
+        "buckets {buckets:?}, want {want:?}"
+    );
+    // The same histogram gives PromQL's quantiles over native buckets.
+    let (status, json) = get_json(
+        prom.http,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            url_encode(&format!("histogram_quantile(0.5, {selector})")),
+            vigil_tests::unix_now()
+        ),
+    )?;
+    ensure!(status == 200, "{json}");
+    let median: f64 = json["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .context("no median")?;
+    ensure!(
+        median > bound(-9) && median <= bound(-8),
+        "median {median} outside the bucket of 0.5"
+    );
+    // The classic series reach both stores as before.
+    let classic: [(&str, &dyn Fn() -> Result<SeriesSamples>); 2] = [
+        ("Prometheus", &|| {
+            raw_samples(prom.http, "door_busy_ratio_count")
+        }),
+        ("VictoriaMetrics", &|| {
+            vm_samples(&vm, "door_busy_ratio_count")
+        }),
+    ];
+    for (store, samples) in classic {
+        let values = || -> Vec<f64> {
+            samples()
+                .map(|got| {
+                    got.values()
+                        .flatten()
+                        .map(|(_, v)| *v)
+                        // The stale marker once the agent falls silent.
+                        .filter(|v| !v.is_nan())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        wait_for(
+            &format!("door_busy_ratio_count in {store}"),
+            Duration::from_secs(30),
+            || (values() == [6.0, 8.0]).then_some(()),
+        )
+        .with_context(|| format!("{store}: door_busy_ratio_count {:?}", values()))?;
+    }
+    // VictoriaMetrics 1.79 takes the request and keeps no native histogram.
+    let held = vm.export(selector)?;
+    ensure!(held.is_empty(), "VictoriaMetrics kept {held:?}");
+    let scrape = collector.scrape()?;
+    for name in ["vm", "prom"] {
+        let sent = scrape
+            .value(
+                "vigil_collector_remote_write_samples_sent_total",
+                &[("remote_name", name)],
+            )
+            .unwrap_or(0.0);
+        ensure!(sent >= 40.0, "{name}: {sent} samples sent");
+    }
+    ensure!(
+        scrape
+            .value("vigil_collector_remote_write_samples_dropped_total", &[])
+            .is_none(),
+        "dropped: {:?}",
+        scrape.value("vigil_collector_remote_write_samples_dropped_total", &[])
     );
     Ok(())
 }

@@ -29,7 +29,7 @@ use super::commit::Syncer;
 use super::limits::{AgentLimits, Refused};
 use super::{IngestMetrics, RejectReason};
 use vigil_store::wal::{FsyncPolicy, GroupCommit, Wal};
-use vigil_store::{Store, now_ms};
+use vigil_store::{BatchKeys, Store, now_ms};
 
 /// Family names agents may not use: the collector's own.
 pub const RESERVED_PREFIX: &str = "vigil_collector_";
@@ -133,11 +133,16 @@ impl ServiceState {
     }
 }
 
-/// Checks a whole batch; the error names the first bad series.
+/// Checks a whole batch; the error names the first bad series. A series
+/// at a position that `known` marks true has the exact family, kind and
+/// label bytes that the agent's last accepted batch had there
+/// ([`vigil_store::Store::known`]), so its labels passed these checks
+/// then and are not read again (a steady agent's labels are checked once).
 pub fn validate_batch(
     batch: &Batch<'_>,
     limits: &SeriesLimits,
     max_series: usize,
+    known: &[bool],
 ) -> Result<(), String> {
     if batch.agent_id.is_empty() {
         return Err("agent_id is empty".into());
@@ -151,6 +156,7 @@ pub fn validate_batch(
             "{total} series in one push, more than ingest.max_series_per_push ({max_series})"
         ));
     }
+    let mut position = 0usize;
     for family in &batch.families {
         labels::validate_metric_name(family.name, limits)
             .map_err(|e| format!("family {:?}: {e}", family.name))?;
@@ -179,6 +185,11 @@ pub fn validate_batch(
             ));
         }
         for series in &family.series {
+            let at = position;
+            position += 1;
+            if known.get(at).copied().unwrap_or(false) && series.window.is_none() {
+                continue;
+            }
             let pairs = || series.labels();
             // The one walk that reads each label and checks it is UTF-8.
             let mut malformed = None;
@@ -273,7 +284,16 @@ impl ServiceState {
         if let Err(refused) = self.agent_limits.check_rate(batch.agent_id) {
             return Err(self.limited(batch.agent_id, refused));
         }
-        if let Err(message) = validate_batch(&batch, &self.limits, self.max_series_per_push) {
+        // Keys are hashed once, here; validation skips the series the
+        // agent's last batch had at the same positions, byte for byte.
+        let keys = self.store.batch_keys(&batch);
+        let known = self.store.known(&batch, &keys);
+        if let Err(message) = validate_batch(
+            &batch,
+            &self.limits,
+            self.max_series_per_push,
+            &known.positions,
+        ) {
             return Err(self.refuse(RejectReason::InvalidArgument, batch.agent_id, message));
         }
         if let Some(series) = binding.foreign_series(&batch) {
@@ -284,9 +304,9 @@ impl ServiceState {
             return Err(self.refuse(RejectReason::PermissionDenied, batch.agent_id, message));
         }
         if !self.store.is_duplicate(&batch)
-            && let Err(refused) =
-                self.agent_limits
-                    .check_batch(&batch, || self.store.new_series(&batch), now_ms())
+            && let Err(refused) = self
+                .agent_limits
+                .check_batch(&batch, || known.fresh, now_ms())
         {
             return Err(self.limited(batch.agent_id, refused));
         }
@@ -297,7 +317,7 @@ impl ServiceState {
             .map(|f| f.series.len() as u64)
             .sum();
         if reserved == 0 {
-            return self.log_and_apply(&bytes, &batch, 0);
+            return self.log_and_apply(&bytes, &batch, Some(&keys), 0);
         }
         debug!(agent = %batch.agent_id, "skipped families with the reserved vigil_collector_ prefix");
         let mut kept = batch.to_request();
@@ -305,7 +325,7 @@ impl ServiceState {
             .retain(|f| !f.name.starts_with(RESERVED_PREFIX));
         let kept = kept.encode_to_vec();
         match Batch::decode(&kept) {
-            Ok(batch) => self.log_and_apply(&kept, &batch, reserved),
+            Ok(batch) => self.log_and_apply(&kept, &batch, None, reserved),
             Err(e) => Err(Status::internal(format!(
                 "cannot read back a filtered batch: {e}"
             ))),
@@ -318,6 +338,7 @@ impl ServiceState {
         &self,
         bytes: &[u8],
         batch: &Batch<'_>,
+        keys: Option<&BatchKeys>,
         reserved: u64,
     ) -> Result<Logged, Status> {
         // Before the duplicate check: after a failed sync, a batch the store
@@ -360,9 +381,14 @@ impl ServiceState {
                 )));
             }
         };
-        let applied = self
-            .store
-            .apply_batch(batch, received, guard.log_position());
+        let applied = match keys {
+            Some(keys) => self
+                .store
+                .apply_keyed(batch, keys, received, guard.log_position()),
+            None => self
+                .store
+                .apply_batch(batch, received, guard.log_position()),
+        };
         drop(guard);
         self.metrics.wal_appended(false);
         self.metrics.skipped(applied.conflicts, reserved);
@@ -447,7 +473,7 @@ mod tests {
     ) -> Result<(), String> {
         let bytes = batch.encode_to_vec();
         let view = Batch::decode(&bytes).map_err(|e| e.to_string())?;
-        super::validate_batch(&view, limits, max)
+        super::validate_batch(&view, limits, max, &[])
     }
 
     fn batch(labels: Vec<Label>) -> PushRequest {
@@ -519,6 +545,52 @@ mod tests {
     }
 
     #[test]
+    fn only_byte_identical_series_skip_validation() {
+        let store = Store::new(
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(3600),
+        );
+        let limits = SeriesLimits::default();
+        let push = |sequence: u64, labels: Vec<Label>| {
+            let mut b = batch(labels);
+            b.sequence = sequence;
+            b.encode_to_vec()
+        };
+        let good = || vec![label("instance", "a"), label("job", "n")];
+        let first = push(1, good());
+        let view = Batch::decode(&first).expect("a push");
+        let keys = store.batch_keys(&view);
+        assert_eq!(store.known(&view, &keys).positions, vec![false]);
+        assert!(super::validate_batch(&view, &limits, 10, &[false]).is_ok());
+        store.apply_keyed(&view, &keys, now_ms(), 0);
+
+        // The same bytes again: known, so its labels are not read again.
+        let second = push(2, good());
+        let view = Batch::decode(&second).expect("a push");
+        let known = store.known(&view, &store.batch_keys(&view));
+        assert_eq!((known.positions.clone(), known.fresh), (vec![true], 0));
+
+        // One byte differs (a label name that is not valid): not known, and
+        // refused.
+        let bad = push(3, vec![label("instance", "a"), label("j-b", "n")]);
+        let view = Batch::decode(&bad).expect("a push");
+        let known = store.known(&view, &store.batch_keys(&view));
+        assert_eq!((known.positions.clone(), known.fresh), (vec![false], 1));
+        let err = super::validate_batch(&view, &limits, 10, &known.positions)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("invalid label name"), "{err}");
+
+        // After a replay, nothing is known until the agent pushes again.
+        store.forget_series_caches();
+        let view = Batch::decode(&second).expect("a push");
+        assert_eq!(
+            store.known(&view, &store.batch_keys(&view)).positions,
+            vec![false]
+        );
+    }
+
+    #[test]
     fn a_label_that_is_not_utf8_is_named() {
         let good = batch(vec![label("instance", "a"), label("job", "qqqq")]);
         let mut bytes = good.encode_to_vec();
@@ -528,7 +600,7 @@ mod tests {
             .expect("the value is in the bytes");
         bytes[at] = 0xff;
         let view = Batch::decode(&bytes).expect("the framing is whole");
-        let err = super::validate_batch(&view, &SeriesLimits::default(), 10)
+        let err = super::validate_batch(&view, &SeriesLimits::default(), 10, &[])
             .err()
             .unwrap_or_default();
         assert!(
