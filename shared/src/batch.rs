@@ -76,8 +76,9 @@ pub struct SeriesView<'a> {
     pub value: f64,
     /// `timestamp_ms`
     pub timestamp_ms: i64,
-    /// `window`, decoded (histogram series only).
-    pub window: Option<Window>,
+    /// `window`, decoded (histogram series only); boxed, so that the
+    /// gauges' views stay small (a push holds hundreds of them).
+    pub window: Option<Box<Window>>,
     /// The bytes the labels are in: their own run when they come first and
     /// together (as every encoder writes them), else the whole series.
     labels: &'a [u8],
@@ -353,7 +354,7 @@ fn read_series(body: &[u8]) -> Result<SeriesView<'_>, DecodeError> {
                 r.expect(wire, LEN, "series window")?;
                 let at = r.at;
                 let bytes = r.bytes()?;
-                let window = series.window.get_or_insert_with(Window::default);
+                let window = series.window.get_or_insert_with(Box::default);
                 window.merge(bytes).map_err(|e| DecodeError {
                     what: format!("series window: {e}"),
                     at,
@@ -413,6 +414,14 @@ fn read_family(body: &[u8]) -> Result<FamilyView<'_>, DecodeError> {
                     e.at += at;
                     e
                 })?;
+                if family.series.is_empty() {
+                    // Series are about the same size: room for as many as
+                    // the rest of the family would hold at this one's size
+                    // (capped: a sender's sizes are not trusted).
+                    let each = (r.at - at).max(1) + 2;
+                    let guess = (body.len() - r.at) / each + 1;
+                    family.series.reserve(guess.min(16_384));
+                }
                 family.series.push(series);
             }
             _ => r.skip(wire)?,
@@ -510,7 +519,7 @@ impl<'a> Batch<'a> {
                                 .collect(),
                             value: s.value,
                             timestamp_ms: s.timestamp_ms,
-                            window: s.window.clone(),
+                            window: s.window.as_deref().cloned(),
                         })
                         .collect(),
                 })

@@ -180,6 +180,11 @@ impl Chunk {
         Self::default()
     }
 
+    /// The last byte written, where the next sample's bits begin.
+    pub fn last_byte(&self) -> Option<u8> {
+        self.writer.bytes.last().copied()
+    }
+
     /// An empty chunk with room for `bytes` of encoded data, so that a
     /// series whose last chunk took N bytes does not grow the next one by
     /// doubling (and leave up to half of it unused).

@@ -629,6 +629,21 @@ impl Store {
             .get(batch.agent_id)
             .map(|a| a.index)
             .unwrap_or(u32::MAX);
+        // The series this agent wrote last time are most likely the ones
+        // it writes now: their chunks and latest state are fetched into
+        // the cache together first (see [`History::warm`]).
+        history.warm(
+            cache
+                .entries
+                .iter()
+                .filter(|e| e.id != u32::MAX)
+                .map(|e| e.id),
+        );
+        for e in &cache.entries {
+            if let Some(Some(s)) = latest.get(e.slot as usize) {
+                std::hint::black_box(s.updated);
+            }
+        }
         let stale_after = self.stale_after_ms;
         let previous_len = cache.entries.len();
         // True while every series went where the cache said: then the batch
@@ -785,7 +800,7 @@ impl Store {
                         tapped_windows.push((
                             history_labels.clone(),
                             series.timestamp_ms,
-                            window.clone(),
+                            (**window).clone(),
                         ));
                     }
                     let c = entry.cumulative.get_or_insert_with(|| Cumulative {

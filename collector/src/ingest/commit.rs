@@ -2,7 +2,8 @@
 //! push: a push that has logged its batch asks for the log to be synced up
 //! to its record and awaits the answer; one thread (`vigil-wal-sync`) syncs
 //! for every push waiting at the time, then publishes how far the log is on
-//! disk. Pushes that arrive during a sync share the next one.
+//! disk. Pushes that arrive during a sync share the next one, and the
+//! thread waits a little for more while they keep coming ([`GATHER_MAX`]).
 //!
 //! Before this, each push waited on a blocking-pool thread, and every wait
 //! was a thread hand-off; a profile of 100 agents pushing showed a quarter
@@ -92,6 +93,31 @@ impl Syncer {
     }
 }
 
+/// How long the sync thread waits for more pushes before a sync, in steps.
+const GATHER_STEP: Duration = Duration::from_micros(500);
+/// At most this long in all.
+const GATHER_MAX: Duration = Duration::from_millis(5);
+
+/// Lets concurrent pushes join the coming sync: waits while pushes keep
+/// asking for one, a step at a time, up to [`GATHER_MAX`]. A lone push
+/// waits one step; 100 agents pushing at once share each sync in dozens
+/// instead of in twos, and each sync costs the collector CPU (BENCHMARKS.md,
+/// "Ingest per core").
+fn gather(shared: &Shared, mut seen: u64) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < GATHER_MAX {
+        std::thread::sleep(GATHER_STEP);
+        let now = *shared
+            .requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 fn run(shared: &Arc<Shared>) {
     let mut done = 0u64;
     loop {
@@ -115,6 +141,7 @@ fn run(shared: &Arc<Shared>) {
                     .0;
             }
         };
+        gather(shared, target);
         match shared.commit.sync_through(&shared.wal, target) {
             Ok(did) => {
                 shared.metrics.wal_appended_sync_only(did);
