@@ -9,7 +9,8 @@
 //! from /proc/PID/task/*/schedstat), so the load generator, which shares
 //! the machine, is not counted; each store's count of what it holds is
 //! checked against what was sent. `GZIP=1` compresses the pushes as agents
-//! do; `PEERS=0` measures the collector alone.
+//! do; `PEERS=0` measures the collector alone; `ROUNDS=N` measures the
+//! collector N times with each policy, alternating.
 //!
 //!     cargo build --release --bins && cargo bench -p vigil-collector --bench ingest_peers
 
@@ -207,7 +208,9 @@ fn main() -> Result<()> {
                 })
                 .collect()
         };
-        for policy in ["always", "interval"] {
+        let rounds = env("ROUNDS", 1);
+        let policies = ["always", "interval"];
+        for policy in policies.iter().cycle().take(2 * rounds) {
             let dir = tempfile::tempdir()?;
             let (peer, ingest) = collector(dir.path(), policy).await?;
             let pid = peer.child.id();

@@ -570,6 +570,17 @@ impl RuleManager {
                         std::thread::sleep(Duration::from_millis(wait as u64));
                         continue;
                     }
+                    // Within the gap after an evaluation on arrival, pushes
+                    // are not waited for one by one (each would wake this
+                    // thread for nothing): the gap is slept, and a push that
+                    // came meanwhile is seen at once after it.
+                    let until_gap = last_push_round + gap - now_ms();
+                    if until_gap > 0 {
+                        std::thread::sleep(Duration::from_millis(until_gap.min(wait) as u64));
+                        if until_gap > wait {
+                            continue;
+                        }
+                    }
                     // A batch arrived: evaluate now, at most every min_evaluation_gap.
                     let count = self
                         .store
