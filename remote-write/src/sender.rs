@@ -125,6 +125,9 @@ pub struct Stats {
     pending: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
+    /// The store refused native histograms: they are no longer sent to it
+    /// (until the collector restarts).
+    native_refused: std::sync::atomic::AtomicBool,
 }
 
 fn add(map: &Mutex<BTreeMap<String, u64>>, reason: &str, n: u64) {
@@ -469,7 +472,35 @@ async fn send(
                 let status = resp.status();
                 let code = status.as_u16();
                 let wait = retry_after(resp.headers());
-                if status.is_server_error() || (code == 429 && dest.queue.retry_on_http_429) {
+                let histograms: usize = request.timeseries.iter().map(|t| t.histograms.len()).sum();
+                if status.is_server_error() && histograms > 0 {
+                    // Prometheus without `--enable-feature=native-histograms`
+                    // answers 500 to any request that carries one: retried,
+                    // it would hold up everything behind it for good.
+                    let answer = resp.text().await.unwrap_or_default();
+                    if answer.to_ascii_lowercase().contains("native histogram") {
+                        let answer: String = answer.chars().take(512).collect();
+                        tracing::error!(remote = %dest.name, url = %dest.url, status = code, answer = %answer.trim(), "remote_write: the store does not take native histograms; they are no longer sent to it (set send_native_histograms = false, or enable them in the store and restart the collector)");
+                        stats.native_refused.store(true, Ordering::Relaxed);
+                        add(
+                            &stats.dropped,
+                            "native_histograms_refused",
+                            histograms as u64,
+                        );
+                        let mut classic = request.clone();
+                        classic.timeseries.retain_mut(|t| {
+                            t.histograms.clear();
+                            !t.samples.is_empty()
+                        });
+                        if classic.timeseries.is_empty() {
+                            return Ok(());
+                        }
+                        // Once at most: `classic` carries no histogram.
+                        return Box::pin(send(client, dest, stats, classic, shutdown)).await;
+                    }
+                    ("http_5xx", wait)
+                } else if status.is_server_error() || (code == 429 && dest.queue.retry_on_http_429)
+                {
                     (if code == 429 { "http_429" } else { "http_5xx" }, wait)
                 } else {
                     let answer = resp.text().await.unwrap_or_default();
@@ -554,7 +585,8 @@ pub async fn run(
             }
             continue;
         };
-        let (series, relabelled) = series_of(&records, &dest.relabel, dest.native_histograms);
+        let native = dest.native_histograms && !stats.native_refused.load(Ordering::Relaxed);
+        let (series, relabelled) = series_of(&records, &dest.relabel, native);
         if relabelled > 0 {
             add(&stats.dropped, "relabel", relabelled);
         }
