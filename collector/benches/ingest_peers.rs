@@ -7,10 +7,12 @@
 //! receivers, from as many keep-alive clients, each agent's requests in
 //! order. Every figure is samples per CPU-second of that one process (CPU
 //! from /proc/PID/task/*/schedstat), so the load generator, which shares
-//! the machine, is not counted; each store's count of what it holds is
-//! checked against what was sent. `GZIP=1` compresses the pushes as agents
-//! do; `PEERS=0` measures the collector alone; `ROUNDS=N` measures the
-//! collector N times with each policy, alternating.
+//! the machine, is not counted; each is given for the whole run, for the
+//! first batch of every agent (where every sample makes a new series) and
+//! for the later batches (a fleet's steady state); each store's count of
+//! what it holds is checked against what was sent. `GZIP=1` compresses the
+//! pushes as agents do; `PEERS=0` measures the collector alone; `ROUNDS=N`
+//! measures the collector N times with each policy, alternating.
 //!
 //!     cargo build --release --bins && cargo bench -p vigil-collector --bench ingest_peers
 
@@ -163,11 +165,33 @@ async fn post_all(url: String, bodies: Vec<Vec<Vec<u8>>>) -> Result<()> {
     Ok(())
 }
 
-fn report(what: &str, samples: f64, took: Duration, cpu_s: f64, rss: u64) {
+/// CPU-seconds of one receiver's process in each phase: the first batch of
+/// every agent (each sample a new series) and the later ones.
+struct Phases {
+    first_s: f64,
+    rest_s: f64,
+    took: Duration,
+}
+
+/// Each agent's first batch, and the rest.
+fn split_first<T>(work: Vec<Vec<T>>) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
+    work.into_iter()
+        .map(|mut batches| {
+            let rest = batches.split_off(batches.len().min(1));
+            (batches, rest)
+        })
+        .unzip()
+}
+
+fn report(what: &str, samples: f64, first: f64, phases: &Phases, rss: u64) {
+    let rest = samples - first;
+    let all_s = phases.first_s + phases.rest_s;
     println!(
-        "| {what} | {:.0} | {cpu_s:.2} | **{:.0}** | {} |",
-        samples / took.as_secs_f64(),
-        samples / cpu_s.max(1e-9),
+        "| {what} | {:.0} | {all_s:.2} | **{:.0}** | {:.0} | **{:.0}** | {} |",
+        samples / phases.took.as_secs_f64(),
+        samples / all_s.max(1e-9),
+        first / phases.first_s.max(1e-9),
+        rest / phases.rest_s.max(1e-9),
         rss / 1024,
     );
 }
@@ -190,14 +214,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let total = (agents as u64 * batches * series as u64) as f64;
+    let first = (agents * series) as f64;
     println!(
         "{agents} agents x {batches} batches of {series} gauges ({total:.0} samples){}",
         if gzip { ", gzip" } else { "" }
     );
     println!(
-        "| receiver | samples/s (wall) | CPU-s of its process | samples per CPU-second | RSS after, MiB |"
+        "| receiver | samples/s (wall) | CPU-s of its process | samples per CPU-second, all | first batches: new series per CPU-second | later batches: samples per CPU-second | RSS after, MiB |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     runtime.block_on(async {
         let work = || -> Vec<Vec<PushRequest>> {
             (0..agents)
@@ -214,13 +239,18 @@ fn main() -> Result<()> {
             let dir = tempfile::tempdir()?;
             let (peer, ingest) = collector(dir.path(), policy).await?;
             let pid = peer.child.id();
-            let pushes = work();
+            let (first_pushes, pushes) = split_first(work());
             let rss_before = rss_kib(pid);
             let cpu = cpu_ns(pid);
             let started = Instant::now();
+            push::push_all_with(ingest, first_pushes, gzip).await?;
+            let cpu_first = cpu_ns(pid);
             push::push_all_with(ingest, pushes, gzip).await?;
-            let took = started.elapsed();
-            let cpu_s = (cpu_ns(pid) - cpu) as f64 / 1e9;
+            let phases = Phases {
+                first_s: (cpu_first - cpu) as f64 / 1e9,
+                rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
+                took: started.elapsed(),
+            };
             let applied = metric(peer.addr, "vigil_collector_series_applied_total").await?;
             if applied != total {
                 bail!("the collector applied {applied} samples of {total}");
@@ -234,8 +264,8 @@ fn main() -> Result<()> {
             report(
                 &format!("Vigil collector, wal_fsync = {policy}"),
                 total,
-                took,
-                cpu_s,
+                first,
+                &phases,
                 rss_after,
             );
             let active = (agents * series) as f64;
@@ -257,18 +287,25 @@ fn main() -> Result<()> {
         };
         wait_ready(&format!("http://{}/health", vm.addr), "victoria-metrics").await?;
         let pid = vm.child.id();
+        let url = format!("http://{}/api/v1/write", vm.addr);
+        let (first_bodies, rest) = split_first(bodies.clone());
         let cpu = cpu_ns(pid);
         let started = Instant::now();
-        post_all(format!("http://{}/api/v1/write", vm.addr), bodies.clone()).await?;
-        let took = started.elapsed();
-        let cpu_s = (cpu_ns(pid) - cpu) as f64 / 1e9;
+        post_all(url.clone(), first_bodies).await?;
+        let cpu_first = cpu_ns(pid);
+        post_all(url, rest).await?;
+        let phases = Phases {
+            first_s: (cpu_first - cpu) as f64 / 1e9,
+            rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
+            took: started.elapsed(),
+        };
         let rss = rss_kib(pid);
         reqwest::get(format!("http://{}/internal/force_flush", vm.addr)).await?;
         let held = query_value(vm.addr, "sum(count_over_time(bench_value[1h]))").await?;
         if held != total {
             bail!("VictoriaMetrics holds {held} samples of {total}");
         }
-        report("VictoriaMetrics 1.79", total, took, cpu_s, rss);
+        report("VictoriaMetrics 1.79", total, first, &phases, rss);
         drop(vm);
 
         let port = free_port()?;
@@ -292,17 +329,24 @@ fn main() -> Result<()> {
         };
         wait_ready(&format!("http://{}/-/ready", prom.addr), "prometheus").await?;
         let pid = prom.child.id();
+        let url = format!("http://{}/api/v1/write", prom.addr);
+        let (first_bodies, rest) = split_first(bodies);
         let cpu = cpu_ns(pid);
         let started = Instant::now();
-        post_all(format!("http://{}/api/v1/write", prom.addr), bodies).await?;
-        let took = started.elapsed();
-        let cpu_s = (cpu_ns(pid) - cpu) as f64 / 1e9;
+        post_all(url.clone(), first_bodies).await?;
+        let cpu_first = cpu_ns(pid);
+        post_all(url, rest).await?;
+        let phases = Phases {
+            first_s: (cpu_first - cpu) as f64 / 1e9,
+            rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
+            took: started.elapsed(),
+        };
         let rss = rss_kib(pid);
         let held = query_value(prom.addr, "sum(count_over_time(bench_value[1h]))").await?;
         if held != total {
             bail!("Prometheus holds {held} samples of {total}");
         }
-        report("Prometheus 2.42", total, took, cpu_s, rss);
+        report("Prometheus 2.42", total, first, &phases, rss);
         anyhow::Ok(())
     })
 }

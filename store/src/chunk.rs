@@ -67,7 +67,12 @@ impl BitWriter {
             }
             &window[1..span]
         };
-        self.bytes.extend_from_slice(fresh);
+        // At most 9 bytes: pushed one by one rather than through a call to
+        // memmove, which cost more than the bits themselves.
+        self.bytes.reserve(fresh.len());
+        for &byte in fresh {
+            self.bytes.push(byte);
+        }
         self.used = ((used + count) % 8) as u8;
     }
 
