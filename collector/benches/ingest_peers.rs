@@ -183,6 +183,22 @@ fn split_first<T>(work: Vec<Vec<T>>) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
         .unzip()
 }
 
+/// Posts every agent's first request, then the rest, measuring the CPU of
+/// process `pid` in each phase.
+async fn post_phased(pid: u32, url: String, bodies: Vec<Vec<Vec<u8>>>) -> Result<Phases> {
+    let (first_bodies, rest) = split_first(bodies);
+    let cpu = cpu_ns(pid);
+    let started = Instant::now();
+    post_all(url.clone(), first_bodies).await?;
+    let cpu_first = cpu_ns(pid);
+    post_all(url, rest).await?;
+    Ok(Phases {
+        first_s: (cpu_first - cpu) as f64 / 1e9,
+        rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
+        took: started.elapsed(),
+    })
+}
+
 fn report(what: &str, samples: f64, first: f64, phases: &Phases, rss: u64) {
     let rest = samples - first;
     let all_s = phases.first_s + phases.rest_s;
@@ -288,17 +304,7 @@ fn main() -> Result<()> {
         wait_ready(&format!("http://{}/health", vm.addr), "victoria-metrics").await?;
         let pid = vm.child.id();
         let url = format!("http://{}/api/v1/write", vm.addr);
-        let (first_bodies, rest) = split_first(bodies.clone());
-        let cpu = cpu_ns(pid);
-        let started = Instant::now();
-        post_all(url.clone(), first_bodies).await?;
-        let cpu_first = cpu_ns(pid);
-        post_all(url, rest).await?;
-        let phases = Phases {
-            first_s: (cpu_first - cpu) as f64 / 1e9,
-            rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
-            took: started.elapsed(),
-        };
+        let phases = post_phased(pid, url, bodies.clone()).await?;
         let rss = rss_kib(pid);
         reqwest::get(format!("http://{}/internal/force_flush", vm.addr)).await?;
         let held = query_value(vm.addr, "sum(count_over_time(bench_value[1h]))").await?;
@@ -330,17 +336,7 @@ fn main() -> Result<()> {
         wait_ready(&format!("http://{}/-/ready", prom.addr), "prometheus").await?;
         let pid = prom.child.id();
         let url = format!("http://{}/api/v1/write", prom.addr);
-        let (first_bodies, rest) = split_first(bodies);
-        let cpu = cpu_ns(pid);
-        let started = Instant::now();
-        post_all(url.clone(), first_bodies).await?;
-        let cpu_first = cpu_ns(pid);
-        post_all(url, rest).await?;
-        let phases = Phases {
-            first_s: (cpu_first - cpu) as f64 / 1e9,
-            rest_s: (cpu_ns(pid) - cpu_first) as f64 / 1e9,
-            took: started.elapsed(),
-        };
+        let phases = post_phased(pid, url, bodies).await?;
         let rss = rss_kib(pid);
         let held = query_value(prom.addr, "sum(count_over_time(bench_value[1h]))").await?;
         if held != total {

@@ -160,37 +160,59 @@ fn with_instance(selector: &str, instance: &str) -> String {
     }
 }
 
+/// Samples the collector counts as sent to the store `name`.
+fn sent_to(scrape: &vigil_tests::Scrape, name: &str) -> f64 {
+    scrape
+        .value(
+            "vigil_collector_remote_write_samples_sent_total",
+            &[("remote_name", name)],
+        )
+        .unwrap_or(0.0)
+}
+
+/// Prometheus as a remote_write receiver, with `extra` flags.
+fn receiver(dir: &std::path::Path, name: &str, extra: &[&str]) -> Result<Prometheus> {
+    let flags: Vec<&str> = std::iter::once("--web.enable-remote-write-receiver")
+        .chain(extra.iter().copied())
+        .collect();
+    Prometheus::start_with(dir, name, "global:\n  scrape_interval: 1m\n", &flags)
+}
+
+/// A collector on free ports with `rules` in its `[rules]` section and one
+/// `[[remote_write]]` entry per `(name, store, extra keys)`.
+fn remote_write_collector(
+    dir: &std::path::Path,
+    rules: &str,
+    stores: &[(&str, SocketAddr, &str)],
+) -> Result<Collector> {
+    let (http, ingest) = (free_port()?, free_port()?);
+    let mut config = format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n\
+         [store]\ndata_dir = \"{}\"\n[rules]\n{rules}\n",
+        dir.join("collector-data").display()
+    );
+    for (name, store, extra) in stores {
+        config.push_str(&format!(
+            "[[remote_write]]\nname = \"{name}\"\nurl = \"http://{store}/api/v1/write\"\n{extra}\n"
+        ));
+    }
+    Collector::launch(dir, "collector", http, ingest, &config)
+}
+
 #[test]
 fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let vm = VictoriaMetrics::start(dir.path(), "vm", 0)?;
-    let prom = Prometheus::start_with(
-        dir.path(),
-        "prom",
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver"],
-    )?;
+    let prom = receiver(dir.path(), "prom", &[])?;
     let rules = dir.path().join("rw.rules.yml");
     std::fs::write(
         &rules,
         "groups:\n  - name: rw\n    interval: 1s\n    rules:\n      - record: rw:load1:doubled\n        expr: node_load1 * 2\n",
     )?;
-    let (http, ingest) = (free_port()?, free_port()?);
-    let collector = Collector::launch(
+    let collector = remote_write_collector(
         dir.path(),
-        "collector",
-        http,
-        ingest,
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n\
-             [store]\ndata_dir = \"{}\"\n[rules]\nfiles = [\"{}\"]\n\
-             [[remote_write]]\nname = \"vm\"\nurl = \"http://{}/api/v1/write\"\n\
-             [[remote_write]]\nname = \"prom\"\nurl = \"http://{}/api/v1/write\"\n",
-            dir.path().join("collector-data").display(),
-            rules.display(),
-            vm.http,
-            prom.http
-        ),
+        &format!("files = [\"{}\"]", rules.display()),
+        &[("vm", vm.http, ""), ("prom", prom.http, "")],
     )?;
     let mut agent = agent(dir.path(), "rw", collector.ingest)?;
     std::thread::sleep(Duration::from_secs(8));
@@ -253,12 +275,7 @@ fn victoriametrics_and_prometheus_hold_every_sample_once_as_the_collector_does()
     }
     let scrape = collector.scrape()?;
     for name in ["vm", "prom"] {
-        let sent = scrape
-            .value(
-                "vigil_collector_remote_write_samples_sent_total",
-                &[("remote_name", name)],
-            )
-            .unwrap_or(0.0);
+        let sent = sent_to(&scrape, name);
         ensure!(sent > 0.0, "{name}: nothing counted as sent");
         eprintln!("{name}: {sent} samples sent");
     }
@@ -344,40 +361,19 @@ fn prometheus_native(addr: SocketAddr, selector: &str) -> Result<NativeHistogram
 fn histogram_windows_go_as_native_histograms_where_asked() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let vm = VictoriaMetrics::start(dir.path(), "vm", 0)?;
-    let prom = Prometheus::start_with(
-        dir.path(),
-        "prom",
-        "global:\n  scrape_interval: 1m\n",
-        &[
-            "--web.enable-remote-write-receiver",
-            "--enable-feature=native-histograms",
-        ],
-    )?;
+    let prom = receiver(dir.path(), "prom", &["--enable-feature=native-histograms"])?;
     // Without the feature flag, Prometheus answers 500 to a request that
     // carries a native histogram.
-    let plain = Prometheus::start_with(
+    let plain = receiver(dir.path(), "plain", &[])?;
+    let native = "send_native_histograms = true";
+    let collector = remote_write_collector(
         dir.path(),
-        "plain",
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver"],
-    )?;
-    let (http, ingest) = (free_port()?, free_port()?);
-    let collector = Collector::launch(
-        dir.path(),
-        "collector",
-        http,
-        ingest,
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n\
-             [store]\ndata_dir = \"{}\"\n[rules]\nhost_down = false\n\
-             [[remote_write]]\nname = \"vm\"\nurl = \"http://{}/api/v1/write\"\nsend_native_histograms = true\n\
-             [[remote_write]]\nname = \"prom\"\nurl = \"http://{}/api/v1/write\"\nsend_native_histograms = true\n\
-             [[remote_write]]\nname = \"plain\"\nurl = \"http://{}/api/v1/write\"\nsend_native_histograms = true\n",
-            dir.path().join("collector-data").display(),
-            vm.http,
-            prom.http,
-            plain.http
-        ),
+        "host_down = false",
+        &[
+            ("vm", vm.http, native),
+            ("prom", prom.http, native),
+            ("plain", plain.http, native),
+        ],
     )?;
     let now = vigil_tests::unix_now() as i64 * 1000;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -481,12 +477,7 @@ fn histogram_windows_go_as_native_histograms_where_asked() -> Result<()> {
     ensure!(held.is_empty(), "VictoriaMetrics kept {held:?}");
     let scrape = collector.scrape()?;
     for name in ["vm", "prom"] {
-        let sent = scrape
-            .value(
-                "vigil_collector_remote_write_samples_sent_total",
-                &[("remote_name", name)],
-            )
-            .unwrap_or(0.0);
+        let sent = sent_to(&scrape, name);
         ensure!(sent >= 40.0, "{name}: {sent} samples sent");
     }
     for name in ["vm", "prom"] {
