@@ -787,6 +787,109 @@ mod tests {
         Ok(())
     }
 
+    /// A gauge batch from agent `a` with `value`.
+    fn gauge(sequence: u64, value: f64) -> vigil_shared::proto::PushRequest {
+        use vigil_shared::proto::{Family, Kind, Label, PushRequest, Series};
+        let t = vigil_store::now_ms();
+        PushRequest {
+            agent_id: "a".into(),
+            epoch: 1,
+            sequence,
+            timestamp_ms: t,
+            flush_interval_ms: 10_000,
+            families: vec![Family {
+                name: "door_gauge".into(),
+                kind: Kind::Gauge as i32,
+                series: vec![Series {
+                    labels: vec![Label {
+                        name: "instance".into(),
+                        value: "a".into(),
+                    }],
+                    value,
+                    timestamp_ms: t,
+                    window: None,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The newest value of the recorded series, if any.
+    fn recorded(store: &Store) -> Option<f64> {
+        let matcher =
+            vigil_store::history::Matcher::Equal("__name__".into(), "door:doubled".into());
+        store
+            .select(&[matcher], 0, i64::MAX)
+            .first()
+            .and_then(|s| s.samples.last())
+            .map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn a_push_within_the_gap_is_evaluated_when_the_gap_ends() -> Result<(), Vec<String>> {
+        let dir = tempfile::tempdir().map_err(|e| vec![e.to_string()])?;
+        let file = dir.path().join("r.rules.yml");
+        std::fs::write(
+            &file,
+            "groups:\n  - name: r\n    rules:\n      - record: door:doubled\n        expr: door_gauge * 2\n",
+        )
+        .map_err(|e| vec![e.to_string()])?;
+        let mut c = config(false, false);
+        c.files = vec![file.display().to_string()];
+        // No scheduled round during the test: only pushes start evaluations.
+        c.evaluation_interval = Duration::from_secs(3600);
+        c.min_evaluation_gap = Duration::from_millis(300);
+        let store = Arc::new(Store::new(
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+        ));
+        let m = Arc::new(RuleManager::new(c, Arc::clone(&store), dir.path())?);
+        let shutdown = CancellationToken::new();
+        let thread = Arc::clone(&m)
+            .spawn(shutdown.clone())
+            .map_err(|e| vec![e.to_string()])?;
+        let wait_for = |want: f64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if recorded(&store) == Some(want) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        let evaluations = || m.metrics.evaluations.load(Ordering::Relaxed);
+        let settle = |at_least: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while evaluations() < at_least && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            evaluations() >= at_least
+        };
+        // The first scheduled round, at start, with nothing to record.
+        assert!(settle(1), "no first round");
+        store.apply(&gauge(1, 1.0), vigil_store::now_ms());
+        assert!(
+            wait_for(2.0),
+            "the first push was not evaluated: {:?}",
+            recorded(&store)
+        );
+        assert!(settle(2), "the first push started no evaluation");
+        // Within the gap after that evaluation: evaluated when it ends, not
+        // at the next scheduled round an hour away.
+        std::thread::sleep(Duration::from_millis(5));
+        store.apply(&gauge(2, 5.0), vigil_store::now_ms());
+        assert!(
+            wait_for(10.0),
+            "the second push was not evaluated: {:?}",
+            recorded(&store)
+        );
+        shutdown.cancel();
+        let _ = thread.join();
+        Ok(())
+    }
+
     #[test]
     fn the_heartbeat_always_fires() -> Result<(), Vec<String>> {
         let dir = std::env::temp_dir().join(format!("vigil-heartbeat-{}", std::process::id()));
