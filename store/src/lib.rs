@@ -501,11 +501,6 @@ impl Store {
         known
     }
 
-    /// How many series of `batch` the store does not hold yet.
-    pub fn new_series(&self, batch: &Batch<'_>) -> usize {
-        self.known(batch, &self.batch_keys(batch)).fresh
-    }
-
     /// Forgets every agent's series cache, so that each agent's next batch
     /// is validated in full: after a replay of the log, whose batches were
     /// validated under the limits of an earlier run.
@@ -671,12 +666,8 @@ impl Store {
             // state is not even looked up.
             keys_buf.clear();
             keys_buf.extend((position..position + family.series.len()).map(|at| {
-                batch_keys
-                    .0
-                    .get(at)
-                    .copied()
-                    .flatten()
-                    .filter(|_| kind != MetricKind::Histogram && !retyped)
+                // Histograms have no key (see `batch_keys`).
+                batch_keys.0.get(at).copied().flatten().filter(|_| !retyped)
             }));
             let family_hits = keys_buf
                 .iter()

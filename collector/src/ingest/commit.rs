@@ -100,9 +100,9 @@ const GATHER_MAX: Duration = Duration::from_millis(5);
 
 /// Lets concurrent pushes join the coming sync: waits while pushes keep
 /// asking for one, a step at a time, up to [`GATHER_MAX`]. A lone push
-/// waits one step; 100 agents pushing at once share each sync in dozens
-/// instead of in twos, and each sync costs the collector CPU (BENCHMARKS.md,
-/// "Ingest per core").
+/// waits one step; 100 agents pushing at once share each sync about 20 at
+/// a time instead of 2, and each sync costs the collector CPU
+/// (BENCHMARKS.md, "Ingest per core").
 fn gather(shared: &Shared, mut seen: u64) {
     let started = std::time::Instant::now();
     while started.elapsed() < GATHER_MAX {
